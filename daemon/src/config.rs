@@ -1,0 +1,1 @@
+//! berthd configuration (config.toml, containerd keys).

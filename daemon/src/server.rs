@@ -1,0 +1,1 @@
+//! Wires stores, services and sockets together; start-up and shutdown.
