@@ -16,7 +16,7 @@
 //! breaks the next run.
 
 pub mod bins;
-// pub mod containerd;
+pub mod containerd;
 // pub mod daemon;
 pub mod image;
 pub mod procs;
