@@ -20,7 +20,7 @@ pub mod containerd;
 // pub mod daemon;
 pub mod image;
 pub mod procs;
-// pub mod registry;
+pub mod registry;
 pub mod subreaper;
 
 pub use bins::require_bin;
