@@ -461,7 +461,7 @@ impl Registry {
         v
     }
 
-    fn skopeo(&self, args: &[String]) -> Result<Output, RegistryError> {
+    fn skopeo(args: &[String]) -> Result<Output, RegistryError> {
         let skopeo = require_bin("skopeo", "skopeo");
         // --insecure-policy: no dependency on /etc/containers/policy.json.
         Command::new(&skopeo)
@@ -476,7 +476,7 @@ impl Registry {
     }
 
     fn skopeo_ok(&self, args: &[String]) -> Result<Output, RegistryError> {
-        let o = self.skopeo(args)?;
+        let o = Self::skopeo(args)?;
         if o.status.success() {
             Ok(o)
         } else {
