@@ -486,13 +486,19 @@ impl Runc {
     /// # Errors
     /// [`Error::CommandFailed`], [`Error::Decode`].
     pub async fn list(&self) -> Result<Vec<Container>> {
-        let v: Option<Vec<Container>> = self
-            .simple_json(
-                vec![os("list"), os("--format"), os("json")],
-                "container list JSON",
-            )
-            .await?;
-        Ok(v.unwrap_or_default())
+        let args = vec![os("list"), os("--format"), os("json")];
+        let out = self.simple(args.clone()).await?;
+        match serde_json::from_slice::<Option<Vec<Container>>>(&out.stdout) {
+            Ok(v) => Ok(v.unwrap_or_default()),
+            // youki 0.7 ignores `--format json` and prints its table.
+            Err(source) => types::parse_list_table(&String::from_utf8_lossy(&out.stdout))
+                .ok_or_else(|| Error::Decode {
+                    command: self.command_line(&args),
+                    what: "container list JSON",
+                    output: truncate(&out.stdout),
+                    source,
+                }),
+        }
     }
 
     /// `ps --format json <id>`: pids of the processes in the container's cgroup.

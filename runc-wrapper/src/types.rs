@@ -51,12 +51,21 @@ pub struct Container {
     /// Creation time, RFC 3339 as printed by the runtime.
     #[serde(default)]
     pub created: String,
-    /// Owner (user name) of the container.
-    #[serde(default)]
+    /// Owner of the container: runc prints a user name (empty for root), youki a numeric uid;
+    /// both are kept as text.
+    #[serde(default, deserialize_with = "string_or_number")]
     pub owner: String,
     /// Annotations from the spec.
     #[serde(default)]
     pub annotations: Option<HashMap<String, String>>,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    })
 }
 
 /// One event of `runc events` (`{"type":"stats","id":...,"data":{...}}`).
@@ -252,6 +261,37 @@ pub struct Memory {
     pub event_count: Option<serde_json::Value>,
 }
 
+/// Parses the text table `list` prints (`ID PID STATUS BUNDLE CREATED OWNER`), for runtimes
+/// that ignore `--format json` (youki 0.7). `None` when the text is not such a table.
+pub(crate) fn parse_list_table(text: &str) -> Option<Vec<Container>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    if header.first() != Some(&"ID") || header.get(2) != Some(&"STATUS") {
+        return None;
+    }
+    let mut out = Vec::new();
+    for line in lines {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 3 {
+            return None;
+        }
+        let status = serde_json::from_value(serde_json::Value::String(cols[2].to_lowercase()))
+            .unwrap_or(ContainerStatus::Unknown);
+        out.push(Container {
+            oci_version: String::new(),
+            id: cols[0].to_string(),
+            pid: cols[1].parse().unwrap_or(0),
+            status,
+            bundle: cols.get(3).map(ToString::to_string).unwrap_or_default(),
+            rootfs: String::new(),
+            created: cols.get(4).map(ToString::to_string).unwrap_or_default(),
+            owner: cols.get(5).map(ToString::to_string).unwrap_or_default(),
+            annotations: None,
+        });
+    }
+    Some(out)
+}
+
 /// Parsed `runc --version` / `runc version` output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Version {
@@ -345,6 +385,25 @@ mod tests {
         assert!(c.annotations.is_none());
         let c: Container = serde_json::from_str(r#"{"id":"c","status":"weird","pid":0}"#).unwrap();
         assert_eq!(c.status, ContainerStatus::Unknown);
+        // youki prints the owner as a numeric uid.
+        let c: Container =
+            serde_json::from_str(r#"{"id":"c","status":"created","pid":5,"owner":0}"#).unwrap();
+        assert_eq!(c.owner, "0");
+    }
+
+    #[test]
+    fn parses_youki_list_table() {
+        let t = "ID            PID   STATUS   BUNDLE                 CREATED                    CREATOR\n\
+                 c1  9934  Running  /tmp/b  2026-11-23T11:36:44+00:00  root\n\
+                 c2  0     Stopped  /tmp/c  2026-11-23T11:36:45+00:00  root\n";
+        let l = parse_list_table(t).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!((l[0].id.as_str(), l[0].pid), ("c1", 9934));
+        assert_eq!(l[0].status, ContainerStatus::Running);
+        assert_eq!(l[1].status, ContainerStatus::Stopped);
+        assert_eq!(l[1].bundle, "/tmp/c");
+        assert!(parse_list_table("ID PID STATUS\n").unwrap().is_empty());
+        assert!(parse_list_table("garbage").is_none());
     }
 
     #[test]
