@@ -1,1 +1,176 @@
-fn main() {}
+//! `berth`: the command-line client for berthd, with containerd `ctr`'s command tree, flags
+//! and output formats, so scripts written for `ctr` work unchanged. Because berthd speaks
+//! containerd's gRPC API, `berth` also drives a real containerd.
+//!
+//! Code map:
+//! - `client.rs`: the unix-socket gRPC channel, namespace/lease headers, service clients.
+//! - `commands/`: one module per top-level command (`images`, `run`, `tasks`, …), each a
+//!   clap `Args`/`Subcommand` type plus its handler; handlers print what ctr prints.
+//! - `image/`: client-side image work ctr does itself: archive import/export, unpack
+//!   (Snapshots.Prepare → Diff.Apply → Snapshots.Commit per layer), manifest walking.
+//! - `spec.rs`: the default OCI runtime spec (containerd `oci.populateDefaultUnixSpec`).
+//! - `cio.rs`: container stdio over fifos (containerd `cio`), pty handling.
+//! - `tabwriter.rs`, `util.rs`: ctr-compatible table and value formatting.
+//!
+//! Errors print as `berth: <message>` on stderr with exit status 1; `run`, `tasks start`
+//! and `tasks exec` exit with the container process's status instead.
+
+mod client;
+mod commands;
+mod image;
+mod tabwriter;
+mod util;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Default daemon socket (berthd's; pass `-a /run/containerd/containerd.sock` for containerd).
+pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth CLI: containerd's ctr command tree for berthd (and containerd)"
+)]
+struct Cli {
+    /// Enable debug output in logs.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Address for the daemon's gRPC server.
+    #[arg(short, long, global = true, env = "CONTAINERD_ADDRESS", default_value = DEFAULT_ADDRESS)]
+    address: String,
+    /// Total timeout for berth commands (Go duration, e.g. 30s).
+    #[arg(long, global = true, value_parser = util::parse_duration)]
+    timeout: Option<Duration>,
+    /// Timeout for connecting to the daemon (Go duration).
+    #[arg(long, global = true, value_parser = util::parse_duration)]
+    connect_timeout: Option<Duration>,
+    /// Namespace to use with commands.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Provides information about daemon plugins.
+    #[command(alias = "plugin", subcommand)]
+    Plugins(commands::plugins::Cmd),
+    /// Print the client and server versions.
+    Version,
+    /// Manage content.
+    #[command(subcommand)]
+    Content(commands::content::Cmd),
+    /// Display daemon events.
+    #[command(aliases = ["event"])]
+    Events(commands::events::Args),
+    /// Manage images.
+    #[command(aliases = ["image", "i"], subcommand)]
+    Images(commands::images::Cmd),
+    /// Manage leases.
+    #[command(subcommand)]
+    Leases(commands::leases::Cmd),
+    /// Manage namespaces.
+    #[command(aliases = ["namespace", "ns"], subcommand)]
+    Namespaces(commands::namespaces::Cmd),
+    /// Manage snapshots.
+    #[command(aliases = ["snapshot"])]
+    Snapshots(commands::snapshots::Cmd),
+}
+
+/// Global options every command sees.
+pub struct Globals {
+    pub address: String,
+    pub namespace: String,
+    pub connect_timeout: Duration,
+}
+
+impl Globals {
+    /// Connects to the daemon (each command connects only when it needs to).
+    pub async fn connect(&self) -> Result<client::Client, client::Error> {
+        client::Client::connect(&self.address, &self.namespace, self.connect_timeout).await
+    }
+}
+
+/// Any command's failure; each wraps the command module's own error enum.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Plugins(#[from] commands::plugins::Error),
+    #[error(transparent)]
+    Version(#[from] commands::version::Error),
+    #[error(transparent)]
+    Content(#[from] commands::content::Error),
+    #[error(transparent)]
+    Events(#[from] commands::events::Error),
+    #[error(transparent)]
+    Images(#[from] commands::images::Error),
+    #[error(transparent)]
+    Leases(#[from] commands::leases::Error),
+    #[error(transparent)]
+    Namespaces(#[from] commands::namespaces::Error),
+    #[error(transparent)]
+    Snapshots(#[from] commands::snapshots::Error),
+    #[error("timeout: command did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Runs the command; `Ok(code)` is the process exit status.
+async fn dispatch(cmd: Command, g: &Globals) -> Result<i32, Error> {
+    Ok(match cmd {
+        Command::Plugins(c) => commands::plugins::run(c, g).await.map(|()| 0)?,
+        Command::Version => commands::version::run(g).await.map(|()| 0)?,
+        Command::Content(c) => commands::content::run(c, g).await.map(|()| 0)?,
+        Command::Events(a) => commands::events::run(a, g).await.map(|()| 0)?,
+        Command::Images(c) => commands::images::run(c, g).await.map(|()| 0)?,
+        Command::Leases(c) => commands::leases::run(c, g).await.map(|()| 0)?,
+        Command::Namespaces(c) => commands::namespaces::run(c, g).await.map(|()| 0)?,
+        Command::Snapshots(c) => commands::snapshots::run(c, g).await.map(|()| 0)?,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = cli.debug;
+    let globals = Globals {
+        address: cli.address,
+        namespace: cli.namespace,
+        connect_timeout: cli.connect_timeout.unwrap_or(Duration::ZERO),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let fut = dispatch(cli.command, &globals);
+        match cli.timeout.filter(|t| !t.is_zero()) {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .unwrap_or(Err(Error::Timeout(t))),
+            None => fut.await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

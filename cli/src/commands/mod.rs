@@ -1,0 +1,10 @@
+//! One module per top-level command, mirroring `cmd/ctr/commands/*` in containerd.
+
+pub mod content;
+pub mod events;
+pub mod images;
+pub mod leases;
+pub mod namespaces;
+pub mod plugins;
+pub mod snapshots;
+pub mod version;

@@ -1,0 +1,33 @@
+//! `berth version`: client and server versions (ctr's layout, "Go version" becomes "Rust").
+
+use crate::{client, Globals};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Connect(#[from] client::Error),
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+}
+
+pub async fn run(g: &Globals) -> Result<(), Error> {
+    println!("Client:");
+    println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  Revision: {}",
+        option_env!("BERTH_REVISION").unwrap_or("")
+    );
+    println!(
+        "  Rust version: {}",
+        option_env!("RUSTC_VERSION").unwrap_or("stable")
+    );
+    println!();
+    let client = g.connect().await?;
+    let v = client.version().version(()).await?.into_inner();
+    println!("Server:");
+    println!("  Version:  {}", v.version);
+    println!("  Revision: {}", v.revision);
+    let server = client.introspection().server(()).await?.into_inner();
+    println!("  UUID: {}", server.uuid);
+    Ok(())
+}

@@ -1,0 +1,653 @@
+//! `images import`: reads an OCI image layout tar or a `docker save` archive and stores it
+//! the way containerd's client does (`Client.Import` + `archive.ImportIndex`): every file
+//! is streamed into the content store under ref `tar-<name>`, a Docker archive gets a
+//! synthesised Docker schema 2 manifest per image and an OCI index over them, parents get
+//! `containerd.io/gc.ref.content.*` labels for their children, and one image record is
+//! created (or retargeted) per named manifest. The caller holds a lease around all of it.
+//!
+//! The tar is read on a blocking thread; file data flows to the async side in chunks over
+//! a channel, so a layer is never held in memory whole.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use futures::StreamExt;
+use protos::services::images::v1::{CreateImageRequest, Image, UpdateImageRequest};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::store::{self, Commit, Piece};
+use super::{Descriptor, Index, Manifest, Platform, PlatformMatcher, JSON_LIMIT};
+use crate::client::Client;
+
+const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read archive: {0}")]
+    Tar(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Image(#[from] super::Error),
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("untar {name:?}: {source}")]
+    Json {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{name:?} in the archive is larger than the {limit} byte limit")]
+    TooLarge { name: String, limit: usize },
+    #[error("unsupported OCI version {0}")]
+    OciVersion(String),
+    #[error("missing index.json in OCI layout 1.0.0")]
+    NoIndex,
+    #[error("unrecognized image format: neither an OCI layout (oci-layout) nor a docker archive (manifest.json)")]
+    Unrecognized,
+    #[error("no target for symlink layer from {name:?} to {target:?}")]
+    Symlink { name: String, target: String },
+    #[error("image config {0:?} not found")]
+    NoConfig(String),
+    #[error("failed to resolve layers: layer {0:?} not found")]
+    NoLayer(String),
+    #[error("normalize image ref {0:?}: invalid reference format")]
+    BadRef(String),
+    #[error("archive reader stopped unexpectedly")]
+    ReaderGone,
+}
+
+/// `images import` options (ctr's flags).
+pub struct Options {
+    /// `--base-name`: prefix for tag-only names; without it `import-<date>` is used.
+    pub base_name: Option<String>,
+    /// `--digests`: also create `<prefix>@<digest>` images.
+    pub digests: bool,
+    /// `--index-name`: keep the index as an image with this name.
+    pub index_name: Option<String>,
+    /// Which manifests to import (`--all-platforms`, `--platform`).
+    pub platform: PlatformMatcher,
+}
+
+enum Event {
+    File {
+        name: String,
+        size: u64,
+        data: mpsc::Receiver<Piece>,
+    },
+    Done {
+        name: String,
+        digest: String,
+        head: Vec<u8>,
+    },
+    Symlink {
+        name: String,
+        target: String,
+    },
+}
+
+/// Go's `path.Clean` for the relative names in an archive.
+fn clean(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+fn dir_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+/// Reads the tar on this (blocking) thread and sends its files to the async side.
+fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Result<(), Error> {
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(Error::Tar)? {
+        let mut entry = entry.map_err(Error::Tar)?;
+        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            let target = clean(&format!("{}/{link}", dir_of(&name)));
+            tx.blocking_send(Event::Symlink { name, target })
+                .map_err(|_| Error::ReaderGone)?;
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let size = entry.header().size().map_err(Error::Tar)?;
+        let (dtx, drx) = mpsc::channel(4);
+        tx.blocking_send(Event::File {
+            name: name.clone(),
+            size,
+            data: drx,
+        })
+        .map_err(|_| Error::ReaderGone)?;
+        let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = entry.read(&mut buf).map_err(Error::Tar)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if head.len() < 16 {
+                let take = (16 - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            dtx.blocking_send(Piece::Data(buf[..n].to_vec()))
+                .map_err(|_| Error::ReaderGone)?;
+        }
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        // The consumer may have stopped listening for data (JSON files): ignore that.
+        let _ = dtx.blocking_send(Piece::End(Commit {
+            digest: digest.clone(),
+            labels: HashMap::new(),
+        }));
+        drop(dtx);
+        tx.blocking_send(Event::Done { name, digest, head })
+            .map_err(|_| Error::ReaderGone)?;
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct OciLayout {
+    #[serde(rename = "imageLayoutVersion")]
+    version: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifest {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+/// Imports the archive; returns the image records created or updated.
+pub async fn import(
+    client: &Client,
+    reader: Box<dyn Read + Send>,
+    opts: &Options,
+) -> Result<Vec<Image>, Error> {
+    let (tx, mut rx) = mpsc::channel(1);
+    let reader_thread = tokio::task::spawn_blocking(move || read_archive(reader, &tx));
+
+    let mut layout: Option<OciLayout> = None;
+    let mut docker: Option<Vec<DockerManifest>> = None;
+    let mut blobs: HashMap<String, Descriptor> = HashMap::new();
+    let mut heads: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut symlinks: HashMap<String, String> = HashMap::new();
+    let mut failure = None;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Symlink { name, target } => {
+                symlinks.insert(name, target);
+            }
+            Event::File { name, size, data } => {
+                let result = if name == "oci-layout" || name == "manifest.json" {
+                    collect_json(&name, data).await.and_then(|bytes| {
+                        let json_err = |source| Error::Json {
+                            name: name.clone(),
+                            source,
+                        };
+                        if name == "oci-layout" {
+                            layout = Some(serde_json::from_slice(&bytes).map_err(json_err)?);
+                        } else {
+                            docker = Some(serde_json::from_slice(&bytes).map_err(json_err)?);
+                        }
+                        Ok(())
+                    })
+                } else {
+                    let total = i64::try_from(size).unwrap_or(i64::MAX);
+                    let reference = format!("tar-{name}");
+                    store::write_stream(client, &reference, total, ReceiverStream::new(data))
+                        .await
+                        .map_err(Error::from)
+                        .map(|()| {
+                            blobs.insert(
+                                name.clone(),
+                                Descriptor {
+                                    digest: String::new(),
+                                    size: total,
+                                    ..Descriptor::default()
+                                },
+                            );
+                        })
+                };
+                if let Err(e) = result {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            Event::Done { name, digest, head } => {
+                if let Some(d) = blobs.get_mut(&name) {
+                    d.digest = digest;
+                    heads.insert(name, head);
+                }
+            }
+        }
+    }
+    drop(rx);
+    let read_result = reader_thread.await.map_err(|_| Error::ReaderGone)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    read_result?;
+
+    let index = if let Some(layout) = layout {
+        if layout.version != "1.0.0" {
+            return Err(Error::OciVersion(layout.version));
+        }
+        let mut idx = blobs.get("index.json").cloned().ok_or(Error::NoIndex)?;
+        idx.media_type = super::MT_OCI_INDEX.to_string();
+        idx
+    } else if let Some(manifests) = docker {
+        docker_index(client, manifests, &blobs, &heads, &symlinks).await?
+    } else {
+        return Err(Error::Unrecognized);
+    };
+
+    let names = label_and_name(client, &index, opts).await?;
+    let mut images = Vec::new();
+    for (name, target) in names {
+        images.push(create_or_update(client, name, target.to_proto()).await?);
+    }
+    Ok(images)
+}
+
+async fn collect_json(name: &str, data: mpsc::Receiver<Piece>) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut stream = ReceiverStream::new(data);
+    while let Some(p) = stream.next().await {
+        if let Piece::Data(d) = p {
+            out.extend_from_slice(&d);
+            if out.len() > JSON_LIMIT {
+                return Err(Error::TooLarge {
+                    name: name.to_string(),
+                    limit: JSON_LIMIT,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The docker/distribution `ParseDockerRef` normalisation: `busybox` →
+/// `docker.io/library/busybox:latest`.
+pub fn normalize_reference(reference: &str) -> Result<String, Error> {
+    if reference.is_empty()
+        || reference.contains(char::is_whitespace)
+        || reference.chars().any(|c| c.is_ascii_uppercase())
+    {
+        return Err(Error::BadRef(reference.to_string()));
+    }
+    let (name_part, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    let last_slash = name_part.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_part[last_slash..].rfind(':') {
+        Some(i) => (
+            &name_part[..last_slash + i],
+            Some(&name_part[last_slash + i + 1..]),
+        ),
+        None => (name_part, None),
+    };
+    let full = match name.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            name.to_string()
+        }
+        Some(_) => format!("docker.io/{name}"),
+        None => format!("docker.io/library/{name}"),
+    };
+    Ok(match (tag, digest) {
+        (_, Some(d)) => format!("{full}@{d}"),
+        (Some(t), None) => format!("{full}:{t}"),
+        (None, None) => format!("{full}:latest"),
+    })
+}
+
+/// The OCI ref name annotation for a normalised name: just its tag (or digest).
+fn oci_reference_name(normalized: &str) -> String {
+    if let Some((_, d)) = normalized.split_once('@') {
+        return d.to_string();
+    }
+    let last_slash = normalized.rfind('/').map_or(0, |i| i + 1);
+    normalized[last_slash..]
+        .rsplit_once(':')
+        .map_or_else(|| normalized.to_string(), |(_, t)| t.to_string())
+}
+
+/// Docker archives: one synthesised Docker schema 2 manifest per `manifest.json` entry,
+/// under an OCI index annotated with the repo tags.
+async fn docker_index(
+    client: &Client,
+    manifests: Vec<DockerManifest>,
+    blobs: &HashMap<String, Descriptor>,
+    heads: &HashMap<String, Vec<u8>>,
+    symlinks: &HashMap<String, String>,
+) -> Result<Descriptor, Error> {
+    let mut blobs = blobs.clone();
+    let mut heads = heads.clone();
+    for (name, target) in symlinks {
+        let desc = blobs.get(target).cloned().ok_or_else(|| Error::Symlink {
+            name: name.clone(),
+            target: target.clone(),
+        })?;
+        if let Some(h) = heads.get(target).cloned() {
+            heads.insert(name.clone(), h);
+        }
+        blobs.insert(name.clone(), desc);
+    }
+    let mut index = Index {
+        schema_version: 2,
+        media_type: None,
+        manifests: Vec::new(),
+        annotations: None,
+    };
+    for m in manifests {
+        let mut config = blobs
+            .get(&clean(&m.config))
+            .cloned()
+            .ok_or_else(|| Error::NoConfig(m.config.clone()))?;
+        config.media_type = super::MT_DOCKER_CONFIG.to_string();
+        let mut layers = Vec::new();
+        for l in &m.layers {
+            let key = clean(l);
+            let mut d = blobs
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| Error::NoLayer(l.clone()))?;
+            let mut head = heads.get(&key).cloned().unwrap_or_default();
+            // containerd's resolveLayers: an uncompressed layer whose compressed form is
+            // already stored (labelled `containerd.io/uncompressed`) is referenced compressed.
+            if let Some(compressed) = compressed_form(client, &d.digest).await? {
+                head = store::read_head(client, &compressed.digest, 16).await?;
+                d.digest = compressed.digest;
+                d.size = compressed.size;
+            }
+            d.media_type = if head.starts_with(&[0x1f, 0x8b]) {
+                super::MT_DOCKER_LAYER_GZIP.to_string()
+            } else {
+                super::MT_DOCKER_LAYER.to_string()
+            };
+            layers.push(d);
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(super::MT_DOCKER_MANIFEST.to_string()),
+            config: config.clone(),
+            layers,
+        };
+        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::Json {
+            name: "manifest".into(),
+            source,
+        })?;
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let digest = store::digest_of(&bytes);
+        store::write_bytes(client, &format!("manifest-{digest}"), bytes, HashMap::new()).await?;
+        let cfg = super::read_config(client, &config).await?;
+        let desc = Descriptor {
+            media_type: super::MT_DOCKER_MANIFEST.to_string(),
+            digest,
+            size,
+            platform: Some(Platform {
+                architecture: cfg.architecture,
+                os: cfg.os,
+                ..Platform::default()
+            }),
+            ..Descriptor::default()
+        };
+        match m.repo_tags.filter(|t| !t.is_empty()) {
+            None => index.manifests.push(desc),
+            Some(tags) => {
+                for t in tags {
+                    let normalized = normalize_reference(&t)?;
+                    let mut d = desc.clone();
+                    d.annotations = Some(
+                        [
+                            (ANNOTATION_IMAGE_NAME.to_string(), normalized.clone()),
+                            (
+                                ANNOTATION_REF_NAME.to_string(),
+                                oci_reference_name(&normalized),
+                            ),
+                        ]
+                        .into_iter()
+                        .collect(),
+                    );
+                    index.manifests.push(d);
+                }
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&index).map_err(|source| Error::Json {
+        name: "index".into(),
+        source,
+    })?;
+    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    let digest = store::digest_of(&bytes);
+    store::write_bytes(client, &format!("manifest-{digest}"), bytes, HashMap::new()).await?;
+    Ok(Descriptor {
+        media_type: super::MT_OCI_INDEX.to_string(),
+        digest,
+        size,
+        ..Descriptor::default()
+    })
+}
+
+/// A stored blob labelled as the compressed form of uncompressed digest `diff_id`.
+async fn compressed_form(
+    client: &Client,
+    diff_id: &str,
+) -> Result<Option<protos::services::content::v1::Info>, Error> {
+    let filter = format!("labels.\"containerd.io/uncompressed\"=={diff_id}");
+    let mut stream = client
+        .content()
+        .list(protos::services::content::v1::ListContentRequest {
+            filters: vec![filter],
+        })
+        .await?
+        .into_inner();
+    while let Some(resp) = stream.message().await? {
+        if let Some(info) = resp.info.into_iter().next() {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
+}
+
+/// containerd `AddRefPrefix`/`FilterRefPrefix`: tag-only names get the prefix.
+fn translate(prefix: &str, filter: bool, reference: &str) -> Option<String> {
+    if reference.contains(['/', ':', '@']) {
+        if filter {
+            let rest = reference.strip_prefix(prefix)?;
+            if !rest.is_empty() && !rest.starts_with(['/', ':', '@']) {
+                return None;
+            }
+        }
+        return Some(reference.to_string());
+    }
+    Some(format!("{prefix}:{reference}"))
+}
+
+/// `images.ChildGCLabels`: the label key prefix a parent uses for a child.
+fn gc_label_key(child: &Descriptor) -> (&'static str, bool) {
+    if super::is_config(&child.media_type) {
+        ("containerd.io/gc.ref.content.config", false)
+    } else if super::is_manifest(&child.media_type) {
+        ("containerd.io/gc.ref.content.m.", true)
+    } else if super::is_layer(&child.media_type) {
+        ("containerd.io/gc.ref.content.l.", true)
+    } else {
+        ("containerd.io/gc.ref.content.", true)
+    }
+}
+
+/// Walks from the index like containerd's import handler chain (`FilterPlatforms` →
+/// `SetChildrenLabels` → `WalkNotEmpty`) and returns the (name, target) pairs to create.
+async fn label_and_name(
+    client: &Client,
+    index: &Descriptor,
+    opts: &Options,
+) -> Result<Vec<(String, Descriptor)>, Error> {
+    let (prefix, filter) = match &opts.base_name {
+        Some(p) => (p.clone(), true),
+        None => (format!("import-{}", today()), false),
+    };
+    let mut names = Vec::new();
+    if let Some(n) = &opts.index_name {
+        names.push((n.clone(), index.clone()));
+    }
+    let mut stack = vec![index.clone()];
+    while let Some(desc) = stack.pop() {
+        let mut children = super::children(client, &desc).await?;
+        if desc.digest == index.digest {
+            for m in &children {
+                let ann = m.annotations.clone().unwrap_or_default();
+                let name = ann.get(ANNOTATION_IMAGE_NAME).cloned().or_else(|| {
+                    ann.get(ANNOTATION_REF_NAME)
+                        .and_then(|r| translate(&prefix, filter, r))
+                });
+                if let Some(n) = name {
+                    names.push((n, m.clone()));
+                }
+                if opts.digests {
+                    names.push((format!("{prefix}@{}", m.digest), m.clone()));
+                }
+            }
+        }
+        children.retain(|c| opts.platform.matches(c.platform.as_ref()));
+        if children.is_empty() {
+            continue;
+        }
+        let mut labels = HashMap::new();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for c in &children {
+            let (key, indexed) = gc_label_key(c);
+            let n = counts.entry(key).or_insert(0);
+            let k = if *n > 0 || indexed {
+                format!("{key}{n}")
+            } else {
+                key.to_string()
+            };
+            *n += 1;
+            labels.insert(k, c.digest.clone());
+        }
+        store::set_labels(client, &desc.digest, labels).await?;
+        stack.extend(children);
+    }
+    Ok(names)
+}
+
+/// containerd's import: `Update(target)`, falling back to `Create` when it does not exist.
+pub async fn create_or_update(
+    client: &Client,
+    name: String,
+    target: protos::types::Descriptor,
+) -> Result<Image, tonic::Status> {
+    let image = Image {
+        name,
+        target: Some(target),
+        ..Default::default()
+    };
+    match client
+        .images()
+        .update(UpdateImageRequest {
+            image: Some(image.clone()),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["target".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().image.unwrap_or(image)),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(client
+            .images()
+            .create(CreateImageRequest {
+                image: Some(image.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .image
+            .unwrap_or(image)),
+        Err(s) => Err(s),
+    }
+}
+
+/// Today's date as `yyyy-MM-dd` (UTC), for `import-<date>` names.
+fn today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ts = prost_types::Timestamp {
+        seconds: i64::try_from(now).unwrap_or(0),
+        nanos: 0,
+    };
+    crate::util::rfc3339(Some(&ts))[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_refs_normalize() {
+        assert_eq!(
+            normalize_reference("busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            normalize_reference("me/app:1.0").unwrap(),
+            "docker.io/me/app:1.0"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/app").unwrap(),
+            "localhost:5000/app:latest"
+        );
+        assert!(normalize_reference("Bad/Name").is_err());
+        assert_eq!(
+            oci_reference_name("docker.io/library/busybox:latest"),
+            "latest"
+        );
+    }
+
+    #[test]
+    fn ref_prefix_translation_matches_containerd() {
+        assert_eq!(
+            translate("foo/bar", false, "latest").unwrap(),
+            "foo/bar:latest"
+        );
+        assert_eq!(translate("foo/bar", true, "other/x:1"), None);
+        assert_eq!(
+            translate("foo/bar", true, "foo/bar:1").unwrap(),
+            "foo/bar:1"
+        );
+    }
+
+    #[test]
+    fn archive_names_clean_like_go_path() {
+        assert_eq!(clean("./blobs/sha256/ab"), "blobs/sha256/ab");
+        assert_eq!(clean("a/../b"), "b");
+    }
+}
