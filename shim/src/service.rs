@@ -1,0 +1,1265 @@
+//! The task service: containerd's `Task` ttrpc API (served as both `containerd.task.v2.Task`
+//! and `containerd.task.v3.Task`) over the task model, the runtime and container IO.
+//!
+//! Locking: one `std::sync::Mutex<State>`, never held across an await. Operations read what
+//! they need, release the lock, call the runtime, then re-lock to record the result and queue
+//! the event — so the exit handler (`handle_exits`) is never blocked by a slow `runc`.
+//!
+//! Exit ordering, the part containerd's Go shim got wrong for years (`processExits`/
+//! `handleStarted` in v2.x): an exit can reach us before the pid is known (the init dies while
+//! `runc create` is still running, an exec'd process exits before `runc exec` returns) or
+//! while `Start` has not yet queued `TaskStart`. Starts in flight are counted; exits of unknown
+//! pids seen meanwhile are parked in `State::early_exits` and claimed when the pid is read
+//! from the pid file; exits of a process whose start is in flight are deferred until its start
+//! event is queued. Each process records its exit once, so exactly one `TaskExit` goes out.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use containerd_shim_protos::events::task::{
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
+    TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::{CheckpointOptions, ProcessDetails};
+use containerd_shim_protos::shim::shim::{
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest,
+    PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
+use runc_wrapper::{CheckpointOpts, CreateOpts, CriuOpts, ExecOpts, KillOpts};
+use tokio::sync::{mpsc, Notify};
+use ttrpc::r#async::TtrpcContext;
+
+use crate::error::TaskError;
+use crate::io::{ConsoleSocket, IoOptions, ProcessIo, RuncStdio, StdioSpec, WinSize};
+use crate::mount::{unmount_all, Mount};
+use crate::options::RuncOptions;
+use crate::publisher::Publisher;
+use crate::reaper::Exit;
+use crate::runtime::Runtime;
+use crate::task::{Container, Proc, State, Status};
+
+/// How long Delete waits for a process's output to drain (containerd 1.6 waits 2 s).
+const IO_DRAIN: Duration = Duration::from_secs(2);
+/// How long we wait for runc to hand over the pty master.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A protobuf timestamp for a wall-clock time.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
+}
+
+fn ts_field(t: Option<SystemTime>) -> MessageField<Timestamp> {
+    t.map(timestamp).into()
+}
+
+/// Shared state of the task service.
+struct Inner {
+    state: Mutex<State>,
+    namespace: String,
+    publisher: Publisher,
+    shutdown: Arc<Notify>,
+}
+
+/// The task service; clones share everything.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+fn runtime_io(r: RuncStdio) -> runc_wrapper::ProcessIo {
+    runc_wrapper::ProcessIo {
+        stdin: r.stdin,
+        stdout: r.stdout,
+        stderr: r.stderr,
+    }
+}
+
+fn read_pid(path: &Path) -> Result<u32, TaskError> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| TaskError::Other(format!("reading pid file {}: {e}", path.display())))?;
+    s.trim()
+        .parse()
+        .map_err(|e| TaskError::Other(format!("pid file {} holds {s:?}: {e}", path.display())))
+}
+
+/// Whether the init's exit must take the rest of the container with it: true unless the
+/// spec gives the container its own pid namespace (containerd's `ShouldKillAllOnExit`).
+fn kill_all_on_exit(spec: &serde_json::Value) -> bool {
+    let private_pid_ns = spec["linux"]["namespaces"].as_array().is_some_and(|nss| {
+        nss.iter().any(|ns| {
+            ns["type"] == "pid"
+                && ns
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .is_none_or(str::is_empty)
+        })
+    });
+    !private_pid_ns
+}
+
+/// Maps runc's kill failures like containerd's `checkKillError`.
+fn kill_error(what: &str, e: runc_wrapper::Error) -> TaskError {
+    let msg = e.to_string().to_lowercase();
+    if msg.contains("not running")
+        || msg.contains("no such process")
+        || msg.contains("process already finished")
+    {
+        TaskError::NotFound(format!("{what}: process already finished"))
+    } else if msg.contains("does not exist") {
+        TaskError::NotFound(format!("{what}: no such container"))
+    } else {
+        TaskError::runtime(format!("{what}: unknown error after kill"), e)
+    }
+}
+
+impl Service {
+    pub fn new(namespace: &str, publisher: Publisher, shutdown: Arc<Notify>) -> Service {
+        Service {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                namespace: namespace.to_string(),
+                publisher,
+                shutdown,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+
+    /// Number of containers (for Shutdown and tests).
+    pub fn container_count(&self) -> usize {
+        self.lock().containers.len()
+    }
+
+    /// Consumes exits of container processes from the reaper, forever.
+    pub async fn handle_exits(self, mut exits: mpsc::UnboundedReceiver<Exit>) {
+        while let Some(exit) = exits.recv().await {
+            let kill_all = {
+                let mut st = self.lock();
+                self.route_exit(&mut st, exit)
+            };
+            if let Some((runtime, id)) = kill_all {
+                // The init of a container sharing the host pid namespace exited: take the
+                // rest of its processes down (they are in its cgroup).
+                tokio::spawn(async move {
+                    if let Err(e) = runtime
+                        .runc
+                        .kill(&id, libc::SIGKILL, &KillOpts { all: true })
+                        .await
+                    {
+                        log::debug!("kill --all after init exit of {id}: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Records one exit; returns a kill-all job when a shared-pid-ns init exited.
+    fn route_exit(&self, st: &mut State, exit: Exit) -> Option<(Runtime, String)> {
+        let Some((cid, exec_id)) = st.find_pid(exit.pid) else {
+            if st.pending_starts > 0 {
+                st.early_exits.insert(exit.pid, exit);
+            }
+            return None;
+        };
+        let c = st.containers.get_mut(&cid)?;
+        let p = c.process_mut(&exec_id).ok()?;
+        if p.starting {
+            p.deferred_exit = Some(exit);
+            return None;
+        }
+        self.apply_exit(c, &exec_id, exit)
+    }
+
+    /// Marks the process exited and queues its one `TaskExit`.
+    fn apply_exit(
+        &self,
+        c: &mut Container,
+        exec_id: &str,
+        exit: Exit,
+    ) -> Option<(Runtime, String)> {
+        let cid = c.id.clone();
+        let kill_all = exec_id.is_empty() && c.kill_all_on_exit;
+        let p = c.process_mut(exec_id).ok()?;
+        if !p.set_exited(exit.status, exit.at) {
+            return None;
+        }
+        let mut ev = TaskExit::new();
+        ev.container_id = cid.clone();
+        ev.id = if exec_id.is_empty() {
+            cid.clone()
+        } else {
+            exec_id.to_string()
+        };
+        ev.pid = exit.pid;
+        ev.exit_status = exit.status;
+        ev.exited_at = ts_field(Some(exit.at));
+        self.publisher().publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            "containerd.events.TaskExit",
+            &ev,
+        );
+        log::debug!(
+            "process {} of {cid} (pid {}) exited with {}",
+            ev.id,
+            exit.pid,
+            exit.status
+        );
+        kill_all.then(|| (c.runtime.clone(), cid))
+    }
+
+    /// Publishes `TaskOOM` for a container (called by the OOM watcher).
+    pub fn publish_oom(&self, id: &str) {
+        let mut ev = TaskOOM::new();
+        ev.container_id = id.to_string();
+        self.publisher().publish(
+            topics::TASK_OOM_EVENT_TOPIC,
+            "containerd.events.TaskOOM",
+            &ev,
+        );
+    }
+
+    fn io_options(&self, id: &str, o: &RuncOptions) -> IoOptions {
+        IoOptions {
+            id: id.to_string(),
+            namespace: self.inner.namespace.clone(),
+            uid: (o.io_uid != 0 || o.io_gid != 0).then_some(o.io_uid),
+            gid: (o.io_uid != 0 || o.io_gid != 0).then_some(o.io_gid),
+        }
+    }
+
+    /// Sets up IO before the runtime runs: (io for non-terminal, console socket for terminal,
+    /// fds for the runtime).
+    async fn prepare_io(
+        stdio: &StdioSpec,
+        opts: &IoOptions,
+    ) -> Result<
+        (
+            Option<ProcessIo>,
+            Option<ConsoleSocket>,
+            runc_wrapper::ProcessIo,
+        ),
+        TaskError,
+    > {
+        if stdio.terminal {
+            let sock = ConsoleSocket::new()?;
+            Ok((None, Some(sock), runc_wrapper::ProcessIo::default()))
+        } else {
+            let pio = ProcessIo::create(stdio, opts).await?;
+            let fds = runtime_io(pio.take_runc_stdio());
+            Ok((Some(pio), None, fds))
+        }
+    }
+
+    /// After the runtime created the process: the pty master becomes the process's IO.
+    async fn finish_io(
+        pio: Option<ProcessIo>,
+        console: Option<ConsoleSocket>,
+        stdio: &StdioSpec,
+        opts: &IoOptions,
+    ) -> Result<Option<Arc<ProcessIo>>, TaskError> {
+        match (pio, console) {
+            (Some(p), _) => Ok(Some(Arc::new(p))),
+            (None, Some(sock)) => {
+                let master: OwnedFd = tokio::time::timeout(CONSOLE_TIMEOUT, sock.receive_master())
+                    .await
+                    .map_err(|_| {
+                        TaskError::Other(format!(
+                            "runtime sent no pty master within {CONSOLE_TIMEOUT:?}"
+                        ))
+                    })??;
+                Ok(Some(Arc::new(
+                    ProcessIo::with_console(master, stdio, opts).await?,
+                )))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    async fn do_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse, TaskError> {
+        let id = req.id.clone();
+        if id.is_empty() {
+            return Err(TaskError::InvalidArgument(
+                "container id must not be empty".into(),
+            ));
+        }
+        if self.lock().containers.contains_key(&id) {
+            return Err(TaskError::AlreadyExists(format!("container {id}")));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(TaskError::NotImplemented(format!(
+                "restoring container {id} from checkpoint {} (criu is not usable on this host)",
+                req.checkpoint
+            )));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec_path = bundle.join("config.json");
+        let spec_data = std::fs::read(&spec_path).map_err(|e| {
+            TaskError::InvalidArgument(format!(
+                "bundle of container {id}: reading {}: {e}",
+                spec_path.display()
+            ))
+        })?;
+        let spec: serde_json::Value = serde_json::from_slice(&spec_data).map_err(|e| {
+            TaskError::InvalidArgument(format!(
+                "bundle of container {id}: malformed {}: {e}",
+                spec_path.display()
+            ))
+        })?;
+        let options = RuncOptions::from_any(req.options.as_ref())?;
+        options.write(&bundle)?;
+
+        let rootfs = if req.rootfs.is_empty() {
+            None
+        } else {
+            let rootfs = bundle.join("rootfs");
+            match std::fs::create_dir(&rootfs) {
+                Ok(()) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ =
+                        std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o711));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(TaskError::Other(format!(
+                        "creating {}: {e}",
+                        rootfs.display()
+                    )))
+                }
+            }
+            for m in &req.rootfs {
+                let mount = Mount {
+                    kind: m.type_.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                };
+                if let Err(e) = mount.mount(&rootfs) {
+                    let _ = unmount_all(&rootfs);
+                    return Err(e.into());
+                }
+            }
+            Some(rootfs)
+        };
+        let cleanup_rootfs = |r: &Option<PathBuf>| {
+            if let Some(r) = r {
+                if let Err(e) = unmount_all(r) {
+                    log::warn!("failed to cleanup rootfs mount: {e}");
+                }
+            }
+        };
+
+        let runtime = Runtime::new(&options, &self.inner.namespace, &bundle);
+        let stdio = StdioSpec {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let io_opts = self.io_options(&id, &options);
+        let (pio, console, fds) = match Self::prepare_io(&stdio, &io_opts).await {
+            Ok(v) => v,
+            Err(e) => {
+                cleanup_rootfs(&rootfs);
+                return Err(e);
+            }
+        };
+        let pid_file = bundle.join("init.pid");
+        let opts = CreateOpts {
+            pid_file: Some(pid_file.clone()),
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            no_pivot: options.no_pivot_root,
+            no_new_keyring: options.no_new_keyring,
+            extra_files: Vec::new(),
+            io: fds,
+        };
+        self.lock().pending_starts += 1;
+        let created = runtime.runc.create(&id, &bundle, opts).await;
+        let result = match created {
+            Ok(()) => match Self::finish_io(pio, console, &stdio, &io_opts).await {
+                Ok(io) => read_pid(&pid_file).map(|pid| (io, pid)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(TaskError::runtime(
+                format!("OCI runtime create failed for container {id}"),
+                e,
+            )),
+        };
+        let (io, pid) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.lock().end_start();
+                if let Err(de) = runtime.delete(&id, true).await {
+                    log::debug!("cleanup after failed create of {id}: {de}");
+                }
+                cleanup_rootfs(&rootfs);
+                return Err(e);
+            }
+        };
+
+        let mut init = Proc::new("", stdio.clone());
+        init.pid = pid;
+        init.io = io;
+        let mut c = Container {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            rootfs,
+            options,
+            runtime,
+            init,
+            execs: Default::default(),
+            reserved: Default::default(),
+            kill_all_on_exit: kill_all_on_exit(&spec),
+        };
+        let mut ev = TaskCreate::new();
+        ev.container_id = id.clone();
+        ev.bundle = req.bundle.clone();
+        ev.rootfs = req.rootfs.clone();
+        let mut tio = TaskIO::new();
+        tio.stdin = req.stdin.clone();
+        tio.stdout = req.stdout.clone();
+        tio.stderr = req.stderr.clone();
+        tio.terminal = req.terminal;
+        ev.io = Some(tio).into();
+        ev.checkpoint = req.checkpoint.clone();
+        ev.pid = pid;
+        let kill_all = {
+            let mut st = self.lock();
+            self.publisher().publish(
+                topics::TASK_CREATE_EVENT_TOPIC,
+                "containerd.events.TaskCreate",
+                &ev,
+            );
+            let early = st.early_exits.remove(&pid);
+            st.end_start();
+            let k = early.and_then(|e| self.apply_exit(&mut c, "", e));
+            st.containers.insert(id.clone(), c);
+            k
+        };
+        if let Some((rt, cid)) = kill_all {
+            let _ = rt
+                .runc
+                .kill(&cid, libc::SIGKILL, &KillOpts { all: true })
+                .await;
+        }
+        let mut resp = CreateTaskResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    async fn do_start(&self, req: StartRequest) -> Result<StartResponse, TaskError> {
+        if req.exec_id.is_empty() {
+            self.start_init(&req.id).await
+        } else {
+            self.start_exec(&req.id, &req.exec_id).await
+        }
+    }
+
+    async fn start_init(&self, id: &str) -> Result<StartResponse, TaskError> {
+        let runtime = {
+            let mut st = self.lock();
+            let c = st.container_mut(id)?;
+            match c.init.status {
+                Status::Created if !c.init.starting => {}
+                Status::Created => {
+                    return Err(TaskError::FailedPrecondition(format!(
+                        "container {id} is already starting"
+                    )))
+                }
+                s => {
+                    return Err(TaskError::FailedPrecondition(format!(
+                        "cannot start a {} process (container {id})",
+                        s.name()
+                    )))
+                }
+            }
+            c.init.starting = true;
+            c.runtime.clone()
+        };
+        let res = runtime.runc.start(id).await;
+        let (pid, kill_all) = self.finish_start_init(id, res)?;
+        if let Some((rt, cid)) = kill_all {
+            let _ = rt
+                .runc
+                .kill(&cid, libc::SIGKILL, &KillOpts { all: true })
+                .await;
+        }
+        let mut resp = StartResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    /// Records the outcome of `runc start` for an init and queues `TaskStart` (then any exit
+    /// that arrived meanwhile, so the exit event always follows the start event).
+    fn finish_start_init(
+        &self,
+        id: &str,
+        res: runc_wrapper::Result<()>,
+    ) -> Result<(u32, Option<(Runtime, String)>), TaskError> {
+        let mut st = self.lock();
+        let c = st.container_mut(id)?;
+        c.init.starting = false;
+        let deferred = c.init.deferred_exit.take();
+        if let Err(e) = res {
+            if let Some(exit) = deferred {
+                self.apply_exit(c, "", exit);
+            }
+            return Err(TaskError::runtime(
+                format!("OCI runtime start failed for container {id}"),
+                e,
+            ));
+        }
+        if c.init.status == Status::Created {
+            c.init.status = Status::Running;
+        }
+        let mut ev = TaskStart::new();
+        ev.container_id = id.to_string();
+        ev.pid = c.init.pid;
+        self.publisher().publish(
+            topics::TASK_START_EVENT_TOPIC,
+            "containerd.events.TaskStart",
+            &ev,
+        );
+        let pid = c.init.pid;
+        Ok((pid, deferred.and_then(|exit| self.apply_exit(c, "", exit))))
+    }
+
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<StartResponse, TaskError> {
+        let (runtime, bundle, spec, stdio, io_opts) = {
+            let mut st = self.lock();
+            let c = st.container_mut(id)?;
+            if c.init.status != Status::Running {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "cannot start exec {exec_id}: container {id} is {}",
+                    c.init.status.name()
+                )));
+            }
+            let io_opts = self.io_options(id, &c.options);
+            let runtime = c.runtime.clone();
+            let bundle = c.bundle.clone();
+            let p = c.process_mut(exec_id)?;
+            if p.status != Status::Created || p.starting {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "cannot start a {} process (exec {exec_id} in container {id})",
+                    p.status.name()
+                )));
+            }
+            let spec = p.spec.take().ok_or_else(|| {
+                TaskError::FailedPrecondition(format!(
+                    "exec {exec_id} in container {id} has no process spec"
+                ))
+            })?;
+            p.starting = true;
+            let stdio = p.stdio.clone();
+            st.pending_starts += 1;
+            (runtime, bundle, spec, stdio, io_opts)
+        };
+        let pid_file = bundle.join(format!("{exec_id}.pid"));
+        let result: Result<(Option<Arc<ProcessIo>>, u32), TaskError> = async {
+            let (pio, console, fds) = Self::prepare_io(&stdio, &io_opts).await?;
+            let opts = ExecOpts {
+                detach: true,
+                pid_file: Some(pid_file.clone()),
+                console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+                extra_files: Vec::new(),
+                io: fds,
+            };
+            runtime.runc.exec(id, &spec, opts).await.map_err(|e| {
+                TaskError::runtime(
+                    format!("OCI runtime exec failed for exec {exec_id} in container {id}"),
+                    e,
+                )
+            })?;
+            let io = Self::finish_io(pio, console, &stdio, &io_opts).await?;
+            Ok((io, read_pid(&pid_file)?))
+        }
+        .await;
+        let mut st = self.lock();
+        let early = match &result {
+            Ok((_, pid)) => st.early_exits.remove(pid),
+            Err(_) => None,
+        };
+        st.end_start();
+        let c = st.container_mut(id)?;
+        let p = c.process_mut(exec_id)?;
+        p.starting = false;
+        let (io, pid) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                p.spec = Some(spec);
+                return Err(e);
+            }
+        };
+        p.pid = pid;
+        p.io = io;
+        if p.status == Status::Created {
+            p.status = Status::Running;
+        }
+        let deferred = p.deferred_exit.take().or(early);
+        let mut ev = TaskExecStarted::new();
+        ev.container_id = id.to_string();
+        ev.exec_id = exec_id.to_string();
+        ev.pid = pid;
+        self.publisher().publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            "containerd.events.TaskExecStarted",
+            &ev,
+        );
+        if let Some(exit) = deferred {
+            self.apply_exit(c, exec_id, exit);
+        }
+        let mut resp = StartResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, TaskError> {
+        let (id, exec_id) = (req.id.as_str(), req.exec_id.as_str());
+        let (io, runtime, rootfs, bundle) = {
+            let st = self.lock();
+            let c = st.container(id)?;
+            let p = c.process(exec_id)?;
+            if matches!(p.status, Status::Running | Status::Paused) || p.starting {
+                let what = if exec_id.is_empty() {
+                    format!("container {id}")
+                } else {
+                    format!("exec {exec_id} in container {id}")
+                };
+                return Err(TaskError::FailedPrecondition(format!(
+                    "cannot delete a {} process ({what})",
+                    p.status.name()
+                )));
+            }
+            if exec_id.is_empty()
+                && c.execs
+                    .values()
+                    .any(|e| matches!(e.status, Status::Running | Status::Paused))
+            {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "container {id} still has running exec'd processes"
+                )));
+            }
+            (
+                p.io.clone(),
+                c.runtime.clone(),
+                c.rootfs.clone(),
+                c.bundle.clone(),
+            )
+        };
+        if let Some(io) = &io {
+            io.wait(IO_DRAIN).await;
+            io.close().await;
+        }
+        if exec_id.is_empty() {
+            if let Err(e) = runtime.delete(id, false).await {
+                if !e.to_string().contains("does not exist") {
+                    // A created (never started) container: force it.
+                    if let Err(e2) = runtime.delete(id, true).await {
+                        if !e2.to_string().contains("does not exist") {
+                            return Err(TaskError::runtime(
+                                format!("failed to delete task {id}"),
+                                e,
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(r) = &rootfs {
+                if let Err(e) = unmount_all(r) {
+                    log::warn!("failed to cleanup rootfs mount of {id}: {e}");
+                }
+            }
+        } else {
+            let _ = std::fs::remove_file(bundle.join(format!("{exec_id}.pid")));
+        }
+        let mut st = self.lock();
+        let c = st.container_mut(id)?;
+        let p = if exec_id.is_empty() {
+            let c = st
+                .containers
+                .remove(id)
+                .ok_or_else(|| TaskError::NotFound(format!("container {id} not created")))?;
+            c.init
+        } else {
+            c.execs.remove(exec_id).ok_or_else(|| {
+                TaskError::NotFound(format!(
+                    "process {exec_id} does not exist in container {id}"
+                ))
+            })?
+        };
+        drop(st);
+        let mut resp = DeleteResponse::new();
+        resp.pid = p.pid;
+        resp.exit_status = p.exit_status;
+        resp.exited_at = ts_field(p.exited_at);
+        if exec_id.is_empty() {
+            let mut ev = TaskDelete::new();
+            ev.container_id = id.to_string();
+            ev.pid = p.pid;
+            ev.exit_status = p.exit_status;
+            ev.exited_at = ts_field(p.exited_at);
+            self.publisher().publish(
+                topics::TASK_DELETE_EVENT_TOPIC,
+                "containerd.events.TaskDelete",
+                &ev,
+            );
+        }
+        Ok(resp)
+    }
+
+    fn do_exec(&self, req: &ExecProcessRequest) -> Result<Empty, TaskError> {
+        let (id, exec_id) = (req.id.as_str(), req.exec_id.as_str());
+        if exec_id.is_empty() {
+            return Err(TaskError::InvalidArgument(format!(
+                "exec id must not be empty (container {id})"
+            )));
+        }
+        let spec_any = req.spec.as_ref().ok_or_else(|| {
+            TaskError::InvalidArgument(format!("exec {exec_id} in container {id}: no process spec"))
+        })?;
+        let spec: oci_spec::runtime::Process =
+            serde_json::from_slice(&spec_any.value).map_err(|e| {
+                TaskError::InvalidArgument(format!(
+                    "exec {exec_id} in container {id}: malformed process spec: {e}"
+                ))
+            })?;
+        let mut st = self.lock();
+        let c = st.container_mut(id)?;
+        if matches!(c.init.status, Status::Stopped | Status::Paused) {
+            return Err(TaskError::FailedPrecondition(format!(
+                "cannot exec in a {} state (container {id})",
+                c.init.status.name()
+            )));
+        }
+        if c.execs.contains_key(exec_id) || c.reserved.contains(exec_id) {
+            return Err(TaskError::AlreadyExists(format!("id {exec_id}")));
+        }
+        let mut p = Proc::new(
+            exec_id,
+            StdioSpec {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+        );
+        p.spec = Some(spec);
+        c.execs.insert(exec_id.to_string(), p);
+        let mut ev = TaskExecAdded::new();
+        ev.container_id = id.to_string();
+        ev.exec_id = exec_id.to_string();
+        self.publisher().publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            "containerd.events.TaskExecAdded",
+            &ev,
+        );
+        Ok(Empty::new())
+    }
+
+    async fn do_kill(&self, req: KillRequest) -> Result<Empty, TaskError> {
+        let (id, exec_id) = (req.id.as_str(), req.exec_id.as_str());
+        let sig = i32::try_from(req.signal)
+            .ok()
+            .filter(|s| (1..=64).contains(s))
+            .ok_or_else(|| {
+                TaskError::InvalidArgument(format!(
+                    "signal {} is not a valid signal number",
+                    req.signal
+                ))
+            })?;
+        let (runtime, pid, status) = {
+            let st = self.lock();
+            let c = st.container(id)?;
+            let p = c.process(exec_id)?;
+            (c.runtime.clone(), p.pid, p.status)
+        };
+        if exec_id.is_empty() {
+            if status == Status::Stopped && !req.all {
+                return Err(TaskError::NotFound(format!(
+                    "container {id}: process already finished"
+                )));
+            }
+            return runtime
+                .runc
+                .kill(id, sig, &KillOpts { all: req.all })
+                .await
+                .map(|()| Empty::new())
+                .map_err(|e| kill_error(&format!("container {id}"), e));
+        }
+        if pid == 0 {
+            return Err(TaskError::FailedPrecondition(format!(
+                "exec {exec_id} in container {id}: process not created"
+            )));
+        }
+        if status == Status::Stopped {
+            return Err(TaskError::NotFound(format!(
+                "exec {exec_id} in container {id}: process already finished"
+            )));
+        }
+        let signal = nix::sys::signal::Signal::try_from(sig)
+            .map_err(|_| TaskError::InvalidArgument(format!("signal {sig} is not supported")))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal) {
+            Ok(()) => Ok(Empty::new()),
+            Err(nix::errno::Errno::ESRCH) => Err(TaskError::NotFound(format!(
+                "exec {exec_id} in container {id}: process already finished"
+            ))),
+            Err(e) => Err(TaskError::Other(format!(
+                "exec kill error for {exec_id}: {e}"
+            ))),
+        }
+    }
+
+    async fn pause_resume(&self, id: &str, pause: bool) -> Result<Empty, TaskError> {
+        let runtime = {
+            let st = self.lock();
+            let c = st.container(id)?;
+            let ok = if pause {
+                Status::Running
+            } else {
+                Status::Paused
+            };
+            if c.init.status != ok {
+                let msg = match (pause, c.init.status) {
+                    (true, Status::Created) => "cannot pause task in created state",
+                    (true, Status::Paused) => "cannot pause a paused container",
+                    (true, _) => "cannot pause a stopped container",
+                    (false, Status::Created) => "cannot resume task in created state",
+                    (false, Status::Running) => "cannot resume a running process",
+                    (false, _) => "cannot resume a stopped container",
+                };
+                return Err(TaskError::FailedPrecondition(format!(
+                    "{msg} (container {id})"
+                )));
+            }
+            c.runtime.clone()
+        };
+        let res = if pause {
+            runtime.runc.pause(id).await
+        } else {
+            runtime.runc.resume(id).await
+        };
+        res.map_err(|e| {
+            TaskError::runtime(
+                format!("{} container {id}", if pause { "pause" } else { "resume" }),
+                e,
+            )
+        })?;
+        let mut st = self.lock();
+        if let Ok(c) = st.container_mut(id) {
+            if c.init.status != Status::Stopped {
+                c.init.status = if pause {
+                    Status::Paused
+                } else {
+                    Status::Running
+                };
+            }
+        }
+        drop(st);
+        if pause {
+            let mut ev = TaskPaused::new();
+            ev.container_id = id.to_string();
+            self.publisher().publish(
+                topics::TASK_PAUSED_EVENT_TOPIC,
+                "containerd.events.TaskPaused",
+                &ev,
+            );
+        } else {
+            let mut ev = TaskResumed::new();
+            ev.container_id = id.to_string();
+            self.publisher().publish(
+                topics::TASK_RESUMED_EVENT_TOPIC,
+                "containerd.events.TaskResumed",
+                &ev,
+            );
+        }
+        Ok(Empty::new())
+    }
+
+    async fn do_pids(&self, req: PidsRequest) -> Result<PidsResponse, TaskError> {
+        let id = req.id.as_str();
+        let runtime = self.lock().container(id)?.runtime.clone();
+        let pids =
+            runtime.runc.ps(id).await.map_err(|e| {
+                TaskError::runtime(format!("listing processes of container {id}"), e)
+            })?;
+        let st = self.lock();
+        let c = st.container(id)?;
+        let mut resp = PidsResponse::new();
+        for pid in pids {
+            let mut info = ProcessInfo::new();
+            info.pid = pid as u32;
+            if let Some((exec_id, _)) = c.execs.iter().find(|(_, p)| p.pid == pid as u32) {
+                let mut d = ProcessDetails::new();
+                d.exec_id = exec_id.clone();
+                info.info = Some(crate::options::pack_any(
+                    "containerd.runc.v1.ProcessDetails",
+                    &d,
+                ))
+                .into();
+            }
+            resp.processes.push(info);
+        }
+        Ok(resp)
+    }
+
+    fn do_state(&self, req: &StateRequest) -> Result<StateResponse, TaskError> {
+        let st = self.lock();
+        let c = st.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        let mut resp = StateResponse::new();
+        resp.id = if req.exec_id.is_empty() {
+            c.id.clone()
+        } else {
+            req.exec_id.clone()
+        };
+        resp.exec_id = req.exec_id.clone();
+        resp.bundle = c.bundle.display().to_string();
+        resp.pid = p.pid;
+        resp.status = match p.status {
+            Status::Created => ProtoStatus::CREATED,
+            Status::Running => ProtoStatus::RUNNING,
+            Status::Paused => ProtoStatus::PAUSED,
+            Status::Stopped => ProtoStatus::STOPPED,
+        }
+        .into();
+        resp.stdin = p.stdio.stdin.clone();
+        resp.stdout = p.stdio.stdout.clone();
+        resp.stderr = p.stdio.stderr.clone();
+        resp.terminal = p.stdio.terminal;
+        resp.exit_status = p.exit_status;
+        resp.exited_at = ts_field(p.exited_at);
+        Ok(resp)
+    }
+
+    async fn do_wait(&self, req: WaitRequest) -> Result<WaitResponse, TaskError> {
+        let mut rx = {
+            let st = self.lock();
+            st.container(&req.id)?
+                .process(&req.exec_id)?
+                .exited
+                .subscribe()
+        };
+        let _ = rx.wait_for(|exited| *exited).await;
+        let st = self.lock();
+        let mut resp = WaitResponse::new();
+        // The process may have been deleted meanwhile; report what we saw then.
+        if let Ok(p) = st.container(&req.id).and_then(|c| c.process(&req.exec_id)) {
+            resp.exit_status = p.exit_status;
+            resp.exited_at = ts_field(p.exited_at);
+        }
+        Ok(resp)
+    }
+
+    async fn do_update(&self, req: UpdateTaskRequest) -> Result<Empty, TaskError> {
+        let id = req.id.as_str();
+        let runtime = {
+            let st = self.lock();
+            let c = st.container(id)?;
+            if c.init.status == Status::Stopped {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "cannot update a stopped container {id}"
+                )));
+            }
+            c.runtime.clone()
+        };
+        let any = req.resources.as_ref().ok_or_else(|| {
+            TaskError::InvalidArgument(format!("update of container {id}: no resources"))
+        })?;
+        let res: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(&any.value).map_err(|e| {
+                TaskError::InvalidArgument(format!(
+                    "update of container {id}: resources {:?} are not LinuxResources JSON: {e}",
+                    any.type_url
+                ))
+            })?;
+        runtime
+            .runc
+            .update(id, &res)
+            .await
+            .map_err(|e| TaskError::runtime(format!("update container {id}"), e))?;
+        Ok(Empty::new())
+    }
+
+    async fn do_checkpoint(&self, req: CheckpointTaskRequest) -> Result<Empty, TaskError> {
+        let id = req.id.as_str();
+        let (runtime, options, bundle) = {
+            let st = self.lock();
+            let c = st.container(id)?;
+            if !matches!(c.init.status, Status::Running | Status::Paused) {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "cannot checkpoint a task in {} state (container {id})",
+                    c.init.status.name()
+                )));
+            }
+            (c.runtime.clone(), c.options.clone(), c.bundle.clone())
+        };
+        let mut copts = CheckpointOptions::new();
+        if let Some(any) = req.options.as_ref().filter(|a| !a.type_url.is_empty()) {
+            copts = CheckpointOptions::parse_from_bytes(&any.value).map_err(|e| {
+                TaskError::InvalidArgument(format!(
+                    "checkpoint options {:?} of container {id}: {e}",
+                    any.type_url
+                ))
+            })?;
+        }
+        let image = if req.path.is_empty() {
+            if copts.image_path.is_empty() {
+                options.criu_image_path.clone()
+            } else {
+                copts.image_path.clone()
+            }
+        } else {
+            req.path.clone()
+        };
+        if image.is_empty() {
+            return Err(TaskError::InvalidArgument(format!(
+                "checkpoint of container {id}: no image path"
+            )));
+        }
+        let work = if !copts.work_path.is_empty() {
+            PathBuf::from(&copts.work_path)
+        } else if !options.criu_work_path.is_empty() {
+            PathBuf::from(&options.criu_work_path)
+        } else {
+            bundle.join("work")
+        };
+        let opts = CheckpointOpts {
+            criu: CriuOpts {
+                image_path: Some(PathBuf::from(&image)),
+                work_path: Some(work.clone()),
+                tcp_established: copts.open_tcp,
+                ext_unix_sk: copts.external_unix_sockets,
+                shell_job: copts.terminal,
+                file_locks: copts.file_locks,
+                empty_ns: copts.empty_namespaces.clone(),
+                ..Default::default()
+            },
+            leave_running: !copts.exit,
+            ..Default::default()
+        };
+        runtime.runc.checkpoint(id, &opts).await.map_err(|e| {
+            TaskError::runtime(
+                format!(
+                    "checkpoint of container {id} failed (criu log in {})",
+                    work.display()
+                ),
+                e,
+            )
+        })?;
+        let mut ev = TaskCheckpointed::new();
+        ev.container_id = id.to_string();
+        ev.checkpoint = image;
+        self.publisher().publish(
+            topics::TASK_CHECKPOINTED_EVENT_TOPIC,
+            "containerd.events.TaskCheckpointed",
+            &ev,
+        );
+        Ok(Empty::new())
+    }
+
+    async fn do_stats(&self, req: StatsRequest) -> Result<StatsResponse, TaskError> {
+        let id = req.id.as_str();
+        let (runtime, status) = {
+            let st = self.lock();
+            let c = st.container(id)?;
+            (c.runtime.clone(), c.init.status)
+        };
+        if status == Status::Stopped {
+            return Err(TaskError::NotFound(format!(
+                "cgroup of container {id} does not exist (stopped)"
+            )));
+        }
+        let stats = runtime
+            .runc
+            .stats(id)
+            .await
+            .map_err(|e| TaskError::runtime(format!("stats of container {id}"), e))?;
+        let mut resp = StatsResponse::new();
+        resp.stats = Some(crate::metrics::v1_metrics(&stats)).into();
+        Ok(resp)
+    }
+
+    fn io_of(&self, id: &str, exec_id: &str) -> Result<Option<Arc<ProcessIo>>, TaskError> {
+        let st = self.lock();
+        Ok(st.container(id)?.process(exec_id)?.io.clone())
+    }
+}
+
+fn log_err<T>(op: &str, r: Result<T, TaskError>) -> ttrpc::Result<T> {
+    r.map_err(|e| {
+        log::debug!("{op}: {e}");
+        e.into()
+    })
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        log_err("state", self.do_state(&req))
+    }
+
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
+        log::info!("create container {} (bundle {})", req.id, req.bundle);
+        let r = self.do_create(req).await;
+        if let Err(e) = &r {
+            log::error!("create: {e}");
+        }
+        log_err("create", r)
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        log_err("start", self.do_start(req).await)
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: DeleteRequest,
+    ) -> ttrpc::Result<DeleteResponse> {
+        log_err("delete", self.do_delete(req).await)
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        log_err("pids", self.do_pids(req).await)
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        log_err("pause", self.pause_resume(&req.id, true).await)
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        log_err("resume", self.pause_resume(&req.id, false).await)
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CheckpointTaskRequest,
+    ) -> ttrpc::Result<Empty> {
+        log_err("checkpoint", self.do_checkpoint(req).await)
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        log_err("kill", self.do_kill(req).await)
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        log_err("exec", self.do_exec(&req))
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let r = self.io_of(&req.id, &req.exec_id).and_then(|io| {
+            let Some(io) = io else {
+                return Ok(Empty::new());
+            };
+            let size = WinSize {
+                width: u16::try_from(req.width).unwrap_or(u16::MAX),
+                height: u16::try_from(req.height).unwrap_or(u16::MAX),
+            };
+            match io.resize(size) {
+                // containerd's shim ignores resizes of processes without a console.
+                Ok(()) | Err(crate::io::IoError::NoTerminal) => Ok(Empty::new()),
+                Err(e) => Err(e.into()),
+            }
+        });
+        log_err("resize_pty", r)
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        let r = self.io_of(&req.id, &req.exec_id).map(|io| {
+            if req.stdin {
+                if let Some(io) = io {
+                    io.close_stdin();
+                }
+            }
+            Empty::new()
+        });
+        log_err("close_io", r)
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        log_err("update", self.do_update(req).await)
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        log_err("wait", self.do_wait(req).await)
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        log_err("stats", self.do_stats(req).await)
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> ttrpc::Result<ConnectResponse> {
+        let mut resp = ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.task_pid = self
+            .lock()
+            .containers
+            .get(&req.id)
+            .map_or(0, |c| c.init.pid);
+        Ok(resp)
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
+        // Stay up while containers remain (a grouped shim serves several).
+        if req.now || self.container_count() == 0 {
+            log::info!("shutdown requested");
+            self.inner.shutdown.notify_one();
+        }
+        Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_all_follows_pid_namespace() {
+        let private: serde_json::Value =
+            serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}});
+        assert!(!kill_all_on_exit(&private));
+        let shared: serde_json::Value = serde_json::json!({"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}});
+        assert!(kill_all_on_exit(&shared));
+        assert!(kill_all_on_exit(&serde_json::json!({})));
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = UNIX_EPOCH + Duration::new(5, 7);
+        let ts = timestamp(t);
+        assert_eq!((ts.seconds, ts.nanos), (5, 7));
+    }
+}
