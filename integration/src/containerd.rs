@@ -513,47 +513,10 @@ impl Containerd {
     }
 
     /// Leftover shim processes of this instance (argv or cwd under its directory), with their
-    /// descendants (runc, container processes).
+    /// descendants (runc, container processes), and its containers' processes.
     #[must_use]
     pub fn leftover_processes(&self) -> Vec<i32> {
-        let daemon = self.pid().and_then(|p| i32::try_from(p).ok());
-        let base = self.base.to_string_lossy();
-        let shims: Vec<i32> = procs::processes_mentioning(&base)
-            .into_iter()
-            .filter(|p| Some(*p) != daemon)
-            .collect();
-        let mut all = procs::with_descendants(&shims);
-        all.extend(self.runc_container_pids());
-        all.sort_unstable();
-        all.dedup();
-        all
-    }
-
-    fn runc_root(&self) -> PathBuf {
-        Path::new(RUNC_ROOT).join(&self.namespace)
-    }
-
-    /// Init pids of containers in this instance's runc root (`/run/containerd/runc/<ns>`).
-    fn runc_container_pids(&self) -> Vec<i32> {
-        let Ok(rd) = fs::read_dir(self.runc_root()) else {
-            return Vec::new();
-        };
-        let mut pids = Vec::new();
-        for e in rd.filter_map(Result::ok) {
-            let Ok(text) = fs::read_to_string(e.path().join("state.json")) else {
-                continue;
-            };
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if let Some(pid) = v["init_process_pid"]
-                .as_i64()
-                .and_then(|p| i32::try_from(p).ok())
-            {
-                if pid > 0 {
-                    pids.push(pid);
-                }
-            }
-        }
-        procs::with_descendants(&pids)
+        leftover_processes(&self.base, &self.namespace, self.pid())
     }
 
     /// Mount points under the instance directory (rootfs mounts, snapshot mounts).
@@ -565,62 +528,114 @@ impl Containerd {
     /// Stops everything and removes all files; returns what it could not clean (empty when
     /// clean). Idempotent; also run by `Drop`.
     pub fn stop(&mut self) -> Vec<String> {
-        let mut problems = Vec::new();
         self.stop_daemon();
-        let leftovers = self.leftover_processes();
-        let alive = procs::kill_all_and_wait(&leftovers, Duration::from_secs(10));
-        if !alive.is_empty() {
-            problems.push(format!("processes still alive after SIGKILL: {alive:?}"));
-        }
-        self.delete_runc_containers(&mut problems);
-        self.remove_shim_sockets();
-        if let Err(e) = procs::remove_tree(&self.base) {
-            problems.push(e.to_string());
-        }
-        remove_cgroups(&self.namespace);
-        problems
+        cleanup_instance(&self.base, &self.state, &self.namespace)
     }
+}
 
-    fn delete_runc_containers(&self, problems: &mut Vec<String>) {
-        let root = self.runc_root();
-        let Ok(rd) = fs::read_dir(&root) else { return };
-        let runc = bins::find_bin("runc").unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"));
-        for e in rd.filter_map(Result::ok) {
-            let id = e.file_name().to_string_lossy().into_owned();
-            let o = Command::new(&runc)
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "--force", &id])
-                .output();
-            if let Ok(o) = o {
-                if !o.status.success() && e.path().exists() {
-                    problems.push(format!(
-                        "runc delete --force {id}: {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ));
-                }
+/// Shim processes of a daemon instance (argv or cwd mentioning `base`) with their
+/// descendants, plus the processes of containers in the namespace's runc root.
+pub(crate) fn leftover_processes(base: &Path, namespace: &str, daemon: Option<u32>) -> Vec<i32> {
+    let daemon = daemon.and_then(|p| i32::try_from(p).ok());
+    let shims: Vec<i32> = procs::processes_mentioning(&base.to_string_lossy())
+        .into_iter()
+        .filter(|p| Some(*p) != daemon)
+        .collect();
+    let mut all = procs::with_descendants(&shims);
+    all.extend(runc_container_pids(namespace));
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Everything after the daemon is stopped: kill leftover shims and containers, delete runc
+/// state, remove shim sockets, cgroups, mounts and the instance directory.
+pub(crate) fn cleanup_instance(base: &Path, state: &Path, namespace: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let leftovers = leftover_processes(base, namespace, None);
+    let alive = procs::kill_all_and_wait(&leftovers, Duration::from_secs(10));
+    if !alive.is_empty() {
+        problems.push(format!("processes still alive after SIGKILL: {alive:?}"));
+    }
+    delete_runc_containers(namespace, &mut problems);
+    remove_shim_sockets(state);
+    if let Err(e) = procs::remove_tree(base) {
+        problems.push(e.to_string());
+    }
+    remove_cgroups(namespace);
+    problems
+}
+
+fn runc_root(namespace: &str) -> PathBuf {
+    Path::new(RUNC_ROOT).join(namespace)
+}
+
+/// Init pids (and descendants) of containers in `/run/containerd/runc/<ns>`.
+fn runc_container_pids(namespace: &str) -> Vec<i32> {
+    let Ok(rd) = fs::read_dir(runc_root(namespace)) else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for e in rd.filter_map(Result::ok) {
+        let Ok(text) = fs::read_to_string(e.path().join("state.json")) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if let Some(pid) = v["init_process_pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+        {
+            if pid > 0 {
+                pids.push(pid);
             }
         }
-        let _ = fs::remove_dir(&root);
     }
+    procs::with_descendants(&pids)
+}
 
-    /// Shim sockets live outside the instance dir (`/run/containerd/s/<hash>`); each task
-    /// bundle records its shim's address in an `address` file.
-    fn remove_shim_sockets(&self) {
-        let tasks = self.state.join("io.containerd.runtime.v2.task");
-        let Ok(namespaces) = fs::read_dir(&tasks) else {
-            return;
+fn delete_runc_containers(namespace: &str, problems: &mut Vec<String>) {
+    let root = runc_root(namespace);
+    let Ok(rd) = fs::read_dir(&root) else { return };
+    let runc = bins::find_bin("runc").unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"));
+    for e in rd.filter_map(Result::ok) {
+        let id = e.file_name().to_string_lossy().into_owned();
+        let o = Command::new(&runc)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", &id])
+            .output();
+        if let Ok(o) = o {
+            if !o.status.success() && e.path().exists() {
+                problems.push(format!(
+                    "runc delete --force {id}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+        }
+    }
+    let _ = fs::remove_dir(&root);
+}
+
+/// Shim sockets live outside the instance dir (containerd's are `/run/containerd/s/<hash>`);
+/// each task bundle records its shim's address in an `address` file.
+fn remove_shim_sockets(state: &Path) {
+    let tasks = state.join("io.containerd.runtime.v2.task");
+    let Ok(namespaces) = fs::read_dir(&tasks) else {
+        return;
+    };
+    for ns in namespaces.filter_map(Result::ok) {
+        let Ok(ids) = fs::read_dir(ns.path()) else {
+            continue;
         };
-        for ns in namespaces.filter_map(Result::ok) {
-            let Ok(ids) = fs::read_dir(ns.path()) else {
-                continue;
-            };
-            for id in ids.filter_map(Result::ok) {
-                if let Ok(addr) = fs::read_to_string(id.path().join("address")) {
-                    let p = addr.trim().trim_start_matches("unix://").to_string();
-                    if p.starts_with("/run/containerd/s/") {
-                        let _ = fs::remove_file(p);
-                    }
+        for id in ids.filter_map(Result::ok) {
+            if let Ok(addr) = fs::read_to_string(id.path().join("address")) {
+                let p = PathBuf::from(addr.trim().trim_start_matches("unix://"));
+                let is_socket = fs::symlink_metadata(&p).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt as _;
+                    m.file_type().is_socket()
+                });
+                if p.is_absolute() && is_socket {
+                    let _ = fs::remove_file(p);
                 }
             }
         }

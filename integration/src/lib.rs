@@ -17,7 +17,7 @@
 
 pub mod bins;
 pub mod containerd;
-// pub mod daemon;
+pub mod daemon;
 pub mod image;
 pub mod procs;
 pub mod registry;
