@@ -13,7 +13,7 @@ use shim::io::{ConsoleSocket, IoOptions, ProcessIo, RuncStdio, StdioSpec, WinSiz
 fn open_fds() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .expect("read /proc/self/fd")
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .map(|e| {
             let target = std::fs::read_link(e.path()).unwrap_or_default();
             format!(
