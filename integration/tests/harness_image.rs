@@ -140,3 +140,65 @@ fn reference_unpacker_matches_expected_tree() {
     img.unpack_to(dir.path()).expect("unpack");
     check_tree(dir.path());
 }
+
+#[test]
+fn oci_layout_unpacker_verifies_and_applies_layers() {
+    let img = TestImage::layers().expect("build");
+    let dir = tempfile::tempdir().expect("tmp");
+    let layout = dir.path().join("layout");
+    img.write_oci_layout(&layout).expect("layout");
+    let rootfs = dir.path().join("rootfs");
+    integration::image::unpack_oci_layout(&layout, &rootfs).expect("unpack");
+    check_tree(&rootfs);
+
+    // A corrupted blob is refused, naming the digest.
+    let victim = layout.join("blobs/sha256").join(img.layers[1].blob.hex());
+    fs::write(&victim, b"corrupt").expect("corrupt");
+    let err = integration::image::unpack_oci_layout(&layout, &dir.path().join("r2"))
+        .expect_err("must refuse")
+        .to_string();
+    assert!(err.contains(&img.layers[1].blob.digest), "{err}");
+}
+
+#[test]
+fn berth_testimage_writes_layouts_archives_and_digests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth-testimage"))
+        .arg(dir.path())
+        .output()
+        .expect("run berth-testimage");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digests: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("digests.json")).expect("digests.json"))
+            .expect("json");
+    let bb = TestImage::busybox().expect("build");
+    assert_eq!(digests["busybox"]["manifest"], bb.manifest_digest());
+    assert_eq!(
+        digests["layers"]["layers"].as_array().map(Vec::len),
+        Some(4)
+    );
+    assert_eq!(
+        fs::read(dir.path().join("busybox.oci.tar")).expect("tar"),
+        bb.oci_archive().expect("tar")
+    );
+    for f in [
+        "busybox/index.json",
+        "layers/oci-layout",
+        "busybox.docker.tar",
+        "layers.oci.tar",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_berth-testimage"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "usage error without an argument"
+    );
+}

@@ -42,7 +42,8 @@ impl Env {
         let work = tempfile::tempdir().expect("tempdir");
         let img = TestImage::busybox().expect("busybox test image");
         let archive = work.path().join("busybox.oci.tar");
-        img.write_oci_archive(&archive).expect("write image archive");
+        img.write_oci_archive(&archive)
+            .expect("write image archive");
         let c = builder
             .shim_dir(shim_dir)
             .extra_config(extra)
@@ -128,9 +129,185 @@ pub fn assert_task_gone(env: &Env, id: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!bundle.exists(), "bundle {} left behind", bundle.display());
-    assert!(!env.runc_state_dir(id).exists(), "runc state of {id} left behind");
+    assert!(
+        !env.runc_state_dir(id).exists(),
+        "runc state of {id} left behind"
+    );
     assert!(
         procs::mounts_under(&env.c.state().join("io.containerd.runtime.v2.task")).is_empty(),
         "rootfs mounts left behind"
+    );
+}
+
+/// `ctr events` running in the background; `lines()` returns what it printed so far.
+pub struct Events {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Events {
+    pub fn start(env: &Env) -> Events {
+        use std::io::{BufRead, BufReader};
+        let mut child = env
+            .c
+            .ctr_command()
+            .arg("events")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ctr events");
+        let stdout = child.stdout.take().expect("events stdout");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut s = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        // Let the subscription reach the daemon before anything happens.
+        std::thread::sleep(Duration::from_millis(300));
+        Events { child, out }
+    }
+
+    pub fn text(&self) -> String {
+        self.out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lines with `topic` whose JSON mentions all of `needles`.
+    pub fn count(&self, topic: &str, needles: &[&str]) -> usize {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(&format!(" {topic} ")) && needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until `count(topic, needles) >= n`.
+    pub fn wait_for(&self, topic: &str, needles: &[&str], n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(topic, needles) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n}× {topic} {needles:?} within {timeout:?}; events:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Done-when item 2: the detached lifecycle, driven with `ctr`, checked through `ctr` output,
+/// exit codes and `ctr events`.
+pub fn detached_lifecycle(env: &Env) {
+    let ev = Events::start(env);
+    env.ctr_ok(&["run", "-d", &env.image, "t2", "sleep", "1000"]);
+    assert_eq!(
+        env.shim_exe("t2"),
+        our_shim(),
+        "task t2 is not served by our shim"
+    );
+    let (pid, status) = env.wait_status("t2", "RUNNING", Duration::from_secs(10));
+
+    let hi = env.ctr_ok(&["t", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo hi"]);
+    assert_eq!(hi.trim(), "hi");
+    let ps = env.ctr_ok(&["t", "ps", "t2"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next() == Some(pid.as_str())),
+        "ctr t ps lacks init {pid} ({status}):\n{ps}"
+    );
+
+    env.ctr_ok(&["t", "pause", "t2"]);
+    env.wait_status("t2", "PAUSED", Duration::from_secs(5));
+    env.ctr_ok(&["t", "resume", "t2"]);
+    env.wait_status("t2", "RUNNING", Duration::from_secs(5));
+
+    let metrics = env.ctr_ok(&["t", "metrics", "t2"]);
+    assert!(
+        metrics.contains("t2") && metrics.contains("memory"),
+        "ctr t metrics:\n{metrics}"
+    );
+
+    env.ctr_ok(&["t", "kill", "-s", "9", "t2"]);
+    env.wait_status("t2", "STOPPED", Duration::from_secs(10));
+    let rm = env.ctr(&["t", "rm", "t2"]);
+    assert_rm_status(&rm, 137);
+    env.ctr_ok(&["c", "rm", "t2"]);
+    assert_task_gone(env, "t2");
+
+    // kill -a takes down the init and an exec'd process.
+    env.ctr_ok(&["run", "-d", &env.image, "t3", "sleep", "1000"]);
+    env.wait_status("t3", "RUNNING", Duration::from_secs(10));
+    env.ctr_ok(&["t", "exec", "-d", "--exec-id", "e2", "t3", "sleep", "1000"]);
+    ev.wait_for(
+        "/tasks/exec-started",
+        &["\"t3\"", "e2"],
+        1,
+        Duration::from_secs(5),
+    );
+    env.ctr_ok(&["t", "kill", "-a", "-s", "9", "t3"]);
+    env.wait_status("t3", "STOPPED", Duration::from_secs(10));
+    ev.wait_for("/tasks/exit", &["\"t3\"", "e2"], 1, Duration::from_secs(5));
+    let rm = env.ctr(&["t", "rm", "t3"]);
+    assert_rm_status(&rm, 137);
+    env.ctr_ok(&["c", "rm", "t3"]);
+    assert_task_gone(env, "t3");
+
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/delete",
+    ] {
+        ev.wait_for(topic, &["t2"], 1, Duration::from_secs(5));
+    }
+    ev.wait_for("/tasks/exit", &["\"t2\"", "137"], 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    // Exactly one exit per process: init t2, exec e1 (ctr's own events carry the same ids).
+    let t2_exits: Vec<String> = ev
+        .text()
+        .lines()
+        .filter(|l| l.contains(" /tasks/exit ") && l.contains("\"t2\""))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        t2_exits
+            .iter()
+            .filter(|l| l.contains("\"id\":\"t2\"") || l.contains("id: t2"))
+            .count()
+            .max(t2_exits.iter().filter(|l| !l.contains("e1")).count()),
+        1,
+        "exits of t2:\n{t2_exits:#?}"
+    );
+    assert_eq!(
+        t2_exits.iter().filter(|l| l.contains("e1")).count(),
+        1,
+        "exits of e1:\n{t2_exits:#?}"
+    );
+}
+
+/// `ctr t rm` of a stopped task reports its exit code (1.6 and 2.x ctr warn
+/// "exit with non-zero exit code N" and exit 0).
+pub fn assert_rm_status(rm: &std::process::Output, code: u32) {
+    let err = String::from_utf8_lossy(&rm.stderr);
+    assert!(
+        rm.status.code() == Some(code as i32) || err.contains(&format!("exit code {code}")),
+        "ctr t rm should report exit status {code}: {rm:?}"
     );
 }
