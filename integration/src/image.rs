@@ -730,6 +730,76 @@ impl TestImage {
     }
 }
 
+/// Unpacks the first image of an OCI layout directory (as written by
+/// [`TestImage::write_oci_layout`] or skopeo) into `rootfs`, verifying every blob's digest.
+/// A reference unpacker for scripts and tests, not the daemon's implementation.
+///
+/// # Errors
+/// Missing or malformed `index.json`/manifest, a blob whose content does not match its
+/// digest, or filesystem errors.
+pub fn unpack_oci_layout(layout: &Path, rootfs: &Path) -> Result<(), ImageError> {
+    let read_json = |p: PathBuf| -> Result<serde_json::Value, ImageError> {
+        let data = fs::read(&p).map_err(|source| ImageError::Write {
+            path: p.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&data).map_err(|source| ImageError::Json {
+            what: "OCI layout JSON",
+            source,
+        })
+    };
+    let read_blob = |digest: &str| -> Result<Vec<u8>, ImageError> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let p = layout.join("blobs/sha256").join(hex);
+        let data = fs::read(&p).map_err(|source| ImageError::Write {
+            path: p.clone(),
+            source,
+        })?;
+        if sha256_digest(&data) != digest {
+            return Err(ImageError::Write {
+                path: p,
+                source: std::io::Error::other(format!("content does not match digest {digest}")),
+            });
+        }
+        Ok(data)
+    };
+    let index = read_json(layout.join("index.json"))?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(&read_blob(&manifest_digest)?)
+        .map_err(|source| ImageError::Json {
+            what: "manifest",
+            source,
+        })?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    fs::create_dir_all(rootfs).map_err(|source| ImageError::Write {
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    for l in layers {
+        let digest = l["digest"].as_str().unwrap_or_default();
+        let blob = read_blob(digest)?;
+        let tar = if l["mediaType"].as_str().is_some_and(|m| m.ends_with("gzip")) {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(blob.as_slice()),
+                &mut out,
+            )
+            .map_err(|source| ImageError::Write {
+                path: layout.join(digest),
+                source,
+            })?;
+            out
+        } else {
+            blob
+        };
+        unpack_layer(&tar, rootfs)?;
+    }
+    Ok(())
+}
+
 /// Applies one uncompressed layer tar on top of `rootfs`.
 fn unpack_layer(tar_bytes: &[u8], rootfs: &Path) -> Result<(), ImageError> {
     let werr = |path: &Path, source: std::io::Error| ImageError::Write {
