@@ -1,1 +1,776 @@
-//! berthd configuration (config.toml, containerd keys).
+//! berthd configuration: containerd's `config.toml` (version 2 and 3 keys), loaded with
+//! `imports` merged in order, checked for unknown keys (a warning naming file and line, since
+//! users bring containerd configs) and for invalid values (an error naming the key).
+//!
+//! Plugin sections stay as TOML values keyed by plugin id
+//! (`io.containerd.snapshotter.v1.overlayfs`); typed views exist for the ones the storage core
+//! uses ([`Config::bolt`], [`Config::overlayfs`], [`Config::native`]) and
+//! [`Config::plugin_config`] deserialises any other section (the runtime reads its own).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Default config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+/// Default root (persistent data).
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+/// Default state (runtime data).
+pub const DEFAULT_STATE: &str = "/run/berth";
+/// Default gRPC socket.
+pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
+/// Default gRPC message size limit (containerd's 16 MiB).
+pub const DEFAULT_MAX_MSG: i64 = 16 << 20;
+
+/// Plugin ids the storage core reads.
+pub mod ids {
+    /// Metadata store.
+    pub const BOLT: &str = "io.containerd.metadata.v1.bolt";
+    /// overlayfs snapshotter.
+    pub const OVERLAYFS: &str = "io.containerd.snapshotter.v1.overlayfs";
+    /// native snapshotter.
+    pub const NATIVE: &str = "io.containerd.snapshotter.v1.native";
+    /// GC scheduler.
+    pub const GC: &str = "io.containerd.gc.v1.scheduler";
+    /// Runtime v2 task plugin (read by the runtime subsystem).
+    pub const RUNTIME_V2: &str = "io.containerd.runtime.v2.task";
+}
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// File unreadable.
+    #[error("read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong type (toml's message names key and line).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value outside what the key accepts.
+    #[error("config {path}: invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// An `imports` glob that does not parse.
+    #[error("config {path}: bad imports pattern {pattern:?}: {reason}")]
+    Import {
+        /// File.
+        path: PathBuf,
+        /// Pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A problem worth telling the user about that does not stop start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// File.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// Dotted key.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+    }
+}
+
+/// `[grpc]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Grpc {
+    /// Unix socket path.
+    pub address: String,
+    /// TCP address (not served by berthd; accepted for compatibility).
+    pub tcp_address: String,
+    /// TLS CA for TCP.
+    pub tcp_tls_ca: String,
+    /// TLS cert for TCP.
+    pub tcp_tls_cert: String,
+    /// TLS key for TCP.
+    pub tcp_tls_key: String,
+    /// Socket owner uid.
+    pub uid: u32,
+    /// Socket owner gid.
+    pub gid: u32,
+    /// Largest request accepted.
+    pub max_recv_message_size: i64,
+    /// Largest reply sent.
+    pub max_send_message_size: i64,
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Self {
+            address: DEFAULT_ADDRESS.into(),
+            tcp_address: String::new(),
+            tcp_tls_ca: String::new(),
+            tcp_tls_cert: String::new(),
+            tcp_tls_key: String::new(),
+            uid: 0,
+            gid: 0,
+            max_recv_message_size: DEFAULT_MAX_MSG,
+            max_send_message_size: DEFAULT_MAX_MSG,
+        }
+    }
+}
+
+/// `[ttrpc]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Ttrpc {
+    /// Socket path; empty = `<grpc.address>.ttrpc`.
+    pub address: String,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+}
+
+/// `[debug]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Debug {
+    /// Debug socket (pprof in containerd; unused by berthd).
+    pub address: String,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Log level: trace, debug, info, warn, error, fatal, panic.
+    pub level: String,
+    /// Log format: text or json.
+    pub format: String,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Metrics {
+    /// Prometheus listen address.
+    pub address: String,
+    /// Histograms of gRPC latency.
+    pub grpc_histogram: bool,
+}
+
+/// `[cgroup]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Cgroup {
+    /// Cgroup path for the daemon.
+    pub path: String,
+}
+
+/// `[proxy_plugins.<name>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyPlugin {
+    /// `snapshot` or `content`.
+    pub r#type: String,
+    /// gRPC socket of the plugin.
+    pub address: String,
+    /// Platform it supports.
+    pub platform: String,
+    /// Exported values.
+    pub exports: BTreeMap<String, String>,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Schema version (2 or 3; absent is treated as 2).
+    pub version: i64,
+    /// Persistent data directory.
+    pub root: String,
+    /// Runtime state directory.
+    pub state: String,
+    /// Temporary directory.
+    pub temp: String,
+    /// Plugin directory (go plugins; unused).
+    pub plugin_dir: String,
+    /// Plugin ids (`io.containerd.snapshotter.v1.btrfs`) not to load.
+    pub disabled_plugins: Vec<String>,
+    /// Plugin ids that must load, or start-up fails.
+    pub required_plugins: Vec<String>,
+    /// OOM score adjustment applied to berthd itself.
+    pub oom_score: i32,
+    /// Further config files (globs), merged in order.
+    pub imports: Vec<String>,
+    /// gRPC.
+    pub grpc: Grpc,
+    /// ttrpc.
+    pub ttrpc: Ttrpc,
+    /// Debug / logging.
+    pub debug: Debug,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Cgroup.
+    pub cgroup: Cgroup,
+    /// Timeouts by name (`io.containerd.timeout.shim.cleanup = "5s"`).
+    pub timeouts: BTreeMap<String, String>,
+    /// Plugin sections by id.
+    pub plugins: BTreeMap<String, toml::Value>,
+    /// Out-of-process plugins.
+    pub proxy_plugins: BTreeMap<String, ProxyPlugin>,
+    /// Stream processors (accepted, unused).
+    pub stream_processors: BTreeMap<String, toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            version: 2,
+            root: DEFAULT_ROOT.into(),
+            state: DEFAULT_STATE.into(),
+            temp: String::new(),
+            plugin_dir: String::new(),
+            disabled_plugins: vec![],
+            required_plugins: vec![],
+            oom_score: 0,
+            imports: vec![],
+            grpc: Grpc::default(),
+            ttrpc: Ttrpc::default(),
+            debug: Debug::default(),
+            metrics: Metrics::default(),
+            cgroup: Cgroup::default(),
+            timeouts: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            proxy_plugins: BTreeMap::new(),
+            stream_processors: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[plugins."io.containerd.metadata.v1.bolt"]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BoltConfig {
+    /// `shared` or `isolated`.
+    pub content_sharing_policy: String,
+}
+
+impl Default for BoltConfig {
+    fn default() -> Self {
+        Self { content_sharing_policy: "shared".into() }
+    }
+}
+
+/// `[plugins."io.containerd.snapshotter.v1.overlayfs"]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OverlayfsConfig {
+    /// Root directory (empty = `<root>/io.containerd.snapshotter.v1.overlayfs`).
+    pub root_path: String,
+    /// Report upper dirs in a label.
+    pub upperdir_label: bool,
+    /// Extra mount options (accepted, unused).
+    pub mount_options: Vec<String>,
+    /// Sync removal (accepted, unused).
+    pub sync_remove: bool,
+}
+
+/// `[plugins."io.containerd.snapshotter.v1.native"]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct NativeConfig {
+    /// Root directory (empty = `<root>/io.containerd.snapshotter.v1.native`).
+    pub root_path: String,
+}
+
+// Known keys per table, for unknown-key warnings. `*` accepts any key below.
+const TOP: &[&str] = &[
+    "version", "root", "state", "temp", "plugin_dir", "disabled_plugins", "required_plugins", "oom_score", "imports",
+    "grpc", "ttrpc", "debug", "metrics", "cgroup", "timeouts", "plugins", "proxy_plugins", "stream_processors",
+];
+const GRPC: &[&str] = &[
+    "address", "tcp_address", "tcp_tls_ca", "tcp_tls_cert", "tcp_tls_key", "uid", "gid", "max_recv_message_size",
+    "max_send_message_size",
+];
+const TTRPC: &[&str] = &["address", "uid", "gid"];
+const DEBUG: &[&str] = &["address", "uid", "gid", "level", "format"];
+const METRICS: &[&str] = &["address", "grpc_histogram"];
+const CGROUP: &[&str] = &["path"];
+const PROXY: &[&str] = &["type", "address", "platform", "exports", "capabilities"];
+const BOLT: &[&str] = &["content_sharing_policy"];
+const OVERLAYFS: &[&str] = &["root_path", "upperdir_label", "mount_options", "sync_remove"];
+const NATIVE: &[&str] = &["root_path"];
+const GC: &[&str] = &["pause_threshold", "deletion_threshold", "mutation_threshold", "schedule_delay", "startup_delay"];
+
+/// Plugin ids whose sections berthd reads or knows to be harmless. Anything else warns.
+const KNOWN_PLUGINS: &[&str] = &[
+    ids::BOLT,
+    ids::OVERLAYFS,
+    ids::NATIVE,
+    ids::GC,
+    ids::RUNTIME_V2,
+    "io.containerd.runtime.v1.linux",
+    "linux",
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.runtime",
+    "io.containerd.cri.v1.images",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.monitor.v1.cgroups",
+    "io.containerd.service.v1.tasks-service",
+    "io.containerd.internal.v1.opt",
+    "io.containerd.internal.v1.restart",
+    "io.containerd.internal.v1.tracing",
+    "io.containerd.tracing.processor.v1.otlp",
+];
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+fn check_keys(
+    src: &str,
+    file: &Path,
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    known: &[&str],
+    out: &mut Vec<Warning>,
+) {
+    for (k, v) in table {
+        let name = k.get_ref().as_ref();
+        let path = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
+        if !known.contains(&name) {
+            out.push(Warning {
+                file: file.to_path_buf(),
+                line: line_of(src, k.span().start),
+                key: path,
+                message: "unknown key, ignored (typo?)".into(),
+            });
+            continue;
+        }
+        let toml::de::DeValue::Table(sub) = v.get_ref() else { continue };
+        match path.as_str() {
+            "grpc" => check_keys(src, file, sub, &path, GRPC, out),
+            "ttrpc" => check_keys(src, file, sub, &path, TTRPC, out),
+            "debug" => check_keys(src, file, sub, &path, DEBUG, out),
+            "metrics" => check_keys(src, file, sub, &path, METRICS, out),
+            "cgroup" => check_keys(src, file, sub, &path, CGROUP, out),
+            "proxy_plugins" => {
+                for (pk, pv) in sub {
+                    if let toml::de::DeValue::Table(p) = pv.get_ref() {
+                        check_keys(src, file, p, &format!("proxy_plugins.{}", pk.get_ref().as_ref()), PROXY, out);
+                    }
+                }
+            }
+            "plugins" => {
+                for (pk, pv) in sub {
+                    let id = pk.get_ref().as_ref();
+                    let ppath = format!("plugins.{id:?}");
+                    let keys = match id {
+                        ids::BOLT => Some(BOLT),
+                        ids::OVERLAYFS => Some(OVERLAYFS),
+                        ids::NATIVE => Some(NATIVE),
+                        ids::GC => Some(GC),
+                        _ => None,
+                    };
+                    match (keys, pv.get_ref()) {
+                        (Some(keys), toml::de::DeValue::Table(p)) => check_keys(src, file, p, &ppath, keys, out),
+                        _ if KNOWN_PLUGINS.contains(&id) => {}
+                        _ => out.push(Warning {
+                            file: file.to_path_buf(),
+                            line: line_of(src, pk.span().start),
+                            key: ppath,
+                            message: "no such plugin in berthd, section ignored".into(),
+                        }),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Deep-merges `src` into `dst` as containerd's `mergeConfig`: later files win per key,
+/// plugin sections are replaced whole, plugin lists are unioned.
+fn merge(dst: &mut toml::Table, src: toml::Table) {
+    for (k, v) in src {
+        match (k.as_str(), dst.get_mut(&k), v) {
+            ("plugins" | "proxy_plugins", Some(toml::Value::Table(d)), toml::Value::Table(s)) => {
+                for (pk, pv) in s {
+                    d.insert(pk, pv);
+                }
+            }
+            ("disabled_plugins" | "required_plugins", Some(toml::Value::Array(d)), toml::Value::Array(s)) => {
+                for x in s {
+                    if !d.contains(&x) {
+                        d.push(x);
+                    }
+                }
+            }
+            (_, Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
+            (_, _, v) => {
+                dst.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse_file(path: &Path, src: &str, warnings: &mut Vec<Warning>) -> Result<toml::Table, Error> {
+    let de = toml::de::DeTable::parse(src).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    check_keys(src, path, de.get_ref(), "", TOP, warnings);
+    toml::from_str::<toml::Table>(src).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })
+}
+
+fn load_into(
+    path: &Path,
+    acc: &mut toml::Table,
+    seen: &mut Vec<PathBuf>,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), Error> {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if seen.contains(&canon) {
+        return Ok(());
+    }
+    seen.push(canon);
+    let src = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let mut table = parse_file(path, &src, warnings)?;
+    let imports: Vec<String> = match table.remove("imports") {
+        Some(toml::Value::Array(a)) => a.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(_) => {
+            return Err(Error::Invalid { path: path.to_path_buf(), key: "imports".into(), reason: "must be an array of strings".into() })
+        }
+        None => vec![],
+    };
+    merge(acc, table);
+    let base = path.parent().unwrap_or(Path::new("/"));
+    for pat in &imports {
+        let full = if Path::new(pat).is_absolute() { pat.clone() } else { base.join(pat).to_string_lossy().into_owned() };
+        let mut files: Vec<PathBuf> = glob::glob(&full)
+            .map_err(|e| Error::Import { path: path.to_path_buf(), pattern: pat.clone(), reason: e.to_string() })?
+            .filter_map(Result::ok)
+            .collect();
+        files.sort();
+        for f in files {
+            load_into(&f, acc, seen, warnings)?;
+        }
+    }
+    let list = acc.entry("imports").or_insert_with(|| toml::Value::Array(vec![]));
+    if let toml::Value::Array(a) = list {
+        for i in imports {
+            a.push(toml::Value::String(i));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Loads `path` and its imports. A missing file is an error unless `missing_ok` (the
+    /// default path), which yields the defaults.
+    pub fn load(path: &Path, missing_ok: bool) -> Result<(Self, Vec<Warning>), Error> {
+        if missing_ok && !path.exists() {
+            return Ok((Self::default(), vec![]));
+        }
+        let mut acc = toml::Table::new();
+        let mut warnings = Vec::new();
+        load_into(path, &mut acc, &mut vec![], &mut warnings)?;
+        let cfg: Config = toml::Value::Table(acc)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate(path)?;
+        Ok((cfg, warnings))
+    }
+
+    /// Parses a config from a string (no imports), for tests and `config default`.
+    pub fn parse(src: &str, name: &Path) -> Result<(Self, Vec<Warning>), Error> {
+        let mut warnings = Vec::new();
+        let table = parse_file(name, src, &mut warnings)?;
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Parse { path: name.to_path_buf(), message: e.to_string() })?;
+        cfg.validate(name)?;
+        Ok((cfg, warnings))
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| Error::Invalid { path: path.to_path_buf(), key: key.into(), reason };
+        if !matches!(self.version, 2 | 3) {
+            return Err(bad("version", format!("{} is not supported: use version = 2 or 3", self.version)));
+        }
+        if self.root.is_empty() || !Path::new(&self.root).is_absolute() {
+            return Err(bad("root", format!("{:?} must be an absolute path", self.root)));
+        }
+        if self.state.is_empty() || !Path::new(&self.state).is_absolute() {
+            return Err(bad("state", format!("{:?} must be an absolute path", self.state)));
+        }
+        if self.root == self.state {
+            return Err(bad("state", "root and state must be different paths".into()));
+        }
+        if self.grpc.address.is_empty() {
+            return Err(bad("grpc.address", "must not be empty".into()));
+        }
+        if !(-1000..=1000).contains(&self.oom_score) {
+            return Err(bad("oom_score", format!("{} is outside -1000..=1000", self.oom_score)));
+        }
+        for (k, v) in [("grpc.max_recv_message_size", self.grpc.max_recv_message_size), ("grpc.max_send_message_size", self.grpc.max_send_message_size)] {
+            if v <= 0 || v > i64::from(u32::MAX) {
+                return Err(bad(k, format!("{v} must be between 1 and {}", u32::MAX)));
+            }
+        }
+        if !self.debug.level.is_empty() && parse_level(&self.debug.level).is_none() {
+            return Err(bad("debug.level", format!("{:?}: want trace, debug, info, warn, error, fatal or panic", self.debug.level)));
+        }
+        if !matches!(self.debug.format.as_str(), "" | "text" | "json") {
+            return Err(bad("debug.format", format!("{:?}: want \"text\" or \"json\"", self.debug.format)));
+        }
+        let bolt = self.plugin_config::<BoltConfig>(ids::BOLT).map_err(|r| bad(&format!("plugins.{:?}", ids::BOLT), r))?;
+        if !matches!(bolt.content_sharing_policy.as_str(), "shared" | "isolated") {
+            return Err(bad(
+                &format!("plugins.{:?}.content_sharing_policy", ids::BOLT),
+                format!("{:?}: want \"shared\" or \"isolated\"", bolt.content_sharing_policy),
+            ));
+        }
+        self.plugin_config::<OverlayfsConfig>(ids::OVERLAYFS).map_err(|r| bad(&format!("plugins.{:?}", ids::OVERLAYFS), r))?;
+        self.plugin_config::<NativeConfig>(ids::NATIVE).map_err(|r| bad(&format!("plugins.{:?}", ids::NATIVE), r))?;
+        for (name, p) in &self.proxy_plugins {
+            if !matches!(p.r#type.as_str(), "snapshot" | "content") {
+                return Err(bad(&format!("proxy_plugins.{name}.type"), format!("{:?}: want \"snapshot\" or \"content\"", p.r#type)));
+            }
+            if p.address.is_empty() {
+                return Err(bad(&format!("proxy_plugins.{name}.address"), "must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deserialises the section of plugin `id` (defaults when absent); the error is the
+    /// deserializer's message.
+    pub fn plugin_config<T: DeserializeOwned + Default>(&self, id: &str) -> Result<T, String> {
+        match self.plugins.get(id) {
+            None => Ok(T::default()),
+            Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| e.to_string()),
+        }
+    }
+
+    /// The metadata plugin's section.
+    pub fn bolt(&self) -> BoltConfig {
+        self.plugin_config(ids::BOLT).unwrap_or_default()
+    }
+
+    /// The overlayfs snapshotter's section.
+    pub fn overlayfs(&self) -> OverlayfsConfig {
+        self.plugin_config(ids::OVERLAYFS).unwrap_or_default()
+    }
+
+    /// The native snapshotter's section.
+    pub fn native(&self) -> NativeConfig {
+        self.plugin_config(ids::NATIVE).unwrap_or_default()
+    }
+
+    /// The ttrpc socket: `[ttrpc] address`, else `<grpc.address>.ttrpc`.
+    pub fn ttrpc_address(&self) -> String {
+        if self.ttrpc.address.is_empty() {
+            format!("{}.ttrpc", self.grpc.address)
+        } else {
+            self.ttrpc.address.clone()
+        }
+    }
+
+    /// The effective configuration as TOML (`berthd config dump`).
+    pub fn dump(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Parses a log level name as containerd (logrus) spells them.
+pub fn parse_level(s: &str) -> Option<slog::Level> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "trace" => slog::Level::Trace,
+        "debug" => slog::Level::Debug,
+        "info" => slog::Level::Info,
+        "warn" | "warning" => slog::Level::Warning,
+        "error" => slog::Level::Error,
+        "fatal" | "panic" => slog::Level::Critical,
+        _ => return None,
+    })
+}
+
+/// The complete, commented default configuration (`berthd config default`).
+pub fn default_toml() -> String {
+    format!(
+        r#"# berthd configuration. Same keys as containerd's config.toml (version 2; version 3 keys
+# are accepted too). Unknown keys are reported with their line at start-up and ignored.
+version = 2
+
+# Persistent data: content blobs, metadata database, snapshots.
+root = "{root}"
+# Runtime state: sockets, shim bundles. Cleared on reboot.
+state = "{state}"
+# Temporary files (empty = system default).
+temp = ""
+# Go plugin directory (containerd only; unused by berthd).
+plugin_dir = ""
+# Plugin ids not to load, e.g. ["io.containerd.snapshotter.v1.btrfs"].
+disabled_plugins = []
+# Plugin ids that must load, or start-up fails.
+required_plugins = []
+# OOM score adjustment for berthd itself (-1000..1000).
+oom_score = 0
+# Further config files (globs, relative to this file), merged in order.
+imports = []
+
+[grpc]
+  # Unix socket of the containerd API (mode 0660, owned by uid:gid).
+  address = "{address}"
+  # TCP listening is not supported by berthd; these are accepted and ignored.
+  tcp_address = ""
+  tcp_tls_ca = ""
+  tcp_tls_cert = ""
+  tcp_tls_key = ""
+  uid = 0
+  gid = 0
+  max_recv_message_size = {max}
+  max_send_message_size = {max}
+
+[ttrpc]
+  # Shims forward events here; empty = "<grpc.address>.ttrpc".
+  address = ""
+  uid = 0
+  gid = 0
+
+[debug]
+  address = ""
+  uid = 0
+  gid = 0
+  # trace, debug, info, warn, error, fatal, panic (empty = info).
+  level = ""
+  # text or json (empty = text).
+  format = ""
+
+[metrics]
+  address = ""
+  grpc_histogram = false
+
+[cgroup]
+  path = ""
+
+[timeouts]
+  "io.containerd.timeout.shim.cleanup" = "5s"
+  "io.containerd.timeout.shim.load" = "5s"
+  "io.containerd.timeout.shim.shutdown" = "3s"
+  "io.containerd.timeout.task.state" = "2s"
+
+[plugins]
+  [plugins."{bolt}"]
+    # "shared": a blob in one namespace is adopted by another that writes it again;
+    # "isolated": every namespace must write its own copy.
+    content_sharing_policy = "shared"
+
+  [plugins."{gc}"]
+    pause_threshold = 0.02
+    deletion_threshold = 0
+    mutation_threshold = 100
+    schedule_delay = "0s"
+    startup_delay = "100ms"
+
+  [plugins."{overlayfs}"]
+    # Empty = "<root>/{overlayfs}".
+    root_path = ""
+    upperdir_label = false
+
+  [plugins."{native}"]
+    # Empty = "<root>/{native}".
+    root_path = ""
+
+[proxy_plugins]
+"#,
+        root = DEFAULT_ROOT,
+        state = DEFAULT_STATE,
+        address = DEFAULT_ADDRESS,
+        max = DEFAULT_MAX_MSG,
+        bolt = ids::BOLT,
+        gc = ids::GC,
+        overlayfs = ids::OVERLAYFS,
+        native = ids::NATIVE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_parses_without_warnings_to_defaults() {
+        let (cfg, w) = Config::parse(&default_toml(), Path::new("default.toml")).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(cfg.root, DEFAULT_ROOT);
+        assert_eq!(cfg.grpc, Grpc::default());
+        assert_eq!(cfg.bolt().content_sharing_policy, "shared");
+    }
+
+    #[test]
+    fn typo_warns_with_line() {
+        let src = "version = 2\nroot = \"/x\"\n[grpc]\n  adress = \"/tmp/s\"\n[plugins.\"io.containerd.metadata.v1.bolt\"]\n  content_sharing = \"x\"\n";
+        let (_, w) = Config::parse(src, Path::new("c.toml")).unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!((w[0].line, w[0].key.as_str()), (4, "grpc.adress"));
+        assert_eq!(w[1].line, 6);
+        assert!(w[1].to_string().starts_with("c.toml:6:"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            ("oom_score = 5000", "oom_score"),
+            ("[grpc]\nuid = \"root\"", "uid"),
+            ("[plugins.\"io.containerd.metadata.v1.bolt\"]\ncontent_sharing_policy = \"x\"", "content_sharing_policy"),
+            ("[debug]\nlevel = \"loud\"", "debug.level"),
+            ("version = 1", "version"),
+        ];
+        for (src, key) in cases {
+            let e = Config::parse(src, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(key), "{src:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn imports_merge_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("conf.d")).unwrap();
+        std::fs::write(tmp.path().join("conf.d/10-a.toml"), "oom_score = -10\ndisabled_plugins = [\"a\"]\n").unwrap();
+        std::fs::write(tmp.path().join("conf.d/20-b.toml"), "oom_score = -20\ndisabled_plugins = [\"b\"]\n").unwrap();
+        std::fs::write(tmp.path().join("main.toml"), "version = 2\nimports = [\"conf.d/*.toml\"]\ndisabled_plugins = [\"m\"]\n").unwrap();
+        let (cfg, w) = Config::load(&tmp.path().join("main.toml"), false).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(cfg.oom_score, -20);
+        assert_eq!(cfg.disabled_plugins, ["m", "a", "b"]);
+        assert_eq!(cfg.imports, ["conf.d/*.toml"]);
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults() {
+        let (cfg, _) = Config::load(Path::new("/nonexistent/berth.toml"), true).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(Config::load(Path::new("/nonexistent/berth.toml"), false).is_err());
+    }
+}

@@ -1,13 +1,23 @@
 //! berthd as a library: every subsystem is a module, `server` wires them together explicitly.
 //!
 //! Layering (arrows point down only): `server` → `api` (thin tonic adapters) → `runtime`,
-//! `images` → `metadata`, `diff` → `snapshots`, `content`, with `events` and `config` beside.
+//! `images` → `metadata`, `diff` → `snapshots`, `content`, with `events`, `config`,
+//! `filters` and `errdefs` beside.
+//!
+//! - `config`: config.toml (containerd's keys), defaults, imports, unknown-key warnings.
+//! - `content`: namespace-agnostic blob store; `snapshots`: namespace-agnostic layer stores.
+//! - `metadata`: redb database adding namespaces, labels, leases, GC on top of both.
+//! - `events`: the in-process exchange every service publishes to and `Subscribe` reads.
+//! - `api`: one module per containerd gRPC service, plus `to_status` (the only errdefs map).
+//! - `server`: builds everything from the config, binds the sockets, shuts down on signals.
 
 pub mod api;
 pub mod config;
 pub mod content;
 pub mod diff;
+pub mod errdefs;
 pub mod events;
+pub mod filters;
 pub mod images;
 pub mod metadata;
 pub mod runtime;

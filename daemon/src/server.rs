@@ -1,1 +1,349 @@
 //! Wires stores, services and sockets together; start-up and shutdown.
+//!
+//! [`run`] reads top to bottom: directories → content store → snapshotters → metadata → event
+//! exchange + GC → the plugin list (what `ctr plugins ls` shows) → gRPC services on the Unix
+//! socket → ttrpc events socket → `READY=1` → wait for the shutdown future → close.
+//! Shutdown is graceful for up to 5 s (in-flight calls finish; endless `Subscribe` streams
+//! are then dropped), then the sockets are removed.
+//!
+//! The runtime subsystem registers its services (containers, tasks) in [`runtime_services`].
+
+use crate::api::{self, introspection::PluginInfo, Core};
+use crate::config::{ids, Config};
+use crate::content;
+use crate::events::Exchange;
+use crate::metadata::{self, gc::Scheduler, SharingPolicy, SnapshotterEntry};
+use crate::snapshots::{self as sn, Backend};
+use protos::containerd::services as svc;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A directory or socket could not be prepared.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Content store failed to open.
+    #[error(transparent)]
+    Content(#[from] content::Error),
+    /// Metadata store failed to open.
+    #[error(transparent)]
+    Metadata(#[from] metadata::Error),
+    /// A required plugin did not load.
+    #[error("required plugin {id} {reason}")]
+    Required {
+        /// `type.id`.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// gRPC server failure.
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// ttrpc server failure.
+    #[error("ttrpc server on {path}: {msg}")]
+    Ttrpc {
+        /// Socket.
+        path: PathBuf,
+        /// Message.
+        msg: String,
+    },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { what, path: path.to_path_buf(), source }
+}
+
+fn mkdir_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(io("create directory", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+/// Writes `oom_score_adj` for this process (containerd applies it when non-zero).
+pub fn apply_oom_score(score: i32) -> Result<(), Error> {
+    if score == 0 {
+        return Ok(());
+    }
+    let p = Path::new("/proc/self/oom_score_adj");
+    std::fs::write(p, score.to_string()).map_err(io("write oom_score_adj", p))
+}
+
+fn fs_name(path: &Path) -> String {
+    match nix::sys::statfs::statfs(path) {
+        Ok(s) => {
+            let magic = s.filesystem_type().0 as i64;
+            match magic {
+                0xEF53 => "ext4".into(),
+                0x5846_5342 => "xfs".into(),
+                0x0102_1994 => "tmpfs".into(),
+                0x794c_7630 => "overlayfs".into(),
+                0x9123_683E => "btrfs".into(),
+                0x2FC1_2FC1 => "zfs".into(),
+                m => format!("fs type {m:#x}"),
+            }
+        }
+        Err(e) => format!("unknown: {e}"),
+    }
+}
+
+/// The snapshotter plugins: loaded backends plus the rows `ctr plugins ls` shows for the
+/// ones berthd does not have, with containerd's skip/error reasons.
+fn snapshotters(cfg: &Config, root: &Path, disabled: &dyn Fn(&str) -> bool) -> (Vec<SnapshotterEntry>, Vec<PluginInfo>) {
+    const T: &str = "io.containerd.snapshotter.v1";
+    let mut entries = Vec::new();
+    let mut infos = Vec::new();
+    let fs = fs_name(root);
+    let skip = api::introspection::SKIP_PLUGIN;
+    let unsupported = [
+        ("aufs", format!("aufs is not supported by berthd (use overlayfs): {skip}")),
+        (
+            "btrfs",
+            format!("path {} ({fs}) must be a btrfs filesystem to be used with the btrfs snapshotter: {skip}", root.join(format!("{T}.btrfs")).display()),
+        ),
+        ("devmapper", "devmapper not configured".to_string()),
+        (
+            "zfs",
+            format!("path {} must be a zfs filesystem to be used with the zfs snapshotter: {skip}", root.join(format!("{T}.zfs")).display()),
+        ),
+    ];
+    for (id, why) in unsupported {
+        if !disabled(&format!("{T}.{id}")) {
+            infos.push(PluginInfo { platform: true, ..PluginInfo::ok(T, id, &[]) }.failed(why));
+        }
+    }
+    if !disabled(ids::NATIVE) {
+        let c = cfg.native();
+        let dir = if c.root_path.is_empty() { root.join(ids::NATIVE) } else { PathBuf::from(c.root_path) };
+        let info = PluginInfo { platform: true, ..PluginInfo::ok(T, "native", &[]) }.export("root", dir.display().to_string());
+        match sn::NativeSnapshotter::open(&dir) {
+            Ok(s) => {
+                entries.push(SnapshotterEntry { name: "native".into(), backend: Arc::new(Backend::Native(s)) });
+                infos.push(info);
+            }
+            Err(e) => infos.push(info.failed(e.to_string())),
+        }
+    }
+    if !disabled(ids::OVERLAYFS) {
+        let c = cfg.overlayfs();
+        let dir = if c.root_path.is_empty() { root.join(ids::OVERLAYFS) } else { PathBuf::from(c.root_path) };
+        let info = PluginInfo { platform: true, ..PluginInfo::ok(T, "overlayfs", &[]) }.export("root", dir.display().to_string());
+        let opened = sn::overlay::overlay_supported()
+            .and_then(|()| sn::OverlaySnapshotter::open(&dir, sn::OverlayConfig { upperdir_label: c.upperdir_label }));
+        match opened {
+            Ok(s) => {
+                entries.push(SnapshotterEntry { name: "overlayfs".into(), backend: Arc::new(Backend::Overlay(s)) });
+                infos.push(info);
+            }
+            Err(e) => infos.push(info.failed(e.to_string())),
+        }
+    }
+    (entries, infos)
+}
+
+/// Services of the runtime subsystem (containers, tasks) and their plugin rows. The runtime
+/// adds itself here; until then berthd serves the storage core only.
+fn runtime_services(_core: &Core, _cfg: &Config, _routes: &mut tonic::service::RoutesBuilder) -> Vec<PluginInfo> {
+    Vec::new()
+}
+
+/// Asks tonic for the configured message size limits on a generated server.
+macro_rules! limited {
+    ($server:expr, $cfg:expr) => {
+        $server
+            .max_decoding_message_size(usize::try_from($cfg.grpc.max_recv_message_size).unwrap_or(usize::MAX))
+            .max_encoding_message_size(usize::try_from($cfg.grpc.max_send_message_size).unwrap_or(usize::MAX))
+    };
+}
+
+fn bind_unix(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<tokio::net::UnixListener, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create socket directory", dir))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove stale socket", path)(e)),
+    }
+    let l = tokio::net::UnixListener::bind(path).map_err(io("bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod socket", path))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown socket", path))?;
+    Ok(l)
+}
+
+/// ttrpc `Events/Forward`: what shims call to deliver task events.
+struct TtrpcEvents(Exchange);
+
+#[async_trait::async_trait]
+impl containerd_shim_protos::shim_async::Events for TtrpcEvents {
+    async fn forward(
+        &self,
+        _ctx: &ttrpc::r#async::TtrpcContext,
+        req: containerd_shim_protos::api::ForwardRequest,
+    ) -> ttrpc::Result<containerd_shim_protos::protobuf::well_known_types::empty::Empty> {
+        let env = req.envelope.into_option().ok_or_else(|| {
+            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, "envelope must be set"))
+        })?;
+        let event = env.event.into_option().unwrap_or_default();
+        let timestamp = env
+            .timestamp
+            .into_option()
+            .map(|t| metadata::Ts(t.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(t.nanos))))
+            .unwrap_or_else(metadata::Ts::now);
+        let e = crate::events::Envelope {
+            timestamp,
+            namespace: env.namespace,
+            topic: env.topic,
+            event: prost_types::Any { type_url: event.type_url, value: event.value },
+        };
+        self.0
+            .forward(e)
+            .map_err(|e| ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, e.to_string())))?;
+        Ok(Default::default())
+    }
+}
+
+/// Builds everything from `cfg`, serves until `shutdown` resolves, then closes.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let root = PathBuf::from(&cfg.root);
+    let state = PathBuf::from(&cfg.state);
+    mkdir_mode(&root, 0o700)?;
+    mkdir_mode(&state, 0o711)?;
+    apply_oom_score(cfg.oom_score)?;
+    let disabled_list = cfg.disabled_plugins.clone();
+    let disabled = move |id: &str| disabled_list.iter().any(|d| d == id);
+
+    let mut plugins = Vec::new();
+    let content_root = root.join("io.containerd.content.v1.content");
+    let cs = content::Store::open(&content_root)?;
+    plugins.push(PluginInfo::ok("io.containerd.content.v1", "content", &[]).export("root", content_root.display().to_string()));
+
+    let (snaps, snap_infos) = snapshotters(&cfg, &root, &disabled);
+    plugins.extend(snap_infos);
+
+    let policy = match cfg.bolt().content_sharing_policy.as_str() {
+        "isolated" => SharingPolicy::Isolated,
+        _ => SharingPolicy::Shared,
+    };
+    let meta_dir = root.join(ids::BOLT);
+    let db = Arc::new(metadata::Db::open(&meta_dir, cs, snaps, policy)?);
+    plugins.push(
+        PluginInfo::ok("io.containerd.metadata.v1", "bolt", &["io.containerd.content.v1", "io.containerd.snapshotter.v1"])
+            .export("root", meta_dir.display().to_string())
+            .export("policy", cfg.bolt().content_sharing_policy),
+    );
+    let exchange = Exchange::new();
+    plugins.push(PluginInfo::ok("io.containerd.event.v1", "exchange", &[]));
+    let gc = Scheduler::new(Arc::clone(&db));
+    plugins.push(PluginInfo::ok("io.containerd.gc.v1", "scheduler", &["io.containerd.metadata.v1"]));
+    plugins.push(PluginInfo::ok("io.containerd.lease.v1", "manager", &["io.containerd.metadata.v1"]));
+    plugins.push(PluginInfo { platform: true, ..PluginInfo::ok("io.containerd.differ.v1", "walking", &["io.containerd.metadata.v1"]) });
+    let gc_task = tokio::spawn(gc.clone().run());
+    // Collect once at start-up: reclaims what a crash left unreferenced.
+    gc.schedule();
+
+    let core = Core { db: Arc::clone(&db), events: exchange.clone(), gc };
+    for id in ["content", "diff", "images", "introspection", "leases", "namespaces", "snapshots"] {
+        plugins.push(PluginInfo::ok("io.containerd.service.v1", &format!("{id}-service"), &["io.containerd.metadata.v1"]));
+    }
+
+    let mut routes = tonic::service::RoutesBuilder::default();
+    plugins.extend(runtime_services(&core, &cfg, &mut routes));
+    for id in ["content", "diff", "events", "healthcheck", "images", "introspection", "leases", "namespaces", "snapshots", "version"] {
+        plugins.push(PluginInfo::ok("io.containerd.grpc.v1", id, &["io.containerd.service.v1"]));
+    }
+    let plugins: Vec<PluginInfo> =
+        plugins.into_iter().filter(|p| !disabled(&format!("{}.{}", p.r#type, p.id))).collect();
+    for req in &cfg.required_plugins {
+        match plugins.iter().find(|p| format!("{}.{}", p.r#type, p.id) == *req) {
+            None => return Err(Error::Required { id: req.clone(), reason: "is not loaded (unknown or disabled)".into() }),
+            Some(p) if !p.is_ok() => {
+                return Err(Error::Required { id: req.clone(), reason: format!("failed: {}", p.init_err.clone().unwrap_or_default()) })
+            }
+            Some(_) => {}
+        }
+    }
+
+    let uuid = api::introspection::load_uuid(&root.join("io.containerd.grpc.v1.introspection"))
+        .map_err(io("server uuid", &root))?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+
+    routes
+        .add_service(limited!(svc::version::v1::version_server::VersionServer::new(api::version::Service), cfg))
+        .add_service(health)
+        .add_service(limited!(
+            svc::introspection::v1::introspection_server::IntrospectionServer::new(api::introspection::Service::new(plugins, uuid)),
+            cfg
+        ))
+        .add_service(limited!(svc::namespaces::v1::namespaces_server::NamespacesServer::new(api::namespaces::Service(core.clone())), cfg))
+        .add_service(limited!(svc::content::v1::content_server::ContentServer::new(api::content::Service(core.clone())), cfg))
+        .add_service(limited!(svc::images::v1::images_server::ImagesServer::new(api::images::Service(core.clone())), cfg))
+        .add_service(limited!(svc::leases::v1::leases_server::LeasesServer::new(api::leases::Service(core.clone())), cfg))
+        .add_service(limited!(svc::events::v1::events_server::EventsServer::new(api::events::Service(exchange.clone())), cfg))
+        .add_service(limited!(svc::snapshots::v1::snapshots_server::SnapshotsServer::new(api::snapshots::Service(core.clone())), cfg))
+        .add_service(limited!(svc::diff::v1::diff_server::DiffServer::new(api::diff::Service(core.clone())), cfg));
+
+    let address = PathBuf::from(&cfg.grpc.address);
+    let listener = bind_unix(&address, 0o660, cfg.grpc.uid, cfg.grpc.gid)?;
+    let ttrpc_path = PathBuf::from(cfg.ttrpc_address());
+    // ttrpc binds itself: clear a stale socket first, then fix the mode afterwards.
+    let _ = std::fs::remove_file(&ttrpc_path);
+    let ttrpc_err = |msg: String| Error::Ttrpc { path: ttrpc_path.clone(), msg };
+    let mut ttrpc_server = ttrpc::asynchronous::Server::new()
+        .bind(&format!("unix://{}", ttrpc_path.display()))
+        .map_err(|e| ttrpc_err(e.to_string()))?
+        .register_service(containerd_shim_protos::shim_async::create_events(Arc::new(TtrpcEvents(exchange.clone()))));
+    ttrpc_server.start().await.map_err(|e| ttrpc_err(e.to_string()))?;
+    std::fs::set_permissions(&ttrpc_path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod socket", &ttrpc_path))?;
+    std::os::unix::fs::chown(&ttrpc_path, Some(cfg.ttrpc.uid), Some(cfg.ttrpc.gid)).map_err(io("chown socket", &ttrpc_path))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tonic::transport::Server::builder()
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let mut grpc = tokio::spawn(grpc);
+    log::info!("berthd serving on {} (ttrpc {})", address.display(), ttrpc_path.display());
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        log::warn!("sd_notify READY=1: {e}");
+    }
+
+    let res = tokio::select! {
+        r = &mut grpc => r,
+        () = shutdown => {
+            log::info!("shutting down");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(Duration::from_secs(5), &mut grpc).await {
+                Ok(r) => r,
+                Err(_) => {
+                    log::warn!("connections still open after 5s, closing them");
+                    grpc.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    let _ = ttrpc_server.shutdown().await;
+    gc_task.abort();
+    for p in [&address, &ttrpc_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    match res {
+        Ok(r) => r.map_err(Error::from),
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => Err(Error::Io { what: "grpc task", path: address, source: std::io::Error::other(e.to_string()) }),
+    }
+}

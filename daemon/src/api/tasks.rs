@@ -1,0 +1,351 @@
+//! `containerd.services.tasks.v1.Tasks` (containerd `services/tasks/local.go`): looks up the
+//! container record, then forwards to the task's shim through [`crate::runtime`].
+//!
+//! Like containerd's daemon, this service publishes no task events itself: shims publish
+//! `/tasks/create`, `/tasks/start`, `/tasks/exit`, `/tasks/delete`, `/tasks/exec-added`,
+//! `/tasks/exec-started`, `/tasks/paused`, `/tasks/resumed` and `/tasks/oom` over ttrpc;
+//! the runtime publishes exit + delete only for shims that died.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use protos::containerd::services::tasks::v1::{
+    tasks_server::Tasks, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest, CreateTaskRequest,
+    CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest, ExecProcessRequest, GetRequest,
+    GetResponse, KillRequest, ListPidsRequest, ListPidsResponse, ListTasksRequest, ListTasksResponse, MetricsRequest,
+    MetricsResponse, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, StartResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use protos::containerd::types::Metric;
+use protos::task_types::{Process, ProcessInfo};
+use tonic::{Code, Request, Response, Status};
+
+use super::{blocking, ctx, filter, to_status, Core};
+use crate::metadata::containers::Container;
+use crate::runtime::{self, CreateOpts, Mount, ProcessIo, ProcessState, ShimTask, TaskManager};
+
+/// containerd's `stateTimeout`: a hung shim shows up as UNKNOWN in `List`, not as a hang.
+const STATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The tasks service.
+#[derive(Clone)]
+pub struct Service {
+    /// Metadata, events, GC.
+    pub core: Core,
+    /// The runtime v2 task manager.
+    pub tasks: TaskManager,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tasks::Service").finish_non_exhaustive()
+    }
+}
+
+/// Runtime error → status. Errors the shim returned keep the shim's own code (containerd
+/// `errdefs.FromGRPC` then `ToGRPC` round-trips them); the rest use the errdefs mapping.
+fn status(e: &runtime::Error) -> Status {
+    match e.shim_code() {
+        Some(code) => Status::new(Code::from_i32(code), e.to_string()),
+        None => to_status(e),
+    }
+}
+
+fn value_to_any(a: crate::metadata::containers::AnyValue) -> prost_types::Any {
+    prost_types::Any { type_url: a.type_url, value: a.value }
+}
+
+fn process_proto(container_id: &str, s: ProcessState) -> Process {
+    Process {
+        container_id: container_id.to_string(),
+        id: s.id,
+        pid: s.pid,
+        status: s.status.as_proto(),
+        stdin: s.io.stdin,
+        stdout: s.io.stdout,
+        stderr: s.io.stderr,
+        terminal: s.io.terminal,
+        exit_status: s.exit_status,
+        exited_at: s.exited_at,
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// `CriuImagePath` of runc options: where to restore a checkpoint from (containerd
+/// `getRestorePath`).
+fn restore_path(options: Option<&prost_types::Any>) -> String {
+    options
+        .filter(|a| a.type_url.ends_with("containerd.runc.v1.Options"))
+        .and_then(|a| protos::runc_options::Options::decode(a.value.as_slice()).ok())
+        .map(|o| o.criu_image_path)
+        .unwrap_or_default()
+}
+
+impl Service {
+    /// A tasks service over `core` and `tasks`.
+    pub fn new(core: Core, tasks: TaskManager) -> Service {
+        Service { core, tasks }
+    }
+
+    async fn container<T>(&self, req: &Request<T>, id: &str) -> Result<(String, Container), Status> {
+        let c = ctx(req)?;
+        let ns = c.ns.as_str().to_string();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("container id must not be empty"));
+        }
+        let db = self.core.db.clone();
+        let id = id.to_string();
+        let rec = blocking(move || db.container_get(&c, &id)).await?;
+        Ok((ns, rec))
+    }
+
+    async fn task<T>(&self, req: &Request<T>, id: &str) -> Result<std::sync::Arc<ShimTask>, Status> {
+        let (ns, _) = self.container(req, id).await?;
+        self.tasks.get(&ns, id).map_err(|_| Status::not_found(format!("task {id} not found")))
+    }
+
+    /// containerd `t.Process(ctx, execID)`: an exec must exist before it is used.
+    async fn check_exec(task: &ShimTask, exec_id: &str) -> Result<(), Status> {
+        if exec_id.is_empty() {
+            return Ok(());
+        }
+        task.client().state(exec_id).await.map(|_| ()).map_err(|e| status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for Service {
+    async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
+        let (ns, container) = self.container(&req, &req.get_ref().container_id.clone()).await?;
+        let r = req.into_inner();
+        let Some(spec) = container.spec.clone() else {
+            return Err(Status::failed_precondition(format!("container {} has no spec", container.id)));
+        };
+        let checkpoint = restore_path(r.options.as_ref());
+        if checkpoint.is_empty() {
+            if let Some(desc) = &r.checkpoint {
+                return Err(Status::unimplemented(format!(
+                    "restoring task {} from checkpoint {} in the content store is not implemented; pass runc Options.CriuImagePath instead",
+                    container.id, desc.digest
+                )));
+            }
+        }
+        let opts = CreateOpts {
+            id: container.id.clone(),
+            spec: value_to_any(spec),
+            runtime: container.runtime.name.clone(),
+            runtime_path: r.runtime_path,
+            runtime_options: container.runtime.options.clone().map(value_to_any),
+            task_options: r.options,
+            rootfs: r
+                .rootfs
+                .into_iter()
+                .map(|m| Mount { kind: m.r#type, source: m.source, target: m.target, options: m.options })
+                .collect(),
+            io: ProcessIo { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+            checkpoint,
+        };
+        let pid = self.tasks.create(&ns, opts).await.map_err(|e| status(&e))?;
+        Ok(Response::new(CreateTaskResponse { container_id: container.id, pid }))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let exec_id = req.into_inner().exec_id;
+        Self::check_exec(&t, &exec_id).await?;
+        let pid = t.client().start(&exec_id).await.map_err(|e| status(&e))?;
+        Ok(Response::new(StartResponse { pid }))
+    }
+
+    async fn delete(&self, req: Request<DeleteTaskRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let id = req.get_ref().container_id.clone();
+        let (ns, _) = self.container(&req, &id).await?;
+        if self.tasks.get(&ns, &id).is_err() {
+            return Err(Status::not_found(format!("task {id} not found")));
+        }
+        let exit = self.tasks.delete(&ns, &id).await.map_err(|e| status(&e))?;
+        Ok(Response::new(DeleteResponse {
+            id: String::new(),
+            pid: exit.pid,
+            exit_status: exit.status,
+            exited_at: exit.timestamp,
+        }))
+    }
+
+    async fn delete_process(&self, req: Request<DeleteProcessRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let exec_id = req.into_inner().exec_id;
+        if exec_id.is_empty() {
+            return Err(Status::invalid_argument("exec id must not be empty; delete the task to remove its init process"));
+        }
+        Self::check_exec(&t, &exec_id).await?;
+        let exit = t.client().delete(&exec_id).await.map_err(|e| status(&e))?;
+        Ok(Response::new(DeleteResponse { id: exec_id, pid: exit.pid, exit_status: exit.status, exited_at: exit.timestamp }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let exec_id = req.into_inner().exec_id;
+        let state = tokio::time::timeout(STATE_TIMEOUT * 5, t.client().state(&exec_id))
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("shim of task {} did not report its state", t.id)))?
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(GetResponse { process: Some(process_proto(&t.id, state)) }))
+    }
+
+    async fn list(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+        let c = ctx(&req)?;
+        let tasks = self.tasks.list(c.ns.as_str());
+        let states = futures::future::join_all(tasks.iter().map(|t| async move {
+            match tokio::time::timeout(STATE_TIMEOUT, t.client().state("")).await {
+                Ok(Ok(s)) => Some(process_proto(&t.id, s)),
+                // Deleted meanwhile: leave it out, as containerd.
+                Ok(Err(runtime::Error::Shim { code: 5, .. })) => None,
+                Ok(Err(e)) => {
+                    log::error!("get state for task {}: {e}", t.id);
+                    Some(Process { container_id: t.id.clone(), id: t.id.clone(), ..Process::default() })
+                }
+                Err(_) => {
+                    log::error!("get state for task {}: shim did not answer within {STATE_TIMEOUT:?}", t.id);
+                    Some(Process { container_id: t.id.clone(), id: t.id.clone(), ..Process::default() })
+                }
+            }
+        }))
+        .await;
+        Ok(Response::new(ListTasksResponse { tasks: states.into_iter().flatten().collect() }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let r = req.into_inner();
+        Self::check_exec(&t, &r.exec_id).await?;
+        t.client().kill(&r.exec_id, r.signal, r.all).await.map_err(|e| status(&e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        if req.get_ref().exec_id.is_empty() {
+            return Err(Status::invalid_argument("exec id cannot be empty"));
+        }
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let r = req.into_inner();
+        runtime::bundle::validate_id("exec id", &r.exec_id).map_err(|e| status(&e))?;
+        let io = ProcessIo { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
+        t.client().exec(&r.exec_id, &io, r.spec.as_ref()).await.map_err(|e| status(&e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let r = req.into_inner();
+        Self::check_exec(&t, &r.exec_id).await?;
+        t.client().resize_pty(&r.exec_id, r.width, r.height).await.map_err(|e| status(&e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let r = req.into_inner();
+        Self::check_exec(&t, &r.exec_id).await?;
+        if r.stdin {
+            t.client().close_io(&r.exec_id, true).await.map_err(|e| status(&e))?;
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn pause(&self, req: Request<PauseTaskRequest>) -> Result<Response<()>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        t.client().pause().await.map_err(|e| status(&e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn resume(&self, req: Request<ResumeTaskRequest>) -> Result<Response<()>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        t.client().resume().await.map_err(|e| status(&e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_pids(&self, req: Request<ListPidsRequest>) -> Result<Response<ListPidsResponse>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let pids = t.client().pids().await.map_err(|e| status(&e))?;
+        Ok(Response::new(ListPidsResponse {
+            processes: pids.into_iter().map(|p| ProcessInfo { pid: p.pid, info: p.info }).collect(),
+        }))
+    }
+
+    async fn checkpoint(&self, req: Request<CheckpointTaskRequest>) -> Result<Response<CheckpointTaskResponse>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let r = req.into_inner();
+        // containerd `getCheckpointPath`: runc CheckpointOptions.ImagePath, written in place.
+        let image_path = r
+            .options
+            .as_ref()
+            .filter(|a| a.type_url.ends_with("containerd.runc.v1.CheckpointOptions"))
+            .and_then(|a| protos::runc_options::CheckpointOptions::decode(a.value.as_slice()).ok())
+            .map(|o| o.image_path)
+            .unwrap_or_default();
+        if image_path.is_empty() {
+            return Err(Status::unimplemented(format!(
+                "checkpointing task {} into the content store is not implemented; pass CheckpointOptions.ImagePath (ctr c checkpoint --image-path)",
+                t.id
+            )));
+        }
+        t.client().checkpoint(&image_path, r.options.as_ref()).await.map_err(|e| status(&e))?;
+        Ok(Response::new(CheckpointTaskResponse { descriptors: Vec::new() }))
+    }
+
+    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let r = req.into_inner();
+        t.client().update(r.resources.as_ref(), &r.annotations).await.map_err(|e| status(&e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn metrics(&self, req: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {
+        let c = ctx(&req)?;
+        let ns = c.ns.as_str().to_string();
+        let f = filter(&req.into_inner().filters)?;
+        struct TaskFields<'a>(&'a str, &'a str, &'a str);
+        impl crate::filters::Adaptor for TaskFields<'_> {
+            fn field(&self, path: &[String]) -> Option<String> {
+                match path.first().map(String::as_str)? {
+                    "id" => Some(self.0.to_string()),
+                    "namespace" => Some(self.1.to_string()),
+                    "runtime" if !self.2.is_empty() => Some(self.2.to_string()),
+                    _ => None,
+                }
+            }
+        }
+        let tasks: Vec<_> =
+            self.tasks.list(&ns).into_iter().filter(|t| f.matches(&TaskFields(&t.id, &ns, &t.runtime))).collect();
+        let metrics = futures::future::join_all(tasks.iter().map(|t| async move {
+            let collected = now();
+            match t.client().stats().await {
+                Ok(data) => Some(Metric { timestamp: Some(collected), id: t.id.clone(), data }),
+                Err(e) => {
+                    if e.shim_code() != Some(5) {
+                        log::error!("collecting metrics for {}: {e}", t.id);
+                    }
+                    None
+                }
+            }
+        }))
+        .await;
+        Ok(Response::new(MetricsResponse { metrics: metrics.into_iter().flatten().collect() }))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let exec_id = req.into_inner().exec_id;
+        Self::check_exec(&t, &exec_id).await?;
+        let exit = t.client().wait(&exec_id).await.map_err(|e| status(&e))?;
+        Ok(Response::new(WaitResponse { exit_status: exit.status, exited_at: exit.timestamp }))
+    }
+}

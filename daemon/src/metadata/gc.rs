@@ -1,0 +1,377 @@
+//! Garbage collection (containerd `metadata/gc.go` + `gc/gc.go`): tricolour-free mark and
+//! sweep over the whole database in one write transaction.
+//!
+//! Roots: unexpired leases (and everything they hold), images (their target), containers
+//! (their snapshot), content and snapshots labelled `containerd.io/gc.root`, and ingests not
+//! held by a lease. References: `containerd.io/gc.ref.content*` labels (value = digest) and
+//! `containerd.io/gc.ref.snapshot.<snapshotter>*` labels (value = key) on images, containers,
+//! content and snapshots, plus a snapshot's parent. Everything unmarked in the namespace
+//! tables is deleted, expired leases with it; after the commit, blobs that no namespace
+//! references and backend snapshots no record points at are removed from disk.
+
+use super::content::{ContentRecord, IngestRecord};
+use super::containers::Container;
+use super::images::Image;
+use super::leases::LeaseRecord;
+use super::snapshots::{sweep_backend, SnapshotRecord};
+use super::{db_err, scan_all, Db, Result, CONTAINERS, CONTENT, IMAGES, INGESTS, LEASES, SNAPSHOTS};
+use crate::content::Digest;
+use std::collections::{HashSet, VecDeque};
+
+/// Label marking an object as a GC root.
+pub const ROOT_LABEL: &str = "containerd.io/gc.root";
+const REF_CONTENT: &str = "containerd.io/gc.ref.content";
+const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Node {
+    Content(String, String),
+    Snapshot(String, String, String),
+    Ingest(String, String),
+}
+
+/// What a collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Content records removed from namespaces.
+    pub content_records: usize,
+    /// Blobs removed from disk.
+    pub blobs: usize,
+    /// Snapshot records removed.
+    pub snapshot_records: usize,
+    /// Backend snapshots removed.
+    pub backend_snapshots: usize,
+    /// Expired leases removed.
+    pub leases: usize,
+    /// Ingests aborted.
+    pub ingests: usize,
+}
+
+fn label_refs(ns: &str, labels: &super::Labels, out: &mut Vec<Node>) {
+    for (k, v) in labels {
+        if k.starts_with(REF_CONTENT) {
+            if Digest::parse(v).is_ok() {
+                out.push(Node::Content(ns.to_string(), v.clone()));
+            }
+        } else if let Some(rest) = k.strip_prefix(REF_SNAPSHOT) {
+            let sn = rest.split('/').next().unwrap_or(rest);
+            out.push(Node::Snapshot(ns.to_string(), sn.to_string(), v.clone()));
+        }
+    }
+}
+
+fn split2(k: &str) -> (String, String) {
+    let mut it = k.splitn(2, '\0');
+    (it.next().unwrap_or_default().to_string(), it.next().unwrap_or_default().to_string())
+}
+
+fn split3(k: &str) -> (String, String, String) {
+    let mut it = k.splitn(3, '\0');
+    (
+        it.next().unwrap_or_default().to_string(),
+        it.next().unwrap_or_default().to_string(),
+        it.next().unwrap_or_default().to_string(),
+    )
+}
+
+impl Db {
+    /// Runs one full collection.
+    pub fn garbage_collect(&self) -> Result<Stats> {
+        let _g = self.gc_guard();
+        let mut stats = Stats::default();
+        let now = chrono::Utc::now();
+        let p = &self.path;
+        let txn = self.write()?;
+        let (contents, snaps, ingests, leases) = {
+            let contents: Vec<(String, ContentRecord)> = scan_all(&txn.open_table(CONTENT).map_err(db_err(p))?, p)?;
+            let snaps: Vec<(String, SnapshotRecord)> = scan_all(&txn.open_table(SNAPSHOTS).map_err(db_err(p))?, p)?;
+            let ingests: Vec<(String, IngestRecord)> = scan_all(&txn.open_table(INGESTS).map_err(db_err(p))?, p)?;
+            let leases: Vec<(String, LeaseRecord)> = scan_all(&txn.open_table(LEASES).map_err(db_err(p))?, p)?;
+            (contents, snaps, ingests, leases)
+        };
+        let images: Vec<(String, Image)> = scan_all(&txn.open_table(IMAGES).map_err(db_err(p))?, p)?;
+        let containers: Vec<(String, Container)> = scan_all(&txn.open_table(CONTAINERS).map_err(db_err(p))?, p)?;
+
+        // Roots.
+        let mut queue: VecDeque<Node> = VecDeque::new();
+        let mut leased_ingests = HashSet::new();
+        let mut expired = Vec::new();
+        for (k, l) in &leases {
+            let (ns, _) = split2(k);
+            if l.expired(now) {
+                expired.push(k.clone());
+                continue;
+            }
+            for (kind, id) in &l.resources {
+                match kind.as_str() {
+                    "content" => queue.push_back(Node::Content(ns.clone(), id.clone())),
+                    "ingests" => {
+                        leased_ingests.insert((ns.clone(), id.clone()));
+                        queue.push_back(Node::Ingest(ns.clone(), id.clone()));
+                    }
+                    k => {
+                        if let Some(sn) = k.strip_prefix("snapshots/") {
+                            queue.push_back(Node::Snapshot(ns.clone(), sn.to_string(), id.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        // Ingests held only by expired leases are collectable too.
+        for (k, l) in &leases {
+            if l.expired(now) {
+                let (ns, _) = split2(k);
+                for (kind, id) in &l.resources {
+                    if kind == "ingests" {
+                        leased_ingests.insert((ns.clone(), id.clone()));
+                    }
+                }
+            }
+        }
+        for (k, _) in &ingests {
+            let (ns, r) = split2(k);
+            if !leased_ingests.contains(&(ns.clone(), r.clone())) {
+                queue.push_back(Node::Ingest(ns, r));
+            }
+        }
+        for (k, img) in &images {
+            let (ns, _) = split2(k);
+            queue.push_back(Node::Content(ns.clone(), img.target.digest.clone()));
+            let mut refs = Vec::new();
+            label_refs(&ns, &img.labels, &mut refs);
+            queue.extend(refs);
+        }
+        for (k, c) in &containers {
+            let (ns, _) = split2(k);
+            if !c.snapshotter.is_empty() && !c.snapshot_key.is_empty() {
+                queue.push_back(Node::Snapshot(ns.clone(), c.snapshotter.clone(), c.snapshot_key.clone()));
+            }
+            let mut refs = Vec::new();
+            label_refs(&ns, &c.labels, &mut refs);
+            queue.extend(refs);
+        }
+        for (k, c) in &contents {
+            if c.labels.contains_key(ROOT_LABEL) {
+                let (ns, d) = split2(k);
+                queue.push_back(Node::Content(ns, d));
+            }
+        }
+        for (k, s) in &snaps {
+            if s.labels.contains_key(ROOT_LABEL) {
+                let (ns, sn, key) = split3(k);
+                queue.push_back(Node::Snapshot(ns, sn, key));
+            }
+        }
+
+        // Mark.
+        let content_by_key: std::collections::HashMap<&str, &ContentRecord> =
+            contents.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let snap_by_key: std::collections::HashMap<&str, &SnapshotRecord> =
+            snaps.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut marked: HashSet<Node> = HashSet::new();
+        while let Some(n) = queue.pop_front() {
+            if !marked.insert(n.clone()) {
+                continue;
+            }
+            let mut refs = Vec::new();
+            match &n {
+                Node::Content(ns, d) => {
+                    if let Some(c) = content_by_key.get(format!("{ns}\0{d}").as_str()) {
+                        label_refs(ns, &c.labels, &mut refs);
+                    }
+                }
+                Node::Snapshot(ns, sn, key) => {
+                    if let Some(s) = snap_by_key.get(format!("{ns}\0{sn}\0{key}").as_str()) {
+                        if !s.parent.is_empty() {
+                            refs.push(Node::Snapshot(ns.clone(), sn.clone(), s.parent.clone()));
+                        }
+                        label_refs(ns, &s.labels, &mut refs);
+                    }
+                }
+                Node::Ingest(..) => {}
+            }
+            queue.extend(refs.into_iter().filter(|r| !marked.contains(r)));
+        }
+
+        // Sweep the metadata.
+        let mut aborted = Vec::new();
+        {
+            let mut t = txn.open_table(CONTENT).map_err(db_err(p))?;
+            for (k, _) in &contents {
+                let (ns, d) = split2(k);
+                if !marked.contains(&Node::Content(ns, d)) {
+                    t.remove(k.as_str()).map_err(db_err(p))?;
+                    stats.content_records += 1;
+                }
+            }
+            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err(p))?;
+            for (k, _) in &snaps {
+                let (ns, sn, key) = split3(k);
+                if !marked.contains(&Node::Snapshot(ns, sn, key)) {
+                    t.remove(k.as_str()).map_err(db_err(p))?;
+                    stats.snapshot_records += 1;
+                }
+            }
+            let mut t = txn.open_table(INGESTS).map_err(db_err(p))?;
+            for (k, rec) in &ingests {
+                let (ns, r) = split2(k);
+                if !marked.contains(&Node::Ingest(ns, r)) {
+                    t.remove(k.as_str()).map_err(db_err(p))?;
+                    aborted.push(rec.backend_ref.clone());
+                }
+            }
+            let mut t = txn.open_table(LEASES).map_err(db_err(p))?;
+            for k in &expired {
+                t.remove(k.as_str()).map_err(db_err(p))?;
+                stats.leases += 1;
+            }
+        }
+        let keep_snaps = self.snapshot_backend_keys(&txn)?;
+        let keep_blobs: HashSet<String> = {
+            let t = txn.open_table(CONTENT).map_err(db_err(p))?;
+            scan_all::<ContentRecord>(&t, p)?.into_iter().map(|(k, _)| split2(&k).1).collect()
+        };
+        self.commit(txn)?;
+
+        // Sweep the backends (data after metadata: a crash here leaves only orphans).
+        for r in aborted {
+            if self.content.abort(&r).is_ok() {
+                stats.ingests += 1;
+            }
+        }
+        for b in self.content.walk()? {
+            if !keep_blobs.contains(b.digest.as_str()) {
+                match self.content.delete(&b.digest) {
+                    Ok(()) => stats.blobs += 1,
+                    Err(e) => log::warn!("gc: removing blob {}: {e}", b.digest),
+                }
+            }
+        }
+        for (name, backend) in &self.snapshotters {
+            let keep: HashSet<String> =
+                keep_snaps.iter().filter(|(s, _)| s == name).map(|(_, k)| k.clone()).collect();
+            stats.backend_snapshots += sweep_backend(backend, &keep)?;
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::images::Image;
+    use super::super::{testutil, Descriptor, Labels};
+    use super::*;
+    use crate::content::Digest;
+    use std::sync::Arc;
+
+    fn put(db: &Arc<Db>, ctx: &super::super::Ctx, data: &[u8], labels: Labels) -> Digest {
+        let d = Digest::from_bytes(data);
+        let mut w = db.content_writer(ctx, &format!("r-{d}"), 0, None).unwrap();
+        w.write(data).unwrap();
+        w.commit(0, None, labels).unwrap()
+    }
+
+    #[test]
+    fn image_roots_refs_and_leases() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        let layer = put(&db, &c, b"layer", Labels::new());
+        db.snapshot_create(&c, "native", "tmp", "", Labels::new(), false).unwrap();
+        db.snapshot_commit(&c, "native", "chain1", "tmp", Labels::new()).unwrap();
+        let manifest = put(
+            &db,
+            &c,
+            b"manifest",
+            [
+                ("containerd.io/gc.ref.content.l.0".to_string(), layer.to_string()),
+                ("containerd.io/gc.ref.snapshot.native".to_string(), "chain1".to_string()),
+            ]
+            .into(),
+        );
+        let orphan = put(&db, &c, b"orphan", Labels::new());
+        db.lease_create(&c, "hold", Labels::new()).unwrap();
+        let held = put(&db, &c, b"held", Labels::new());
+        db.lease_add_resource(&c, "hold", "content", held.as_str()).unwrap();
+        db.image_create(
+            &c,
+            Image {
+                name: "img".into(),
+                target: Descriptor { media_type: "application/vnd.oci.image.manifest.v1+json".into(), digest: manifest.to_string(), size: 8, ..Default::default() },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+        let s = db.garbage_collect().unwrap();
+        assert_eq!(s.content_records, 1, "only the orphan goes: {s:?}");
+        assert!(db.content_info(&c, &orphan).is_err());
+        assert!(db.content_store().info(&orphan).is_err(), "blob removed from disk");
+        for d in [&layer, &manifest, &held] {
+            assert!(db.content_info(&c, d).is_ok());
+        }
+        assert!(db.snapshot_stat(&c, "native", "chain1").is_ok());
+
+        db.image_delete(&c, "img").unwrap();
+        let s = db.garbage_collect().unwrap();
+        assert_eq!((s.content_records, s.snapshot_records, s.backend_snapshots), (2, 1, 1), "{s:?}");
+        assert!(db.content_info(&c, &held).is_ok(), "lease keeps it");
+        db.lease_delete(&c, "hold").unwrap();
+        db.garbage_collect().unwrap();
+        assert!(db.content_store().walk().unwrap().is_empty());
+    }
+
+    #[test]
+    fn expired_lease_is_removed() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        db.lease_create(&c, "old", [(super::super::leases::EXPIRE_LABEL.to_string(), "2001-01-01T00:00:00Z".to_string())].into())
+            .unwrap();
+        let d = put(&db, &c, b"x", Labels::new());
+        db.lease_add_resource(&c, "old", "content", d.as_str()).unwrap();
+        let s = db.garbage_collect().unwrap();
+        assert_eq!((s.leases, s.content_records), (1, 1));
+    }
+}
+
+/// Runs GC in the background after deletes (containerd's `gc/scheduler`, simplified: one
+/// collection per burst of triggers) or synchronously for `sync` deletes.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    db: std::sync::Arc<Db>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Scheduler {
+    /// A scheduler for `db`; call [`Scheduler::run`] once in a task.
+    pub fn new(db: std::sync::Arc<Db>) -> Self {
+        Self { db, notify: std::sync::Arc::default() }
+    }
+
+    /// Asks for a collection soon.
+    pub fn schedule(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Collects now and waits for it.
+    pub async fn collect_now(&self) -> Result<Stats> {
+        let db = std::sync::Arc::clone(&self.db);
+        match tokio::task::spawn_blocking(move || db.garbage_collect()).await {
+            Ok(r) => r,
+            Err(e) => Err(super::Error::Precondition(format!("gc worker failed: {e}"))),
+        }
+    }
+
+    /// The background loop: waits for triggers, debounces 100 ms, collects.
+    pub async fn run(self) {
+        loop {
+            self.notify.notified().await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            match self.collect_now().await {
+                Ok(s) => log::debug!("gc: {s:?}"),
+                Err(e) => log::error!("gc failed: {e}"),
+            }
+        }
+    }
+}
