@@ -46,14 +46,49 @@ fn cstr(p: &Path) -> io::Result<CString> {
 
 /// Names of the extended attributes of `path` (not following a final symlink). An
 /// unsupported filesystem yields an empty list.
-#[allow(unsafe_code)]
 pub fn llistxattr(path: &Path) -> io::Result<Vec<OsString>> {
+    listxattr_impl(path, false)
+}
+
+/// As [`llistxattr`] but following a final symlink (for `/proc/self/fd/N` paths).
+pub fn llistxattr_follow(path: &Path) -> io::Result<Vec<OsString>> {
+    listxattr_impl(path, true)
+}
+
+/// The value of xattr `name` on `path` (not following a final symlink); `None` if unset.
+pub fn lgetxattr(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    getxattr_impl(path, name, false)
+}
+
+/// As [`lgetxattr`] but following a final symlink (for `/proc/self/fd/N` paths).
+pub fn getxattr_follow(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    getxattr_impl(path, name, true)
+}
+
+/// Set xattr `name` on `path` without following a final symlink.
+pub fn lsetxattr(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    setxattr_impl(path, name, value, false)
+}
+
+/// As [`lsetxattr`] but following a final symlink (for `/proc/self/fd/N` paths).
+pub fn setxattr_follow(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    setxattr_impl(path, name, value, true)
+}
+
+#[allow(unsafe_code)]
+fn listxattr_impl(path: &Path, follow: bool) -> io::Result<Vec<OsString>> {
     let c = cstr(path)?;
     let mut buf = vec![0u8; 1024];
     loop {
         // SAFETY: `c` is a valid NUL-terminated string and `buf` is a writable buffer of the
         // length passed; the kernel writes at most that many bytes.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            if follow {
+                libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            } else {
+                libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            }
+        };
         if n >= 0 {
             buf.truncate(usize::try_from(n).unwrap_or(0));
             break;
@@ -68,15 +103,20 @@ pub fn llistxattr(path: &Path) -> io::Result<Vec<OsString>> {
     Ok(buf.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| OsString::from_vec(s.to_vec())).collect())
 }
 
-/// The value of xattr `name` on `path` (not following a final symlink); `None` if unset.
 #[allow(unsafe_code)]
-pub fn lgetxattr(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+fn getxattr_impl(path: &Path, name: &OsStr, follow: bool) -> io::Result<Option<Vec<u8>>> {
     let c = cstr(path)?;
     let n = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: both strings are NUL-terminated; `buf` is writable for `buf.len()` bytes.
-        let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let r = unsafe {
+            if follow {
+                libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            } else {
+                libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            }
+        };
         if r >= 0 {
             buf.truncate(usize::try_from(r).unwrap_or(0));
             return Ok(Some(buf));
@@ -90,13 +130,18 @@ pub fn lgetxattr(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Set xattr `name` on `path` without following a final symlink.
 #[allow(unsafe_code)]
-pub fn lsetxattr(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
+fn setxattr_impl(path: &Path, name: &OsStr, value: &[u8], follow: bool) -> io::Result<()> {
     let c = cstr(path)?;
     let n = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: both strings are NUL-terminated; `value` is readable for `value.len()` bytes.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        if follow {
+            libc::setxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        } else {
+            libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        }
+    };
     if r == 0 {
         Ok(())
     } else {

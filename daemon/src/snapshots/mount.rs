@@ -180,6 +180,32 @@ impl Mount {
     }
 }
 
+/// The read-only form of a mount list (containerd's `readonlyMounts`): bind mounts get `ro`,
+/// an overlay with an upper directory becomes a lower-only overlay with the upper on top.
+pub fn readonly(mounts: &[Mount]) -> Vec<Mount> {
+    mounts
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if m.fs_type == "overlay" {
+                let upper = m.options.iter().find_map(|o| o.strip_prefix("upperdir=")).map(str::to_string);
+                if let Some(upper) = upper {
+                    m.options.retain(|o| !o.starts_with("upperdir=") && !o.starts_with("workdir="));
+                    for o in &mut m.options {
+                        if let Some(lower) = o.strip_prefix("lowerdir=") {
+                            *o = format!("lowerdir={upper}:{lower}");
+                        }
+                    }
+                }
+            } else {
+                m.options.retain(|o| o != "rw" && o != "ro");
+                m.options.push("ro".into());
+            }
+            m
+        })
+        .collect()
+}
+
 /// Apply `mounts` in order on `target`. On failure the mounts already made are undone.
 pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<(), Error> {
     for (i, m) in mounts.iter().enumerate() {

@@ -50,7 +50,7 @@ pub fn overlay_supported() -> Result<()> {
 
 /// True when this process runs in a user namespace other than the initial one, where
 /// overlay needs `userxattr` (containerd's `overlayutils.NeedsUserXAttr`).
-fn in_user_namespace() -> bool {
+pub(crate) fn in_user_namespace() -> bool {
     match fs::read_to_string("/proc/self/uid_map") {
         Ok(map) => {
             let f: Vec<&str> = map.split_whitespace().collect();
