@@ -3,11 +3,14 @@
 
 use super::{blocking, ctx, filter, paths, ts, Core};
 use crate::metadata::containers::{AnyValue, Container as MContainer, Runtime as MRuntime};
-use protos::containerd::events::{container_create, ContainerCreate, ContainerDelete, ContainerUpdate};
+use protos::containerd::events::{
+    container_create, ContainerCreate, ContainerDelete, ContainerUpdate,
+};
 use protos::containerd::services::containers::v1::{
-    container::Runtime, containers_server::Containers, Container, CreateContainerRequest, CreateContainerResponse,
-    DeleteContainerRequest, GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
-    ListContainersResponse, UpdateContainerRequest, UpdateContainerResponse,
+    container::Runtime, containers_server::Containers, Container, CreateContainerRequest,
+    CreateContainerResponse, DeleteContainerRequest, GetContainerRequest, GetContainerResponse,
+    ListContainerMessage, ListContainersRequest, ListContainersResponse, UpdateContainerRequest,
+    UpdateContainerResponse,
 };
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
@@ -17,11 +20,17 @@ use tonic::{Request, Response, Status};
 pub struct Service(pub Core);
 
 fn any_from(a: prost_types::Any) -> AnyValue {
-    AnyValue { type_url: a.type_url, value: a.value }
+    AnyValue {
+        type_url: a.type_url,
+        value: a.value,
+    }
 }
 
 fn any_to(a: AnyValue) -> prost_types::Any {
-    prost_types::Any { type_url: a.type_url, value: a.value }
+    prost_types::Any {
+        type_url: a.type_url,
+        value: a.value,
+    }
 }
 
 /// Record → proto (containerd `containerToProto`).
@@ -30,13 +39,20 @@ pub fn to_proto(c: MContainer) -> Container {
         id: c.id,
         labels: c.labels,
         image: c.image,
-        runtime: Some(Runtime { name: c.runtime.name, options: c.runtime.options.map(any_to) }),
+        runtime: Some(Runtime {
+            name: c.runtime.name,
+            options: c.runtime.options.map(any_to),
+        }),
         spec: c.spec.map(any_to),
         snapshotter: c.snapshotter,
         snapshot_key: c.snapshot_key,
         created_at: ts(c.created),
         updated_at: ts(c.updated),
-        extensions: c.extensions.into_iter().map(|(k, v)| (k, any_to(v))).collect(),
+        extensions: c
+            .extensions
+            .into_iter()
+            .map(|(k, v)| (k, any_to(v)))
+            .collect(),
         sandbox: c.sandbox_id,
     }
 }
@@ -48,11 +64,18 @@ pub fn from_proto(c: Container) -> MContainer {
         id: c.id,
         labels: c.labels,
         image: c.image,
-        runtime: MRuntime { name: runtime.name, options: runtime.options.map(any_from) },
+        runtime: MRuntime {
+            name: runtime.name,
+            options: runtime.options.map(any_from),
+        },
         spec: c.spec.map(any_from),
         snapshotter: c.snapshotter,
         snapshot_key: c.snapshot_key,
-        extensions: c.extensions.into_iter().map(|(k, v)| (k, any_from(v))).collect(),
+        extensions: c
+            .extensions
+            .into_iter()
+            .map(|(k, v)| (k, any_from(v)))
+            .collect(),
         sandbox_id: c.sandbox,
         ..Default::default()
     }
@@ -62,7 +85,10 @@ type ListStream = Pin<Box<dyn futures::Stream<Item = Result<ListContainerMessage
 
 #[tonic::async_trait]
 impl Containers for Service {
-    async fn get(&self, req: Request<GetContainerRequest>) -> Result<Response<GetContainerResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetContainerRequest>,
+    ) -> Result<Response<GetContainerResponse>, Status> {
         let c = ctx(&req)?;
         let id = req.into_inner().id;
         if id.is_empty() {
@@ -70,49 +96,77 @@ impl Containers for Service {
         }
         let db = self.0.db.clone();
         let rec = blocking(move || db.container_get(&c, &id)).await?;
-        Ok(Response::new(GetContainerResponse { container: Some(to_proto(rec)) }))
+        Ok(Response::new(GetContainerResponse {
+            container: Some(to_proto(rec)),
+        }))
     }
 
-    async fn list(&self, req: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
         let c = ctx(&req)?;
         let f = filter(&req.into_inner().filters)?;
         let db = self.0.db.clone();
         let recs = blocking(move || db.container_list(&c, &f)).await?;
-        Ok(Response::new(ListContainersResponse { containers: recs.into_iter().map(to_proto).collect() }))
+        Ok(Response::new(ListContainersResponse {
+            containers: recs.into_iter().map(to_proto).collect(),
+        }))
     }
 
     type ListStreamStream = ListStream;
 
-    async fn list_stream(&self, req: Request<ListContainersRequest>) -> Result<Response<Self::ListStreamStream>, Status> {
+    async fn list_stream(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<Self::ListStreamStream>, Status> {
         let c = ctx(&req)?;
         let f = filter(&req.into_inner().filters)?;
         let db = self.0.db.clone();
         let recs = blocking(move || db.container_list(&c, &f)).await?;
-        let items = recs.into_iter().map(|r| Ok(ListContainerMessage { container: Some(to_proto(r)) }));
-        Ok(Response::new(Box::pin(futures::stream::iter(items.collect::<Vec<_>>())) as ListStream))
+        let items = recs.into_iter().map(|r| {
+            Ok(ListContainerMessage {
+                container: Some(to_proto(r)),
+            })
+        });
+        Ok(Response::new(
+            Box::pin(futures::stream::iter(items.collect::<Vec<_>>())) as ListStream,
+        ))
     }
 
-    async fn create(&self, req: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
         let c = ctx(&req)?;
         let Some(container) = req.into_inner().container else {
             return Err(Status::invalid_argument("Container required"));
         };
         let ns = c.ns.as_str().to_string();
         let db = self.0.db.clone();
-        let created = to_proto(blocking(move || db.container_create(&c, from_proto(container))).await?);
+        let created =
+            to_proto(blocking(move || db.container_create(&c, from_proto(container))).await?);
         let runtime = created.runtime.clone().unwrap_or_default();
         self.0.events.publish(
             &ns,
             &ContainerCreate {
                 id: created.id.clone(),
                 image: created.image.clone(),
-                runtime: Some(container_create::Runtime { name: runtime.name, options: runtime.options }),
+                runtime: Some(container_create::Runtime {
+                    name: runtime.name,
+                    options: runtime.options,
+                }),
             },
         );
-        Ok(Response::new(CreateContainerResponse { container: Some(created) }))
+        Ok(Response::new(CreateContainerResponse {
+            container: Some(created),
+        }))
     }
 
-    async fn update(&self, req: Request<UpdateContainerRequest>) -> Result<Response<UpdateContainerResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateContainerRequest>,
+    ) -> Result<Response<UpdateContainerResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let container = r.container.unwrap_or_default();
@@ -122,7 +176,8 @@ impl Containers for Service {
         let fps = paths(r.update_mask);
         let ns = c.ns.as_str().to_string();
         let db = self.0.db.clone();
-        let updated = to_proto(blocking(move || db.container_update(&c, from_proto(container), &fps)).await?);
+        let updated =
+            to_proto(blocking(move || db.container_update(&c, from_proto(container), &fps)).await?);
         self.0.events.publish(
             &ns,
             &ContainerUpdate {
@@ -132,7 +187,9 @@ impl Containers for Service {
                 snapshot_key: updated.snapshot_key.clone(),
             },
         );
-        Ok(Response::new(UpdateContainerResponse { container: Some(updated) }))
+        Ok(Response::new(UpdateContainerResponse {
+            container: Some(updated),
+        }))
     }
 
     async fn delete(&self, req: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {

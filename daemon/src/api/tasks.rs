@@ -10,11 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use protos::containerd::services::tasks::v1::{
-    tasks_server::Tasks, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest, CreateTaskRequest,
-    CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest, ExecProcessRequest, GetRequest,
-    GetResponse, KillRequest, ListPidsRequest, ListPidsResponse, ListTasksRequest, ListTasksResponse, MetricsRequest,
-    MetricsResponse, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, StartResponse,
-    UpdateTaskRequest, WaitRequest, WaitResponse,
+    tasks_server::Tasks, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest,
+    CreateTaskRequest, CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
+    ExecProcessRequest, GetRequest, GetResponse, KillRequest, ListPidsRequest, ListPidsResponse,
+    ListTasksRequest, ListTasksResponse, MetricsRequest, MetricsResponse, PauseTaskRequest,
+    ResizePtyRequest, ResumeTaskRequest, StartRequest, StartResponse, UpdateTaskRequest,
+    WaitRequest, WaitResponse,
 };
 use protos::containerd::types::Metric;
 use protos::task_types::{Process, ProcessInfo};
@@ -52,7 +53,10 @@ fn status(e: &runtime::Error) -> Status {
 }
 
 fn value_to_any(a: crate::metadata::containers::AnyValue) -> prost_types::Any {
-    prost_types::Any { type_url: a.type_url, value: a.value }
+    prost_types::Any {
+        type_url: a.type_url,
+        value: a.value,
+    }
 }
 
 fn process_proto(container_id: &str, s: ProcessState) -> Process {
@@ -71,7 +75,9 @@ fn process_proto(container_id: &str, s: ProcessState) -> Process {
 }
 
 fn now() -> prost_types::Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     prost_types::Timestamp {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
@@ -94,7 +100,11 @@ impl Service {
         Service { core, tasks }
     }
 
-    async fn container<T>(&self, req: &Request<T>, id: &str) -> Result<(String, Container), Status> {
+    async fn container<T>(
+        &self,
+        req: &Request<T>,
+        id: &str,
+    ) -> Result<(String, Container), Status> {
         let c = ctx(req)?;
         let ns = c.ns.as_str().to_string();
         if id.is_empty() {
@@ -106,9 +116,15 @@ impl Service {
         Ok((ns, rec))
     }
 
-    async fn task<T>(&self, req: &Request<T>, id: &str) -> Result<std::sync::Arc<ShimTask>, Status> {
+    async fn task<T>(
+        &self,
+        req: &Request<T>,
+        id: &str,
+    ) -> Result<std::sync::Arc<ShimTask>, Status> {
         let (ns, _) = self.container(req, id).await?;
-        self.tasks.get(&ns, id).map_err(|_| Status::not_found(format!("task {id} not found")))
+        self.tasks
+            .get(&ns, id)
+            .map_err(|_| Status::not_found(format!("task {id} not found")))
     }
 
     /// containerd `t.Process(ctx, execID)`: an exec must exist before it is used.
@@ -116,17 +132,29 @@ impl Service {
         if exec_id.is_empty() {
             return Ok(());
         }
-        task.client().state(exec_id).await.map(|_| ()).map_err(|e| status(&e))
+        task.client()
+            .state(exec_id)
+            .await
+            .map(|_| ())
+            .map_err(|e| status(&e))
     }
 }
 
 #[tonic::async_trait]
 impl Tasks for Service {
-    async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
-        let (ns, container) = self.container(&req, &req.get_ref().container_id.clone()).await?;
+    async fn create(
+        &self,
+        req: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
+        let (ns, container) = self
+            .container(&req, &req.get_ref().container_id.clone())
+            .await?;
         let r = req.into_inner();
         let Some(spec) = container.spec.clone() else {
-            return Err(Status::failed_precondition(format!("container {} has no spec", container.id)));
+            return Err(Status::failed_precondition(format!(
+                "container {} has no spec",
+                container.id
+            )));
         };
         let checkpoint = restore_path(r.options.as_ref());
         if checkpoint.is_empty() {
@@ -147,13 +175,26 @@ impl Tasks for Service {
             rootfs: r
                 .rootfs
                 .into_iter()
-                .map(|m| Mount { kind: m.r#type, source: m.source, target: m.target, options: m.options })
+                .map(|m| Mount {
+                    kind: m.r#type,
+                    source: m.source,
+                    target: m.target,
+                    options: m.options,
+                })
                 .collect(),
-            io: ProcessIo { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+            io: ProcessIo {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                terminal: r.terminal,
+            },
             checkpoint,
         };
         let pid = self.tasks.create(&ns, opts).await.map_err(|e| status(&e))?;
-        Ok(Response::new(CreateTaskResponse { container_id: container.id, pid }))
+        Ok(Response::new(CreateTaskResponse {
+            container_id: container.id,
+            pid,
+        }))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
@@ -164,7 +205,10 @@ impl Tasks for Service {
         Ok(Response::new(StartResponse { pid }))
     }
 
-    async fn delete(&self, req: Request<DeleteTaskRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteTaskRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let id = req.get_ref().container_id.clone();
         let (ns, _) = self.container(&req, &id).await?;
         if self.tasks.get(&ns, &id).is_err() {
@@ -179,15 +223,25 @@ impl Tasks for Service {
         }))
     }
 
-    async fn delete_process(&self, req: Request<DeleteProcessRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_process(
+        &self,
+        req: Request<DeleteProcessRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let exec_id = req.into_inner().exec_id;
         if exec_id.is_empty() {
-            return Err(Status::invalid_argument("exec id must not be empty; delete the task to remove its init process"));
+            return Err(Status::invalid_argument(
+                "exec id must not be empty; delete the task to remove its init process",
+            ));
         }
         Self::check_exec(&t, &exec_id).await?;
         let exit = t.client().delete(&exec_id).await.map_err(|e| status(&e))?;
-        Ok(Response::new(DeleteResponse { id: exec_id, pid: exit.pid, exit_status: exit.status, exited_at: exit.timestamp }))
+        Ok(Response::new(DeleteResponse {
+            id: exec_id,
+            pid: exit.pid,
+            exit_status: exit.status,
+            exited_at: exit.timestamp,
+        }))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -195,12 +249,19 @@ impl Tasks for Service {
         let exec_id = req.into_inner().exec_id;
         let state = tokio::time::timeout(STATE_TIMEOUT * 5, t.client().state(&exec_id))
             .await
-            .map_err(|_| Status::deadline_exceeded(format!("shim of task {} did not report its state", t.id)))?
+            .map_err(|_| {
+                Status::deadline_exceeded(format!("shim of task {} did not report its state", t.id))
+            })?
             .map_err(|e| status(&e))?;
-        Ok(Response::new(GetResponse { process: Some(process_proto(&t.id, state)) }))
+        Ok(Response::new(GetResponse {
+            process: Some(process_proto(&t.id, state)),
+        }))
     }
 
-    async fn list(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
         let c = ctx(&req)?;
         let tasks = self.tasks.list(c.ns.as_str());
         let states = futures::future::join_all(tasks.iter().map(|t| async move {
@@ -210,23 +271,39 @@ impl Tasks for Service {
                 Ok(Err(runtime::Error::Shim { code: 5, .. })) => None,
                 Ok(Err(e)) => {
                     log::error!("get state for task {}: {e}", t.id);
-                    Some(Process { container_id: t.id.clone(), id: t.id.clone(), ..Process::default() })
+                    Some(Process {
+                        container_id: t.id.clone(),
+                        id: t.id.clone(),
+                        ..Process::default()
+                    })
                 }
                 Err(_) => {
-                    log::error!("get state for task {}: shim did not answer within {STATE_TIMEOUT:?}", t.id);
-                    Some(Process { container_id: t.id.clone(), id: t.id.clone(), ..Process::default() })
+                    log::error!(
+                        "get state for task {}: shim did not answer within {STATE_TIMEOUT:?}",
+                        t.id
+                    );
+                    Some(Process {
+                        container_id: t.id.clone(),
+                        id: t.id.clone(),
+                        ..Process::default()
+                    })
                 }
             }
         }))
         .await;
-        Ok(Response::new(ListTasksResponse { tasks: states.into_iter().flatten().collect() }))
+        Ok(Response::new(ListTasksResponse {
+            tasks: states.into_iter().flatten().collect(),
+        }))
     }
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let r = req.into_inner();
         Self::check_exec(&t, &r.exec_id).await?;
-        t.client().kill(&r.exec_id, r.signal, r.all).await.map_err(|e| status(&e))?;
+        t.client()
+            .kill(&r.exec_id, r.signal, r.all)
+            .await
+            .map_err(|e| status(&e))?;
         Ok(Response::new(()))
     }
 
@@ -237,8 +314,16 @@ impl Tasks for Service {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let r = req.into_inner();
         runtime::bundle::validate_id("exec id", &r.exec_id).map_err(|e| status(&e))?;
-        let io = ProcessIo { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
-        t.client().exec(&r.exec_id, &io, r.spec.as_ref()).await.map_err(|e| status(&e))?;
+        let io = ProcessIo {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            terminal: r.terminal,
+        };
+        t.client()
+            .exec(&r.exec_id, &io, r.spec.as_ref())
+            .await
+            .map_err(|e| status(&e))?;
         Ok(Response::new(()))
     }
 
@@ -246,7 +331,10 @@ impl Tasks for Service {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let r = req.into_inner();
         Self::check_exec(&t, &r.exec_id).await?;
-        t.client().resize_pty(&r.exec_id, r.width, r.height).await.map_err(|e| status(&e))?;
+        t.client()
+            .resize_pty(&r.exec_id, r.width, r.height)
+            .await
+            .map_err(|e| status(&e))?;
         Ok(Response::new(()))
     }
 
@@ -255,7 +343,10 @@ impl Tasks for Service {
         let r = req.into_inner();
         Self::check_exec(&t, &r.exec_id).await?;
         if r.stdin {
-            t.client().close_io(&r.exec_id, true).await.map_err(|e| status(&e))?;
+            t.client()
+                .close_io(&r.exec_id, true)
+                .await
+                .map_err(|e| status(&e))?;
         }
         Ok(Response::new(()))
     }
@@ -272,15 +363,27 @@ impl Tasks for Service {
         Ok(Response::new(()))
     }
 
-    async fn list_pids(&self, req: Request<ListPidsRequest>) -> Result<Response<ListPidsResponse>, Status> {
+    async fn list_pids(
+        &self,
+        req: Request<ListPidsRequest>,
+    ) -> Result<Response<ListPidsResponse>, Status> {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let pids = t.client().pids().await.map_err(|e| status(&e))?;
         Ok(Response::new(ListPidsResponse {
-            processes: pids.into_iter().map(|p| ProcessInfo { pid: p.pid, info: p.info }).collect(),
+            processes: pids
+                .into_iter()
+                .map(|p| ProcessInfo {
+                    pid: p.pid,
+                    info: p.info,
+                })
+                .collect(),
         }))
     }
 
-    async fn checkpoint(&self, req: Request<CheckpointTaskRequest>) -> Result<Response<CheckpointTaskResponse>, Status> {
+    async fn checkpoint(
+        &self,
+        req: Request<CheckpointTaskRequest>,
+    ) -> Result<Response<CheckpointTaskResponse>, Status> {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let r = req.into_inner();
         // containerd `getCheckpointPath`: runc CheckpointOptions.ImagePath, written in place.
@@ -297,18 +400,29 @@ impl Tasks for Service {
                 t.id
             )));
         }
-        t.client().checkpoint(&image_path, r.options.as_ref()).await.map_err(|e| status(&e))?;
-        Ok(Response::new(CheckpointTaskResponse { descriptors: Vec::new() }))
+        t.client()
+            .checkpoint(&image_path, r.options.as_ref())
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(CheckpointTaskResponse {
+            descriptors: Vec::new(),
+        }))
     }
 
     async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let r = req.into_inner();
-        t.client().update(r.resources.as_ref(), &r.annotations).await.map_err(|e| status(&e))?;
+        t.client()
+            .update(r.resources.as_ref(), &r.annotations)
+            .await
+            .map_err(|e| status(&e))?;
         Ok(Response::new(()))
     }
 
-    async fn metrics(&self, req: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {
+    async fn metrics(
+        &self,
+        req: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
         let c = ctx(&req)?;
         let ns = c.ns.as_str().to_string();
         let f = filter(&req.into_inner().filters)?;
@@ -323,12 +437,20 @@ impl Tasks for Service {
                 }
             }
         }
-        let tasks: Vec<_> =
-            self.tasks.list(&ns).into_iter().filter(|t| f.matches(&TaskFields(&t.id, &ns, &t.runtime))).collect();
+        let tasks: Vec<_> = self
+            .tasks
+            .list(&ns)
+            .into_iter()
+            .filter(|t| f.matches(&TaskFields(&t.id, &ns, &t.runtime)))
+            .collect();
         let metrics = futures::future::join_all(tasks.iter().map(|t| async move {
             let collected = now();
             match t.client().stats().await {
-                Ok(data) => Some(Metric { timestamp: Some(collected), id: t.id.clone(), data }),
+                Ok(data) => Some(Metric {
+                    timestamp: Some(collected),
+                    id: t.id.clone(),
+                    data,
+                }),
                 Err(e) => {
                     if e.shim_code() != Some(5) {
                         log::error!("collecting metrics for {}: {e}", t.id);
@@ -338,7 +460,9 @@ impl Tasks for Service {
             }
         }))
         .await;
-        Ok(Response::new(MetricsResponse { metrics: metrics.into_iter().flatten().collect() }))
+        Ok(Response::new(MetricsResponse {
+            metrics: metrics.into_iter().flatten().collect(),
+        }))
     }
 
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
@@ -346,6 +470,9 @@ impl Tasks for Service {
         let exec_id = req.into_inner().exec_id;
         Self::check_exec(&t, &exec_id).await?;
         let exit = t.client().wait(&exec_id).await.map_err(|e| status(&e))?;
-        Ok(Response::new(WaitResponse { exit_status: exit.status, exited_at: exit.timestamp }))
+        Ok(Response::new(WaitResponse {
+            exit_status: exit.status,
+            exited_at: exit.timestamp,
+        }))
     }
 }

@@ -361,6 +361,15 @@ pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, namespace: &str, topic: &str, event: Any);
 }
 
+/// The daemon's events exchange is the production sink.
+impl EventSink for crate::events::Exchange {
+    fn publish(&self, namespace: &str, topic: &str, event: Any) {
+        if let Err(e) = self.publish_any(namespace, topic, event) {
+            log::warn!("publish {topic} in {namespace}: {e}");
+        }
+    }
+}
+
 /// An [`EventSink`] that drops everything, for tests of the shim manager alone.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoEvents;
