@@ -9,7 +9,7 @@
 //! - [`spawn`]: the [`Spawner`] seam — who starts and reaps the runtime process. The shim,
 //!   a subreaper with its own `waitpid(-1)` loop, plugs in its reaper; everyone else uses
 //!   [`TokioSpawner`].
-//! - [`runner`](crate::Runc::call): one call = build argv, spawn, feed stdin, collect
+//! - `runner` (private): one call = build argv, spawn, feed stdin, collect
 //!   stdout/stderr, enforce the timeout (SIGKILL + [`Error::Timeout`]), and on failure extract
 //!   runc's last error message from its JSON log.
 //! - [`types`]: JSON the runtime prints (state, list, events stats, version).
@@ -218,6 +218,11 @@ impl RuncBuilder {
 }
 
 /// A client for one runtime binary with one set of global options.
+///
+/// Each method runs the runtime once. Calls may run concurrently (they share nothing but the
+/// configuration and, if set, the `--log` file). Dropping a call's future does not kill the
+/// runtime process: it runs to completion and the [`Spawner`] still reaps it; use the
+/// timeout to bound a call.
 #[derive(Debug, Clone)]
 pub struct Runc {
     config: Arc<Config>,
@@ -292,8 +297,16 @@ impl Runc {
             a.push("--systemd-cgroup".into());
         }
         if let Some(r) = c.rootless {
-            a.push("--rootless".into());
-            a.push(if r { "true" } else { "false" }.into());
+            // One argv element: runtimes with a boolean `--rootless` flag would take a
+            // separate "false" for a positional argument.
+            a.push(
+                if r {
+                    "--rootless=true"
+                } else {
+                    "--rootless=false"
+                }
+                .into(),
+            );
         }
         if let Some(criu) = &c.criu {
             a.push("--criu".into());
@@ -718,8 +731,7 @@ mod tests {
                 "json",
                 "--debug",
                 "--systemd-cgroup",
-                "--rootless",
-                "false",
+                "--rootless=false",
                 "--criu",
                 "/usr/sbin/criu"
             ]

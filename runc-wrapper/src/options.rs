@@ -53,6 +53,16 @@ fn push_path(args: &mut Vec<OsString>, flag: &str, value: Option<&PathBuf>) {
     }
 }
 
+/// Like [`push_path`], made absolute against our working directory first: runc resolves some
+/// paths after `chdir(bundle)` (go-runc makes pid files absolute for the same reason).
+fn push_abs_path(args: &mut Vec<OsString>, flag: &str, value: Option<&PathBuf>) {
+    if let Some(v) = value {
+        args.push(flag.into());
+        let abs = std::path::absolute(v).unwrap_or_else(|_| v.clone());
+        args.push(abs.into_os_string());
+    }
+}
+
 fn push_flag(args: &mut Vec<OsString>, flag: &str, on: bool) {
     if on {
         args.push(flag.into());
@@ -82,8 +92,8 @@ impl CreateOpts {
     #[must_use]
     pub fn args(&self) -> Vec<OsString> {
         let mut a = Vec::new();
-        push_path(&mut a, "--pid-file", self.pid_file.as_ref());
-        push_path(&mut a, "--console-socket", self.console_socket.as_ref());
+        push_abs_path(&mut a, "--pid-file", self.pid_file.as_ref());
+        push_abs_path(&mut a, "--console-socket", self.console_socket.as_ref());
         push_flag(&mut a, "--no-pivot", self.no_pivot);
         push_flag(&mut a, "--no-new-keyring", self.no_new_keyring);
         if !self.extra_files.is_empty() {
@@ -139,8 +149,8 @@ impl ExecOpts {
     #[must_use]
     pub fn args(&self) -> Vec<OsString> {
         let mut a = Vec::new();
-        push_path(&mut a, "--pid-file", self.pid_file.as_ref());
-        push_path(&mut a, "--console-socket", self.console_socket.as_ref());
+        push_abs_path(&mut a, "--pid-file", self.pid_file.as_ref());
+        push_abs_path(&mut a, "--console-socket", self.console_socket.as_ref());
         push_flag(&mut a, "--detach", self.detach);
         if !self.extra_files.is_empty() {
             a.push("--preserve-fds".into());
@@ -233,6 +243,8 @@ pub struct CriuOpts {
     pub cgroups_mode: Option<CgroupsMode>,
     /// `--empty-ns <ns>` (repeatable): namespaces to create empty, e.g. `network`.
     pub empty_ns: Vec<String>,
+    /// `--page-server <address:port>`: send memory pages to a criu page server.
+    pub page_server: Option<String>,
 }
 
 impl CriuOpts {
@@ -240,8 +252,8 @@ impl CriuOpts {
     #[must_use]
     pub fn args(&self) -> Vec<OsString> {
         let mut a = Vec::new();
-        push_path(&mut a, "--image-path", self.image_path.as_ref());
-        push_path(&mut a, "--work-path", self.work_path.as_ref());
+        push_abs_path(&mut a, "--image-path", self.image_path.as_ref());
+        push_abs_path(&mut a, "--work-path", self.work_path.as_ref());
         push_flag(&mut a, "--tcp-established", self.tcp_established);
         push_flag(&mut a, "--ext-unix-sk", self.ext_unix_sk);
         push_flag(&mut a, "--shell-job", self.shell_job);
@@ -255,6 +267,10 @@ impl CriuOpts {
         for ns in &self.empty_ns {
             a.push("--empty-ns".into());
             a.push(ns.into());
+        }
+        if let Some(ps) = &self.page_server {
+            a.push("--page-server".into());
+            a.push(ps.into());
         }
         a
     }
@@ -311,10 +327,10 @@ impl RestoreOpts {
     #[must_use]
     pub fn args(&self) -> Vec<OsString> {
         let mut a = self.criu.args();
-        push_path(&mut a, "--bundle", self.bundle.as_ref());
+        push_abs_path(&mut a, "--bundle", self.bundle.as_ref());
         push_flag(&mut a, "--detach", self.detach);
-        push_path(&mut a, "--pid-file", self.pid_file.as_ref());
-        push_path(&mut a, "--console-socket", self.console_socket.as_ref());
+        push_abs_path(&mut a, "--pid-file", self.pid_file.as_ref());
+        push_abs_path(&mut a, "--console-socket", self.console_socket.as_ref());
         push_flag(&mut a, "--no-subreaper", self.no_subreaper);
         push_flag(&mut a, "--no-pivot", self.no_pivot);
         a
@@ -367,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn run_adds_detach_keep_no_subreaper() {
+    fn run_adds_detach_keep_no_subreaper_and_makes_pid_file_absolute() {
         let o = RunOpts {
             create: CreateOpts {
                 pid_file: Some("p".into()),
@@ -377,9 +393,16 @@ mod tests {
             keep: true,
             no_subreaper: true,
         };
+        let cwd = std::env::current_dir().unwrap().join("p");
         assert_eq!(
             strs(&o.args()),
-            ["--pid-file", "p", "--detach", "--keep", "--no-subreaper"]
+            [
+                "--pid-file",
+                cwd.to_str().unwrap(),
+                "--detach",
+                "--keep",
+                "--no-subreaper"
+            ]
         );
     }
 
@@ -423,6 +446,7 @@ mod tests {
                 auto_dedup: true,
                 cgroups_mode: Some(CgroupsMode::Soft),
                 empty_ns: vec!["network".into(), "uts".into()],
+                page_server: Some("10.0.0.1:27".into()),
             },
             parent_path: Some("../pre".into()),
             leave_running: true,
@@ -446,6 +470,8 @@ mod tests {
                 "network",
                 "--empty-ns",
                 "uts",
+                "--page-server",
+                "10.0.0.1:27",
                 "--parent-path",
                 "../pre",
                 "--leave-running",

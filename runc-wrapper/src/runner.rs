@@ -161,9 +161,8 @@ pub(crate) async fn run(runc: &Runc, call: Call, waits: Waits, lenient: bool) ->
     argv.extend(call.args.iter().cloned());
     let command = runc.command_line(&call.args);
 
-    let mut cmd = std::process::Command::new(&runc.config.binary);
-    cmd.args(&argv)
-        .stdin(call.stdin.into_std())
+    let mut cmd = base_command(&runc.config.binary, &argv);
+    cmd.stdin(call.stdin.into_std())
         .stdout(call.stdout.into_std())
         .stderr(call.stderr.into_std());
     if runc.config.setpgid {
@@ -178,6 +177,8 @@ pub(crate) async fn run(runc: &Runc, call: Call, waits: Waits, lenient: bool) ->
     })?;
     // The child has its copies now; ours must go so pipes passed in reach EOF.
     drop(call.extra_files);
+    log::debug!("started `{command}` as pid {}", spawned.pid);
+    let started = std::time::Instant::now();
 
     let timeout = runc.timeout_for(waits);
     let out = drive(
@@ -189,6 +190,11 @@ pub(crate) async fn run(runc: &Runc, call: Call, waits: Waits, lenient: bool) ->
     )
     .await?;
 
+    log::debug!(
+        "`{command}` finished in {:?}: {}",
+        started.elapsed(),
+        out.status
+    );
     if out.status.success() {
         return Ok(out);
     }
@@ -207,6 +213,15 @@ pub(crate) async fn run(runc: &Runc, call: Call, waits: Waits, lenient: bool) ->
         message,
         stderr,
     })
+}
+
+/// The command line and environment of a runtime call (stdio and hooks are added by `run`).
+fn base_command(binary: &std::path::Path, argv: &[OsString]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(binary);
+    // NOTIFY_SOCKET makes runc proxy sd_notify for the container; it is only meant to be
+    // set when systemd itself runs the runtime (go-runc's command_linux.go filters it too).
+    cmd.env_remove("NOTIFY_SOCKET").args(argv);
+    cmd
 }
 
 /// Captures one pipe until EOF or until drained after the exit.
@@ -330,6 +345,7 @@ async fn drive(
             r = out.read_some(), if out.open() => r.map_err(io_err)?,
             r = err.read_some(), if err.open() => r.map_err(io_err)?,
             () = &mut expire => {
+                log::warn!("`{command}` (pid {pid}) did not finish within {timeout:?}; killing it");
                 kill(pid, group);
                 // Reap it (the spawner's future) so no zombie is left; a process stuck in
                 // uninterruptible sleep is given up on after the grace period.
@@ -513,6 +529,15 @@ pub(crate) fn last_error_in_stderr(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_socket_is_not_passed_to_the_runtime() {
+        let cmd = base_command(std::path::Path::new("runc"), &["state".into()]);
+        assert!(cmd
+            .get_envs()
+            .any(|(k, v)| k == "NOTIFY_SOCKET" && v.is_none()));
+        assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["state"]);
+    }
 
     #[test]
     fn last_json_error_wins() {

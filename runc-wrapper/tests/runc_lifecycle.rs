@@ -565,3 +565,134 @@ async fn extra_files_reach_the_container_and_other_fds_do_not() {
     assert_eq!(got, "via-fd3\n");
     drop(leaky);
 }
+
+#[tokio::test]
+async fn exec_with_terminal_sends_pty_master_to_console_socket() {
+    let env = Env::new("exectty");
+    let bundle = env.bundle("b", &["sleep", "30"]);
+    let id = env.id("c");
+    env.runc
+        .run(
+            &id,
+            &bundle,
+            RunOpts {
+                detach: true,
+                ..RunOpts::default()
+            },
+        )
+        .await
+        .expect("run -d");
+    let mut process = Env::process(&bundle, &["sh", "-c", "echo exec-tty-$((1+1)); sleep 30"]);
+    process.set_terminal(Some(true));
+    let socket = ConsoleSocket::new().expect("console socket");
+    let pid_file = env.dir.path().join("exec.pid");
+    env.runc
+        .exec(
+            &id,
+            &process,
+            ExecOpts {
+                detach: true,
+                pid_file: Some(pid_file.clone()),
+                console_socket: Some(socket.path().to_path_buf()),
+                ..ExecOpts::default()
+            },
+        )
+        .await
+        .expect("exec -t -d");
+    assert!(pid_file.exists());
+    let master = tokio::time::timeout(Duration::from_secs(10), socket.receive_master())
+        .await
+        .expect("no pty master within 10s")
+        .expect("receive");
+    let text = tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::from(master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&all).contains("exec-tty-2") {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let text = tokio::time::timeout(Duration::from_secs(10), text)
+        .await
+        .expect("no output on the exec pty within 10s")
+        .unwrap();
+    assert!(text.contains("exec-tty-2"), "{text:?}");
+}
+
+#[tokio::test]
+async fn checkpoint_and_restore_render_criu_paths_and_report_criu_errors() {
+    common::require("/usr/sbin/criu", "criu");
+    let env = Env::new("criu");
+    let bundle = env.bundle("b", &["sleep", "30"]);
+    let id = env.id("c");
+    env.runc
+        .run(
+            &id,
+            &bundle,
+            RunOpts {
+                detach: true,
+                ..RunOpts::default()
+            },
+        )
+        .await
+        .expect("run -d");
+    let image = env.dir.path().join("image");
+    let work = env.dir.path().join("work");
+    let opts = runc_wrapper::CheckpointOpts {
+        criu: runc_wrapper::CriuOpts {
+            image_path: Some(image.clone()),
+            work_path: Some(work.clone()),
+            ..runc_wrapper::CriuOpts::default()
+        },
+        leave_running: true,
+        ..runc_wrapper::CheckpointOpts::default()
+    };
+    match env.runc.checkpoint(&id, &opts).await {
+        Ok(()) => {
+            // criu works on this kernel: the image must be there and the container still up.
+            assert!(image.join("inventory.img").exists(), "no criu image");
+            assert_eq!(
+                env.runc.state(&id).await.unwrap().status,
+                ContainerStatus::Running
+            );
+        }
+        Err(err) => {
+            // criu 3.17 cannot run on every kernel (e.g. "Unexpected rt vDSO area bounds");
+            // then the error must carry criu's message and point at the work dir's log.
+            let msg = err.runtime_message().unwrap_or_default();
+            assert!(msg.contains("criu failed: type DUMP"), "{err}");
+            assert!(
+                work.join("dump.log").exists(),
+                "--work-path not passed: {err}"
+            );
+            let restore = env
+                .runc
+                .restore(
+                    &env.id("r"),
+                    runc_wrapper::RestoreOpts {
+                        criu: runc_wrapper::CriuOpts {
+                            image_path: Some(image.clone()),
+                            work_path: Some(work.clone()),
+                            ..runc_wrapper::CriuOpts::default()
+                        },
+                        bundle: Some(bundle.clone()),
+                        detach: true,
+                        ..runc_wrapper::RestoreOpts::default()
+                    },
+                )
+                .await
+                .expect_err("restore from an empty image");
+            assert!(
+                restore
+                    .runtime_message()
+                    .unwrap_or_default()
+                    .contains("criu failed"),
+                "{restore}"
+            );
+        }
+    }
+}

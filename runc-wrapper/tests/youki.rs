@@ -93,7 +93,11 @@ async fn youki_lifecycle_create_start_exec_kill_delete() {
 #[tokio::test]
 async fn youki_run_foreground_and_duplicate_id_error() {
     let env = youki_env("youkirun");
-    let bundle = env.bundle("b", &["sh", "-c", "echo youki-run; exit 2"]);
+    // The sleep works around a youki 0.7.0 race: in foreground `run` it waits for SIGCHLD
+    // with sigtimedwait without blocking the signal first, so a container that exits before
+    // youki gets there leaves youki hung forever beside a zombie (seen under parallel load;
+    // the wrapper's timeout is what turns that into an error instead of a hang).
+    let bundle = env.bundle("b", &["sh", "-c", "sleep 1; echo youki-run; exit 2"]);
     let id = env.id("c");
     let out = env
         .runc
