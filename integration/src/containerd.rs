@@ -96,8 +96,8 @@ impl Builder {
         self
     }
 
-    /// Shim directory to put first in the daemon's PATH (kept alive by the instance). Without
-    /// one, V1 uses Debian's Go shim and V2 the Go shim beside its `containerd`.
+    /// Shim directory to put first in the daemon's PATH (kept alive by the instance). Default:
+    /// Debian's Go shim for V1, the Go shim beside its `containerd` for V2.
     #[must_use]
     pub fn shim_dir(mut self, dir: ShimDir) -> Self {
         self.shim_dir = Some(dir);
@@ -140,6 +140,18 @@ impl Builder {
             ),
         };
         let _ = require_bin("runc", "runc");
+        // Always an explicit shim: without one, containerd v2 would find Debian's 1.6 Go shim
+        // in /usr/bin before its own (PATH wins over the daemon's directory).
+        let shim_dir = match (self.shim_dir, self.generation) {
+            (Some(d), _) => d,
+            (None, Generation::V1) => bins::debian_go_shim_dir(),
+            (None, Generation::V2) => ShimDir::new(
+                &containerd
+                    .parent()
+                    .unwrap_or_else(|| Path::new("/"))
+                    .join("containerd-shim-runc-v2"),
+            ),
+        };
         let base = tempfile::Builder::new()
             .prefix("berth-ctrd-")
             .tempdir()
@@ -171,7 +183,7 @@ impl Builder {
             config: base.join("config.toml"),
             log: base.join("containerd.log"),
             base,
-            shim_dir: self.shim_dir,
+            shim_dir: Some(shim_dir),
             namespace,
             child: None,
         };

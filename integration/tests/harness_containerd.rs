@@ -128,3 +128,38 @@ fn kill_9_restart_and_cleanup_of_running_container() {
     assert!(still.is_empty(), "processes left: {still:?}");
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn cleanup_runs_when_a_test_panics_with_a_running_container() {
+    let work = tempfile::tempdir().expect("tmp");
+    let img = TestImage::busybox().expect("image");
+    // The docker-archive form imports too (containerd reads manifest.json + repositories).
+    let archive = work.path().join("busybox.docker.tar");
+    img.write_docker_archive(&archive).expect("archive");
+    let seen = std::sync::Mutex::new(None);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let c = Containerd::v1().start().expect("containerd starts");
+        c.import(&archive);
+        let images = c.ctr_ok(&["images", "ls", "-q"]);
+        assert!(images.contains(&img.name), "{images}");
+        c.ctr_ok(&["run", "-d", &img.name, "t-panic", "sleep", "1000"]);
+        let base = c.root().parent().expect("base").to_path_buf();
+        *seen.lock().expect("lock") = Some((base, c.leftover_processes()));
+        panic!("simulated test failure");
+    }));
+    assert!(r.is_err());
+    let (base, procs_before) = seen.lock().expect("lock").take().expect("recorded");
+    assert!(
+        procs_before.len() >= 2,
+        "shim and container were running: {procs_before:?}"
+    );
+    assert!(
+        !base.exists(),
+        "{} must be removed after a panic",
+        base.display()
+    );
+    assert!(
+        procs_before.iter().all(|&p| !procs::is_alive(p)),
+        "processes left after panic"
+    );
+}

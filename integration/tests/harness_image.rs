@@ -202,3 +202,26 @@ fn berth_testimage_writes_layouts_archives_and_digests() {
         "usage error without an argument"
     );
 }
+
+#[test]
+fn skopeo_reads_the_docker_archive() {
+    let skopeo = require_bin("skopeo", "skopeo");
+    let img = TestImage::busybox().expect("build");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("busybox.docker.tar");
+    img.write_docker_archive(&path).expect("write");
+    let out = Command::new(skopeo)
+        // Selecting the image by its RepoTags entry proves manifest.json names it.
+        .args(["inspect", &format!("docker-archive:{}:busybox:test", path.display())])
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["Os"], "linux", "{v}");
+    // docker-archive layers are the uncompressed tars: their digests are the diff IDs.
+    assert_eq!(v["Layers"], serde_json::json!(img.diff_ids()));
+}
