@@ -154,7 +154,7 @@ fn snapshotters(cfg: &Config, root: &Path, disabled: &dyn Fn(&str) -> bool) -> (
 /// Services of the runtime subsystem (containers, tasks) and their plugin rows. The runtime
 /// adds itself here; until then berthd serves the storage core only.
 fn runtime_services(_core: &Core, _cfg: &Config, _routes: &mut tonic::service::RoutesBuilder) -> Vec<PluginInfo> {
-    Vec::new()
+    api::tasks::register(_core, _cfg, _routes)
 }
 
 /// Asks tonic for the configured message size limits on a generated server.

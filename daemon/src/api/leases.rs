@@ -19,7 +19,12 @@ fn resource(r: Option<Resource>) -> Result<Resource, Status> {
 impl Leases for Service {
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
         let c = ctx(&req)?;
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        if r.id.is_empty() {
+            // containerd's `leases.WithRandomID`: the service picks an id when none is given.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            r.id = format!("{}-{}", now.subsec_nanos(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        }
         let db = self.0.db.clone();
         let l = blocking(move || db.lease_create(&c, &r.id, r.labels)).await?;
         Ok(Response::new(CreateResponse { lease: Some(Lease { id: l.id, created_at: ts(l.created), labels: l.labels }) }))

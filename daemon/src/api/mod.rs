@@ -91,7 +91,6 @@ pub(crate) fn mount_to(m: crate::snapshots::Mount) -> pt::Mount {
     pt::Mount { r#type: m.fs_type, source: m.source, target: String::new(), options: m.options }
 }
 
-#[allow(dead_code)] // used by the diff adapter
 pub(crate) fn mount_from(m: pt::Mount) -> crate::snapshots::Mount {
     crate::snapshots::Mount { fs_type: m.r#type, source: m.source, options: m.options }
 }

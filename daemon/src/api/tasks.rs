@@ -476,3 +476,117 @@ impl Tasks for Service {
         }))
     }
 }
+
+/// `[plugins."io.containerd.runtime.v2.task"]`: berthd reads named runtimes from here too.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct RuntimeV2Section {
+    runtimes: std::collections::BTreeMap<String, runtime::RuntimeConfig>,
+}
+
+/// `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.<name>]`: where containerd's
+/// users configure `runtime_type`, `runtime_path` and runc `options`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct CriSection {
+    containerd: CriContainerd,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct CriContainerd {
+    runtimes: std::collections::BTreeMap<String, runtime::RuntimeConfig>,
+}
+
+/// The task manager's configuration from berthd's config.toml.
+pub fn manager_config(cfg: &crate::config::Config) -> runtime::ManagerConfig {
+    let mut m = runtime::ManagerConfig::new(
+        std::path::Path::new(&cfg.root),
+        std::path::Path::new(&cfg.state),
+        &cfg.grpc.address,
+    );
+    m.ttrpc_address = cfg.ttrpc_address();
+    m.debug = matches!(cfg.debug.level.as_str(), "debug" | "trace");
+    match cfg.plugin_config::<CriSection>("io.containerd.grpc.v1.cri") {
+        Ok(cri) => m.runtimes.extend(cri.containerd.runtimes),
+        Err(e) => log::warn!("ignoring runtimes in plugins.\"io.containerd.grpc.v1.cri\": {e}"),
+    }
+    match cfg.plugin_config::<RuntimeV2Section>(crate::config::ids::RUNTIME_V2) {
+        Ok(v2) => m.runtimes.extend(v2.runtimes),
+        Err(e) => log::warn!(
+            "ignoring runtimes in plugins.{:?}: {e}",
+            crate::config::ids::RUNTIME_V2
+        ),
+    }
+    for id in ["linux", "io.containerd.runtime.v1.linux"] {
+        match cfg.plugin_config::<Option<runtime::LinuxV1Config>>(id) {
+            Ok(Some(v1)) => m.linux_v1 = v1,
+            Ok(None) => {}
+            Err(e) => log::warn!("ignoring plugins.{id:?}: {e}"),
+        }
+    }
+    m
+}
+
+/// Builds the task manager, re-adopts the tasks of a previous run (blocking start-up, as
+/// containerd's runtime plugin does, so `ctr t ls` right after a restart sees them), and adds
+/// the containers and tasks services. Returns their `ctr plugins ls` rows.
+pub fn register(
+    core: &Core,
+    cfg: &crate::config::Config,
+    routes: &mut tonic::service::RoutesBuilder,
+) -> Vec<super::introspection::PluginInfo> {
+    use super::introspection::PluginInfo;
+    use protos::containerd::services as svc;
+    let mcfg = manager_config(cfg);
+    let state_dir = mcfg.state.clone();
+    let tasks = TaskManager::new(mcfg, std::sync::Arc::new(core.events.clone()));
+    let started = std::time::Instant::now();
+    let report =
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(tasks.load()));
+    log::info!(
+        "runtime: re-adopted {} task(s), cleaned up {} dead one(s) in {:?}",
+        report.live.len(),
+        report.cleaned.len(),
+        started.elapsed()
+    );
+    routes.add_service(
+        svc::containers::v1::containers_server::ContainersServer::new(super::containers::Service(
+            core.clone(),
+        )),
+    );
+    routes.add_service(svc::tasks::v1::tasks_server::TasksServer::new(
+        Service::new(core.clone(), tasks),
+    ));
+    vec![
+        PluginInfo {
+            platform: true,
+            ..PluginInfo::ok(
+                "io.containerd.runtime.v2",
+                "task",
+                &["io.containerd.event.v1", "io.containerd.metadata.v1"],
+            )
+        }
+        .export("root", state_dir.display().to_string()),
+        PluginInfo::ok(
+            "io.containerd.service.v1",
+            "containers-service",
+            &["io.containerd.metadata.v1"],
+        ),
+        PluginInfo::ok(
+            "io.containerd.service.v1",
+            "tasks-service",
+            &["io.containerd.runtime.v2", "io.containerd.metadata.v1"],
+        ),
+        PluginInfo::ok(
+            "io.containerd.grpc.v1",
+            "containers",
+            &["io.containerd.service.v1"],
+        ),
+        PluginInfo::ok(
+            "io.containerd.grpc.v1",
+            "tasks",
+            &["io.containerd.service.v1"],
+        ),
+    ]
+}

@@ -3,7 +3,7 @@
 //! A lease with a `containerd.io/gc.expire` label (RFC 3339) stops protecting at that time
 //! and is removed by the next GC.
 
-use super::{db_err, encode, get, key, scan, validate_identifier, validate_labels, Ctx, Db, Error, Labels, Result, Ts, LEASES};
+use super::{db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels, Result, Ts, LEASES};
 use crate::content::Digest;
 use crate::filters::{label_field, Adaptor, Filter};
 use redb::ReadableTable;
@@ -83,7 +83,10 @@ fn validate_resource(db: &Db, kind: &str, id: &str) -> Result<()> {
 impl Db {
     /// Creates a lease.
     pub fn lease_create(&self, ctx: &Ctx, id: &str, labels: Labels) -> Result<Lease> {
-        validate_identifier("lease id", id)?;
+        // containerd accepts any non-empty lease id (clients generate `<nanos>-<base64>`).
+        if id.is_empty() {
+            return Err(Error::Invalid("lease id must be provided".into()));
+        }
         validate_labels(&labels)?;
         let txn = self.write()?;
         self.ensure_namespace(&txn, &ctx.ns)?;
@@ -174,6 +177,8 @@ mod tests {
         let (_t, db) = testutil::db(Default::default());
         let c = testutil::ctx("default");
         db.lease_create(&c, "l1", Labels::new()).unwrap();
+        db.lease_create(&c, "902342901-_DeT", Labels::new()).unwrap();
+        assert_eq!(db.lease_create(&c, "", Labels::new()).unwrap_err().kind(), Kind::InvalidArgument);
         assert_eq!(db.lease_create(&c, "l1", Labels::new()).unwrap_err().kind(), Kind::AlreadyExists);
         let d = format!("sha256:{}", "b".repeat(64));
         db.lease_add_resource(&c, "l1", "content", &d).unwrap();

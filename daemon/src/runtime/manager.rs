@@ -63,6 +63,10 @@ pub struct ManagerConfig {
     pub load_timeout: Duration,
     /// Bound on `<shim> delete` and the clean-up after a failure.
     pub cleanup_timeout: Duration,
+    /// After a restart, how long to wait before publishing the exits of tasks that ended
+    /// while berthd was down: subscribers get a chance to reconnect first, and a shim that
+    /// re-sends its own `/tasks/exit` in that window wins (ours is then a duplicate).
+    pub restore_exit_delay: Duration,
 }
 
 impl ManagerConfig {
@@ -82,6 +86,7 @@ impl ManagerConfig {
             call_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(5),
             cleanup_timeout: Duration::from_secs(10),
+            restore_exit_delay: Duration::from_secs(2),
         }
     }
 }
@@ -143,6 +148,8 @@ struct Inner {
     creating: Mutex<HashSet<Key>>,
     /// (namespace, container id, process id, pid) of every exit published or forwarded.
     exits: Mutex<HashSet<(String, String, String, u32)>>,
+    /// Exits found by `load`, published after `restore_exit_delay`.
+    pending_exits: Mutex<Vec<(String, String, Exit)>>,
     events: Arc<dyn EventSink>,
 }
 
@@ -174,6 +181,7 @@ impl TaskManager {
                 tasks: Mutex::new(HashMap::new()),
                 creating: Mutex::new(HashSet::new()),
                 exits: Mutex::new(HashSet::new()),
+                pending_exits: Mutex::new(Vec::new()),
                 events,
             }),
         }
@@ -568,6 +576,17 @@ impl TaskManager {
         }
         report.live.sort();
         report.cleaned.sort();
+        let pending = std::mem::take(&mut *lock(&self.inner.pending_exits));
+        if !pending.is_empty() {
+            let this = self.clone();
+            let delay = self.inner.cfg.restore_exit_delay;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                for (ns, id, exit) in pending {
+                    this.publish_exit(&ns, &id, &id, &exit);
+                }
+            });
+        }
         report
     }
 
@@ -643,7 +662,7 @@ impl TaskManager {
                 status: state.exit_status,
                 timestamp: state.exited_at,
             };
-            self.publish_exit(ns, id, id, &exit);
+            lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit));
         }
         true
     }

@@ -174,6 +174,7 @@ impl Env {
         let mut cfg = ManagerConfig::new(&root, &state, address.to_str().expect("utf8"));
         cfg.path_env = Some(format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.shim_dir));
         cfg.call_timeout = Duration::from_secs(20);
+        cfg.restore_exit_delay = Duration::from_millis(200);
         TaskManager::new(cfg, events)
     }
 
@@ -421,7 +422,10 @@ async fn exited_while_down(shim_dir: &'static str, tag: &str) {
     assert_eq!(events.topics(gone), vec!["/tasks/exit", "/tasks/delete"]);
     assert_eq!(events.exit_status(gone), vec![137]);
     assert!(!env.state_dir().join(gone).exists());
-    // The task that exited while berthd was down: its exit, once, with its status.
+    // The task that exited while berthd was down: its exit, once, with its status, after
+    // the grace period.
+    assert!(events.exit_status(done).is_empty());
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(events.exit_status(done), vec![3]);
     // The shim re-sending the same exit is recognised as a duplicate.
     let dup = events
