@@ -410,6 +410,16 @@ impl Applier {
     /// Resolve `comps` as a directory in the root, creating missing directories (mode 0755,
     /// or copied from the lower layers in overlay mode) as containerd's `mkparent`.
     fn mkdir_all(&self, comps: &[OsString]) -> io::Result<OwnedFd> {
+        self.resolve(comps, true)
+    }
+
+    /// Resolve `comps` as an existing directory in the root. Like containerd's `fs.RootPath`,
+    /// a symlink whose target the kernel cannot walk (`missing/../x`) is resolved lexically.
+    fn resolve_dir(&self, comps: &[OsString]) -> io::Result<OwnedFd> {
+        self.resolve(comps, false)
+    }
+
+    fn resolve(&self, comps: &[OsString], create: bool) -> io::Result<OwnedFd> {
         let mut path = comps.to_vec();
         let mut hops = 0;
         'restart: loop {
@@ -430,6 +440,7 @@ impl Applier {
                 }
                 let name = path[i].clone();
                 match fstatat(&dirfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Err(Errno::ENOENT) if !create => return Err(errno(Errno::ENOENT)),
                     Err(Errno::ENOENT) => {
                         match mkdirat(&dirfd, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
                             Ok(()) | Err(Errno::EEXIST) => {}
@@ -558,7 +569,7 @@ impl Applier {
                 let Some((tbase, tparent)) = target.split_last() else {
                     return Err(Self::invalid(e, "hard link to the root directory"));
                 };
-                let tfd = self.open_dir(tparent).map_err(|s| self.fail(e, "resolve hard link target", s))?;
+                let tfd = self.resolve_dir(tparent).map_err(|s| self.fail(e, "resolve hard link target", s))?;
                 linkat(&tfd, tbase.as_os_str(), &pfd, name, AtFlags::empty())
                     .map_err(|err| self.fail(e, "hard link", errno(err)))?;
             }
@@ -685,7 +696,7 @@ impl Applier {
             )
             .map_err(|err| self.fail(e, "chown overlay whiteout", errno(err)));
         }
-        let pfd = match self.open_dir(parent) {
+        let pfd = match self.resolve_dir(parent) {
             Ok(fd) => fd,
             // Nothing to delete under a missing or non-directory parent.
             Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(()),
@@ -722,7 +733,7 @@ impl Applier {
         for (comps, atime, mtime) in std::mem::take(&mut self.dirs) {
             let Some((base, parent)) = comps.split_last() else { continue };
             let display = String::from_utf8_lossy(join(&comps).as_bytes()).into_owned();
-            let pfd = match self.open_dir(parent) {
+            let pfd = match self.resolve_dir(parent) {
                 Ok(fd) => fd,
                 Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => continue,
                 Err(err) => return Err(self.fail(&display, "resolve directory", err)),
