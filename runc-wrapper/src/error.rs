@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+#[cfg(test)]
+use std::os::unix::process::ExitStatusExt;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -141,9 +144,59 @@ impl Error {
         }
     }
 
+    /// The runtime said the container does not exist (`... does not exist`); containerd's
+    /// runc shim maps this to `ErrNotFound` ("no such container", `checkKillError`).
+    #[must_use]
+    pub fn is_container_not_found(&self) -> bool {
+        self.runtime_message()
+            .is_some_and(|m| m.contains("does not exist"))
+    }
+
+    /// The runtime said the process is already gone (`container not running`,
+    /// `no such process`, `process already finished`); containerd's runc shim maps this to
+    /// `ErrNotFound` ("process already finished", `checkKillError`).
+    #[must_use]
+    pub fn is_process_gone(&self) -> bool {
+        self.runtime_message().is_some_and(|m| {
+            m.contains("process already finished")
+                || m.contains("container not running")
+                || m.to_ascii_lowercase().contains("no such process")
+        })
+    }
+
     /// True for [`Error::Timeout`].
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(message: &str) -> Error {
+        Error::CommandFailed {
+            command: "runc kill c 9".into(),
+            status: ExitStatus::from_raw(1 << 8),
+            message: message.into(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn classifies_runtime_messages_like_containerd() {
+        assert!(failed("container not running").is_process_gone());
+        assert!(failed("kill: No such process").is_process_gone());
+        assert!(!failed("container not running").is_container_not_found());
+        assert!(failed("container \"x\" does not exist").is_container_not_found());
+        assert!(!failed("permission denied").is_process_gone());
+        let t = Error::Timeout {
+            command: "runc state c".into(),
+            pid: 1,
+            timeout: Duration::from_secs(1),
+        };
+        assert!(t.is_timeout() && !t.is_process_gone() && t.exit_status().is_none());
+        assert_eq!(failed("m").exit_status().and_then(|s| s.code()), Some(1));
     }
 }

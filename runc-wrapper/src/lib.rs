@@ -264,6 +264,16 @@ impl Runc {
         self.config.root.as_deref()
     }
 
+    /// A builder starting from this client's options and spawner, e.g. to derive a client
+    /// with a per-container `--log` file.
+    #[must_use]
+    pub fn to_builder(&self) -> RuncBuilder {
+        RuncBuilder {
+            config: (*self.config).clone(),
+            spawner: Arc::clone(&self.spawner),
+        }
+    }
+
     /// A copy of this client with another per-call timeout (`None`: no timeout).
     #[must_use]
     pub fn with_timeout(&self, timeout: Option<Duration>) -> Runc {

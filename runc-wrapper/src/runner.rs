@@ -470,7 +470,7 @@ fn json_error(line: &str) -> Option<String> {
         return None;
     }
     let msg = v.get("msg").or_else(|| v.get("message"))?.as_str()?;
-    Some(msg.to_string())
+    Some(msg.trim().to_string())
 }
 
 /// `time="..." level=error msg="container with id exists: x"` → the msg value.

@@ -84,6 +84,9 @@ impl Spawned {
 ///   [`Spawned`]; the implementation must not read from or write to them.
 /// - **Dropping `exit` must not leave a zombie forever**: the implementation still reaps the
 ///   process even if nobody awaits the future any more.
+/// - **Drop the `Command` once the process is started.** It owns the parent's copies of the
+///   child's stdio descriptors (caller-supplied pipes); keeping it alive keeps those open and
+///   the container's readers would never see EOF.
 /// - `spawn` must not block for long (it is called from async code): starting the process
 ///   (fork/exec) is fine, waiting for it is not.
 pub trait Spawner: Send + Sync + fmt::Debug {

@@ -76,11 +76,18 @@ async fn create_start_state_kill_delete() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(stopped, "container not stopped after kill");
+    let err = env
+        .runc
+        .kill(&id, SIGKILL, &KillOpts::default())
+        .await
+        .expect_err("kill of a stopped container");
+    assert!(err.is_process_gone(), "{err}");
     env.runc
         .delete(&id, &DeleteOpts::default())
         .await
         .expect("delete");
     let err = env.runc.state(&id).await.expect_err("state after delete");
+    assert!(err.is_container_not_found(), "unexpected error: {err}");
     assert!(
         err.to_string().contains("does not exist"),
         "unexpected error: {err}"
