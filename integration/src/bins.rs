@@ -115,11 +115,10 @@ pub fn berth_bin(name: &str, package: &str) -> PathBuf {
         path.display()
     );
     if env::var_os(BIN_DIR_ENV).is_none() {
-        let src = workspace_root().join(package);
-        if let (Some(bin_time), Some(src_time)) = (mtime(&path), newest_mtime(&src)) {
+        if let (Some(bin_time), Some((src, src_time))) = (mtime(&path), newest_dep(&path)) {
             assert!(
                 bin_time >= src_time,
-                "berth binary `{}` is older than the sources in {}: run `cargo build -p {package} --bin {name}`",
+                "berth binary `{}` is older than its source {}: run `cargo build -p {package} --bin {name}`",
                 path.display(),
                 src.display()
             );
@@ -132,24 +131,23 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// Newest modification time of `.rs`, `.proto` and `Cargo.toml` files below `dir`.
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest: Option<SystemTime> = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.filter_map(Result::ok) {
-            let p = e.path();
-            if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "target" && n != "tests") {
-                    stack.push(p);
-                }
-            } else if p.extension().is_some_and(|x| x == "rs" || x == "proto")
-                || p.file_name().is_some_and(|n| n == "Cargo.toml")
-            {
-                if let Some(t) = mtime(&p) {
-                    newest = Some(newest.map_or(t, |n| n.max(t)));
-                }
+/// The newest of the source files cargo recorded for `bin` in its dep-info file (`<bin>.d`,
+/// "target: dep dep …" with spaces escaped), so only files that binary is built from count.
+fn newest_dep(bin: &Path) -> Option<(PathBuf, SystemTime)> {
+    let mut d = bin.as_os_str().to_owned();
+    d.push(".d");
+    let text = fs::read_to_string(PathBuf::from(d)).ok()?;
+    let (_, deps) = text.lines().next()?.split_once(": ")?;
+    let mut newest: Option<(PathBuf, SystemTime)> = None;
+    for dep in deps
+        .replace("\\ ", "\0")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+    {
+        let p = PathBuf::from(dep.replace('\0', " "));
+        if let Some(t) = mtime(&p) {
+            if newest.as_ref().is_none_or(|(_, n)| t > *n) {
+                newest = Some((p, t));
             }
         }
     }
@@ -271,6 +269,29 @@ mod tests {
             .map(|b| *b)
             .unwrap_or_default();
         assert!(msg.contains("apt-get install -y berth-pkg"), "{msg}");
+    }
+
+    #[test]
+    fn dep_info_finds_the_newest_source_including_escaped_spaces() {
+        let d = tempfile::tempdir().expect("tmp");
+        let bin = d.path().join("bin");
+        let a = d.path().join("a.rs");
+        let b = d.path().join("with space.rs");
+        fs::write(&a, "").expect("a");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&b, "").expect("b");
+        fs::write(
+            d.path().join("bin.d"),
+            format!(
+                "{}: {} {}\n",
+                bin.display(),
+                a.display(),
+                b.display().to_string().replace(' ', "\\ ")
+            ),
+        )
+        .expect("d");
+        let (newest, _) = newest_dep(&bin).expect("deps");
+        assert_eq!(newest, b);
     }
 
     #[test]
