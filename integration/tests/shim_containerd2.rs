@@ -13,7 +13,11 @@ fn containerd_2_3_run_rm_echo_hello_with_our_shim_leaves_nothing() {
     let out = env.ctr_ok(&["run", "--rm", &env.image, "t1", "echo", "hello"]);
     assert_eq!(out.trim(), "hello");
     let log = std::fs::read_to_string(env.c.log_path()).expect("containerd log");
-    assert!(log.contains("serving task API v2 and v3"), "our shim's log line missing:\n{}", env.c.log_tail(60));
+    assert!(
+        log.contains("serving task API v2 and v3"),
+        "our shim's log line missing:\n{}",
+        env.c.log_tail(60)
+    );
     assert_task_gone(&env, "t1");
     let _ = our_shim();
 }

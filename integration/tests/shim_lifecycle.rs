@@ -34,8 +34,14 @@ fn containerd_1_6_detached_lifecycle_exec_ps_pause_metrics_kill_with_our_shim() 
 #[test]
 #[ignore = "debugging aid: prints the containerd log of one run"]
 fn debug_print_log() {
-    let gen = if std::env::var("DEBUG_GEN").as_deref() == Ok("2") { Gen::V2 } else { Gen::V1 };
-    let Some(env) = Env::start(gen, "debug") else { return };
+    let gen = if std::env::var("DEBUG_GEN").as_deref() == Ok("2") {
+        Gen::V2
+    } else {
+        Gen::V1
+    };
+    let Some(env) = Env::start(gen, "debug") else {
+        return;
+    };
     env.ctr_ok(&["run", "--rm", &env.image, "t1", "echo", "hello"]);
     std::thread::sleep(Duration::from_millis(500));
     println!("{}", env.c.log_tail(80));

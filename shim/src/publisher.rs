@@ -59,6 +59,8 @@ pub enum PublishError {
 #[derive(Clone)]
 pub struct Event {
     pub topic: &'static str,
+    /// What the event is about (`t1`, `t1/e1`), for logs.
+    pub subject: String,
     pub event: Any,
     pub at: SystemTime,
 }
@@ -76,6 +78,8 @@ pub struct PublisherConfig {
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::UnboundedSender<Event>,
+    /// Cuts a retry backoff short (shutdown wants the queue drained now).
+    hurry: Arc<tokio::sync::Notify>,
     depth: Arc<std::sync::atomic::AtomicUsize>,
     idle: watch::Receiver<bool>,
 }
@@ -88,16 +92,24 @@ impl Publisher {
         let (tx, rx) = mpsc::unbounded_channel();
         let depth = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (idle_tx, idle) = watch::channel(true);
+        let hurry = Arc::new(tokio::sync::Notify::new());
         let publisher = Publisher {
             tx,
+            hurry: hurry.clone(),
             depth: depth.clone(),
             idle,
         };
-        (publisher, drain(config, rx, depth, idle_tx))
+        (publisher, drain(config, rx, depth, idle_tx, hurry))
     }
 
     /// Queues an event; returns at once.
-    pub fn publish<M: Message>(&self, topic: &'static str, type_name: &str, msg: &M) {
+    pub fn publish<M: Message>(
+        &self,
+        topic: &'static str,
+        type_name: &str,
+        subject: &str,
+        msg: &M,
+    ) {
         use std::sync::atomic::Ordering;
         if self.depth.load(Ordering::Relaxed) >= QUEUE_LIMIT {
             log::error!("event queue full ({QUEUE_LIMIT}), dropping {topic}");
@@ -106,6 +118,7 @@ impl Publisher {
         self.depth.fetch_add(1, Ordering::Relaxed);
         let event = Event {
             topic,
+            subject: subject.to_string(),
             event: crate::options::pack_any(type_name, msg),
             at: SystemTime::now(),
         };
@@ -120,6 +133,7 @@ impl Publisher {
         use std::sync::atomic::Ordering;
         let mut idle = self.idle.clone();
         let depth = self.depth.clone();
+        self.hurry.notify_one();
         tokio::time::timeout(timeout, async move {
             while depth.load(Ordering::Relaxed) > 0 {
                 if idle.changed().await.is_err() {
@@ -137,6 +151,7 @@ async fn drain(
     mut rx: mpsc::UnboundedReceiver<Event>,
     depth: Arc<std::sync::atomic::AtomicUsize>,
     idle: watch::Sender<bool>,
+    hurry: Arc<tokio::sync::Notify>,
 ) {
     let mut client: Option<EventsClient> = None;
     while let Some(ev) = rx.recv().await {
@@ -145,7 +160,14 @@ async fn drain(
         loop {
             attempt += 1;
             match deliver(&config, &mut client, &ev).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    log::debug!(
+                        "event {} for {} forwarded to containerd (attempt {attempt})",
+                        ev.topic,
+                        ev.subject
+                    );
+                    break;
+                }
                 Err(e) if attempt >= MAX_ATTEMPTS => {
                     log::error!("dropping event {} after {attempt} attempts: {e}", ev.topic);
                     break;
@@ -155,7 +177,10 @@ async fn drain(
                         log::warn!("post event {} (attempt {attempt}): {e}", ev.topic);
                     }
                     let delay = Duration::from_secs(u64::from(attempt)).min(MAX_BACKOFF);
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = hurry.notified() => hurry.notify_one(),
+                    }
                 }
             }
         }

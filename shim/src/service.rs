@@ -222,6 +222,7 @@ impl Service {
         self.publisher().publish(
             topics::TASK_EXIT_EVENT_TOPIC,
             "containerd.events.TaskExit",
+            &format!("{}/{}", ev.container_id, ev.id),
             &ev,
         );
         log::debug!(
@@ -240,6 +241,7 @@ impl Service {
         self.publisher().publish(
             topics::TASK_OOM_EVENT_TOPIC,
             "containerd.events.TaskOOM",
+            &ev.container_id.clone(),
             &ev,
         );
     }
@@ -452,6 +454,7 @@ impl Service {
             self.publisher().publish(
                 topics::TASK_CREATE_EVENT_TOPIC,
                 "containerd.events.TaskCreate",
+                &ev.container_id.clone(),
                 &ev,
             );
             let early = st.early_exits.remove(&pid);
@@ -542,6 +545,7 @@ impl Service {
         self.publisher().publish(
             topics::TASK_START_EVENT_TOPIC,
             "containerd.events.TaskStart",
+            &ev.container_id.clone(),
             &ev,
         );
         let pid = c.init.pid;
@@ -627,6 +631,7 @@ impl Service {
         self.publisher().publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
             "containerd.events.TaskExecStarted",
+            &format!("{}/{}", ev.container_id, ev.exec_id),
             &ev,
         );
         if let Some(exit) = deferred {
@@ -725,6 +730,7 @@ impl Service {
             self.publisher().publish(
                 topics::TASK_DELETE_EVENT_TOPIC,
                 "containerd.events.TaskDelete",
+                &ev.container_id.clone(),
                 &ev,
             );
         }
@@ -775,6 +781,7 @@ impl Service {
         self.publisher().publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
             "containerd.events.TaskExecAdded",
+            &format!("{}/{}", ev.container_id, ev.exec_id),
             &ev,
         );
         Ok(Empty::new())
@@ -885,6 +892,7 @@ impl Service {
             self.publisher().publish(
                 topics::TASK_PAUSED_EVENT_TOPIC,
                 "containerd.events.TaskPaused",
+                &ev.container_id.clone(),
                 &ev,
             );
         } else {
@@ -893,6 +901,7 @@ impl Service {
             self.publisher().publish(
                 topics::TASK_RESUMED_EVENT_TOPIC,
                 "containerd.events.TaskResumed",
+                &ev.container_id.clone(),
                 &ev,
             );
         }
@@ -1076,6 +1085,7 @@ impl Service {
         self.publisher().publish(
             topics::TASK_CHECKPOINTED_EVENT_TOPIC,
             "containerd.events.TaskCheckpointed",
+            &ev.container_id.clone(),
             &ev,
         );
         Ok(Empty::new())

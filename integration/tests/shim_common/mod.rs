@@ -311,3 +311,129 @@ pub fn assert_rm_status(rm: &std::process::Output, code: u32) {
         "ctr t rm should report exit status {code}: {rm:?}"
     );
 }
+
+/// How many `TaskExit` events our shims report as delivered to containerd for `subject`
+/// (`container/process`), from the shim log lines containerd copies into its log.
+pub fn forwarded_exits(env: &Env, subject: &str) -> usize {
+    let needle = format!("event /tasks/exit for {subject} forwarded to containerd");
+    fs::read_to_string(env.c.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
+}
+
+/// Done-when item 6: containerd is SIGKILLed and restarted on the same root/state while our
+/// shims keep running; the running task is restored (RUNNING, exec works, kill reports the
+/// exit) and a task that exited while containerd was down has its exit delivered once.
+///
+/// r1 and r2 share one shim (the `io.containerd.runc.v2.group` annotation), which also proves
+/// grouping: `start` for r2 returns the address of r1's shim.
+pub fn live_restore(env: &mut Env) {
+    let group = "io.containerd.runc.v2.group=restore-g";
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--annotation",
+        group,
+        &env.image,
+        "r1",
+        "sleep",
+        "1000",
+    ]);
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--annotation",
+        group,
+        &env.image,
+        "r2",
+        "sh",
+        "-c",
+        "sleep 2; exit 7",
+    ]);
+    let addr =
+        |id: &str| fs::read_to_string(env.c.bundle_dir(id).join("address")).expect("address file");
+    assert_eq!(
+        addr("r1"),
+        addr("r2"),
+        "grouped tasks share one shim socket"
+    );
+    let (pid1, _) = env.wait_status("r1", "RUNNING", Duration::from_secs(10));
+    env.wait_status("r2", "RUNNING", Duration::from_secs(10));
+    let shim1 = env.shim_pid("r1");
+
+    env.c.kill9();
+    // r2 exits while nobody listens.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        procs::is_alive(shim1),
+        "shim of r1 must survive containerd's death"
+    );
+    env.c.restart().expect("containerd restarts");
+
+    let (pid1_after, _) = env.wait_status("r1", "RUNNING", Duration::from_secs(10));
+    assert_eq!(pid1, pid1_after, "restored task has the same init pid");
+    assert_eq!(
+        env.shim_pid("r1"),
+        shim1,
+        "the same shim serves r1 after restart"
+    );
+    let hi = env.ctr_ok(&[
+        "t",
+        "exec",
+        "--exec-id",
+        "after-restart",
+        "r1",
+        "sh",
+        "-c",
+        "echo restored",
+    ]);
+    assert_eq!(hi.trim(), "restored");
+
+    // containerd 1.6 shows r2 STOPPED; 2.3.4 asks the shim for pids on load and deletes a
+    // task without processes right away ("cleaning leaked shim process"), as with its Go shim.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r2_listed = loop {
+        match env.task_status("r2") {
+            Some((_, s)) if s == "STOPPED" => break true,
+            None => break false,
+            s => assert!(
+                Instant::now() < deadline,
+                "r2 neither STOPPED nor gone: {s:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The queued exit of r2 reaches the new daemon once (the publisher retries in order);
+    // the exec'd process above adds exactly one more.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while forwarded_exits(env, "r2/r2") < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        forwarded_exits(env, "r2/r2"),
+        1,
+        "exactly one TaskExit for r2 delivered after restart:\n{}",
+        env.c.log_tail(80)
+    );
+    assert_eq!(
+        forwarded_exits(env, "r1/after-restart"),
+        1,
+        "one TaskExit for the exec"
+    );
+    if r2_listed {
+        let rm = env.ctr(&["t", "rm", "r2"]);
+        assert_rm_status(&rm, 7);
+    }
+    env.ctr_ok(&["c", "rm", "r2"]);
+
+    env.ctr_ok(&["t", "kill", "-s", "9", "r1"]);
+    env.wait_status("r1", "STOPPED", Duration::from_secs(10));
+    let rm = env.ctr(&["t", "rm", "r1"]);
+    assert_rm_status(&rm, 137);
+    env.ctr_ok(&["c", "rm", "r1"]);
+    assert_task_gone(env, "r1");
+    assert_task_gone(env, "r2");
+}
