@@ -33,7 +33,7 @@
 //! `resize()` for ResizePty; `close_stdin()` for CloseIO.
 
 pub mod console;
-mod fd;
+pub(crate) mod fd;
 mod logger;
 pub mod uri;
 
