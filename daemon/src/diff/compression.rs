@@ -11,7 +11,8 @@ pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TYPE_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const MEDIA_TYPE_DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const MEDIA_TYPE_DOCKER_FOREIGN_LAYER: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
 /// The compression of a layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,21 +27,34 @@ impl Compression {
     /// The compression a layer media type declares, or `UnsupportedMediaType`.
     pub fn from_media_type(media_type: &str) -> Result<Compression> {
         match media_type {
-            MEDIA_TYPE_DOCKER_LAYER | MEDIA_TYPE_DOCKER_FOREIGN_LAYER => return Ok(Compression::Gzip),
+            MEDIA_TYPE_DOCKER_LAYER | MEDIA_TYPE_DOCKER_FOREIGN_LAYER => {
+                return Ok(Compression::Gzip)
+            }
+            "application/vnd.docker.image.rootfs.diff.tar"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar" => {
+                return Ok(Compression::Uncompressed)
+            }
             _ => {}
         }
-        let base = ["application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar"];
+        let base = [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        ];
         for b in base {
             if let Some(rest) = media_type.strip_prefix(b) {
                 return match rest {
                     "" => Ok(Compression::Uncompressed),
                     "+gzip" => Ok(Compression::Gzip),
                     "+zstd" => Ok(Compression::Zstd),
-                    _ => Err(Error::UnsupportedMediaType { media_type: media_type.to_string() }),
+                    _ => Err(Error::UnsupportedMediaType {
+                        media_type: media_type.to_string(),
+                    }),
                 };
             }
         }
-        Err(Error::UnsupportedMediaType { media_type: media_type.to_string() })
+        Err(Error::UnsupportedMediaType {
+            media_type: media_type.to_string(),
+        })
     }
 
     /// The OCI layer media type for this compression.
@@ -101,7 +115,11 @@ pub struct DigestReader<R> {
 
 impl<R: Read> DigestReader<R> {
     pub fn new(inner: R) -> Self {
-        DigestReader { inner, hasher: Sha256::new(), count: 0 }
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     /// Read the rest of the stream (e.g. tar padding after the end marker) into the digest.
     pub fn drain(&mut self) -> io::Result<()> {
@@ -130,7 +148,11 @@ pub struct DigestWriter<W> {
 
 impl<W: Write> DigestWriter<W> {
     pub fn new(inner: W) -> Self {
-        DigestWriter { inner, hasher: Sha256::new(), count: 0 }
+        DigestWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (W, String, u64) {
         (self.inner, digest_string(self.hasher), self.count)
@@ -160,7 +182,10 @@ impl<W: Write> Compressor<W> {
     pub fn new(c: Compression, w: W) -> io::Result<Self> {
         Ok(match c {
             Compression::Uncompressed => Compressor::Plain(w),
-            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(w, flate2::Compression::default())),
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::default(),
+            )),
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
         })
     }
