@@ -153,8 +153,12 @@ fn snapshotters(cfg: &Config, root: &Path, disabled: &dyn Fn(&str) -> bool) -> (
 
 /// Services of the runtime subsystem (containers, tasks) and their plugin rows. The runtime
 /// adds itself here; until then berthd serves the storage core only.
-fn runtime_services(_core: &Core, _cfg: &Config, _routes: &mut tonic::service::RoutesBuilder) -> Vec<PluginInfo> {
-    api::tasks::register(_core, _cfg, _routes)
+fn runtime_services(
+    core: &Core,
+    cfg: &Config,
+    routes: &mut tonic::service::RoutesBuilder,
+) -> (Vec<PluginInfo>, crate::runtime::TaskManager) {
+    api::tasks::register(core, cfg, routes)
 }
 
 /// Asks tonic for the configured message size limits on a generated server.
@@ -182,7 +186,8 @@ fn bind_unix(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<tokio::net::U
 }
 
 /// ttrpc `Events/Forward`: what shims call to deliver task events.
-struct TtrpcEvents(Exchange);
+/// The task manager drops a `/tasks/exit` it already published on restore (or a shim re-sent).
+struct TtrpcEvents(Exchange, crate::runtime::TaskManager);
 
 #[async_trait::async_trait]
 impl containerd_shim_protos::shim_async::Events for TtrpcEvents {
@@ -206,6 +211,9 @@ impl containerd_shim_protos::shim_async::Events for TtrpcEvents {
             topic: env.topic,
             event: prost_types::Any { type_url: event.type_url, value: event.value },
         };
+        if !self.1.forwarded_event_is_new(&e.namespace, &e.topic, &e.event) {
+            return Ok(Default::default());
+        }
         self.0
             .forward(e)
             .map_err(|e| ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, e.to_string())))?;
@@ -258,7 +266,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     }
 
     let mut routes = tonic::service::RoutesBuilder::default();
-    plugins.extend(runtime_services(&core, &cfg, &mut routes));
+    let (runtime_plugins, tasks) = runtime_services(&core, &cfg, &mut routes);
+    plugins.extend(runtime_plugins);
     for id in ["content", "diff", "events", "healthcheck", "images", "introspection", "leases", "namespaces", "snapshots", "version"] {
         plugins.push(PluginInfo::ok("io.containerd.grpc.v1", id, &["io.containerd.service.v1"]));
     }
@@ -303,7 +312,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let mut ttrpc_server = ttrpc::asynchronous::Server::new()
         .bind(&format!("unix://{}", ttrpc_path.display()))
         .map_err(|e| ttrpc_err(e.to_string()))?
-        .register_service(containerd_shim_protos::shim_async::create_events(Arc::new(TtrpcEvents(exchange.clone()))));
+        .register_service(containerd_shim_protos::shim_async::create_events(Arc::new(TtrpcEvents(exchange.clone(), tasks))));
     ttrpc_server.start().await.map_err(|e| ttrpc_err(e.to_string()))?;
     std::fs::set_permissions(&ttrpc_path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod socket", &ttrpc_path))?;
     std::os::unix::fs::chown(&ttrpc_path, Some(cfg.ttrpc.uid), Some(cfg.ttrpc.gid)).map_err(io("chown socket", &ttrpc_path))?;

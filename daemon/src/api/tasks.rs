@@ -530,12 +530,13 @@ pub fn manager_config(cfg: &crate::config::Config) -> runtime::ManagerConfig {
 
 /// Builds the task manager, re-adopts the tasks of a previous run (blocking start-up, as
 /// containerd's runtime plugin does, so `ctr t ls` right after a restart sees them), and adds
-/// the containers and tasks services. Returns their `ctr plugins ls` rows.
+/// the containers and tasks services. Returns their `ctr plugins ls` rows and the manager
+/// (the ttrpc events service dedups forwarded exits through it).
 pub fn register(
     core: &Core,
     cfg: &crate::config::Config,
     routes: &mut tonic::service::RoutesBuilder,
-) -> Vec<super::introspection::PluginInfo> {
+) -> (Vec<super::introspection::PluginInfo>, TaskManager) {
     use super::introspection::PluginInfo;
     use protos::containerd::services as svc;
     let mcfg = manager_config(cfg);
@@ -556,9 +557,9 @@ pub fn register(
         )),
     );
     routes.add_service(svc::tasks::v1::tasks_server::TasksServer::new(
-        Service::new(core.clone(), tasks),
+        Service::new(core.clone(), tasks.clone()),
     ));
-    vec![
+    let rows = vec![
         PluginInfo {
             platform: true,
             ..PluginInfo::ok(
@@ -588,5 +589,6 @@ pub fn register(
             "tasks",
             &["io.containerd.service.v1"],
         ),
-    ]
+    ];
+    (rows, tasks)
 }
