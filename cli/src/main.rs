@@ -10,14 +10,18 @@
 //!   (Snapshots.Prepare → Diff.Apply → Snapshots.Commit per layer), manifest walking.
 //! - `spec.rs`: the default OCI runtime spec (containerd `oci.populateDefaultUnixSpec`).
 //! - `cio.rs`: container stdio over fifos (containerd `cio`), pty handling.
+//! - `rootfs.rs`: temporary read-only rootfs mounts for user/group lookups.
 //! - `tabwriter.rs`, `util.rs`: ctr-compatible table and value formatting.
 //!
 //! Errors print as `berth: <message>` on stderr with exit status 1; `run`, `tasks start`
 //! and `tasks exec` exit with the container process's status instead.
 
+mod cio;
 mod client;
 mod commands;
 mod image;
+mod rootfs;
+mod spec;
 mod tabwriter;
 mod util;
 
@@ -37,25 +41,19 @@ pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
 )]
 struct Cli {
     /// Enable debug output in logs.
-    #[arg(long, global = true)]
+    #[arg(long)]
     debug: bool,
     /// Address for the daemon's gRPC server.
-    #[arg(short, long, global = true, env = "CONTAINERD_ADDRESS", default_value = DEFAULT_ADDRESS)]
+    #[arg(short, long, env = "CONTAINERD_ADDRESS", default_value = DEFAULT_ADDRESS)]
     address: String,
     /// Total timeout for berth commands (Go duration, e.g. 30s).
-    #[arg(long, global = true, value_parser = util::parse_duration)]
+    #[arg(long, value_parser = util::parse_duration)]
     timeout: Option<Duration>,
     /// Timeout for connecting to the daemon (Go duration).
-    #[arg(long, global = true, value_parser = util::parse_duration)]
+    #[arg(long, value_parser = util::parse_duration)]
     connect_timeout: Option<Duration>,
     /// Namespace to use with commands.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "CONTAINERD_NAMESPACE",
-        default_value = "default"
-    )]
+    #[arg(short, long, env = "CONTAINERD_NAMESPACE", default_value = "default")]
     namespace: String,
     #[command(subcommand)]
     command: Command,
@@ -68,6 +66,9 @@ enum Command {
     Plugins(commands::plugins::Cmd),
     /// Print the client and server versions.
     Version,
+    /// Manage containers.
+    #[command(aliases = ["c", "container"], subcommand)]
+    Containers(commands::containers::Cmd),
     /// Manage content.
     #[command(subcommand)]
     Content(commands::content::Cmd),
@@ -83,12 +84,19 @@ enum Command {
     /// Manage namespaces.
     #[command(aliases = ["namespace", "ns"], subcommand)]
     Namespaces(commands::namespaces::Cmd),
+    /// Run a container.
+    Run(Box<commands::run::Args>),
     /// Manage snapshots.
     #[command(aliases = ["snapshot"])]
     Snapshots(commands::snapshots::Cmd),
+    /// Manage tasks.
+    #[command(aliases = ["t", "task"], subcommand)]
+    Tasks(commands::tasks::Cmd),
 }
 
-/// Global options every command sees.
+/// Global options every command sees. Like ctr's, they go before the command name
+/// (`berth -n k8s.io images ls`), so subcommands are free to reuse their letters
+/// (`tasks kill -a`).
 pub struct Globals {
     pub address: String,
     pub namespace: String,
@@ -110,6 +118,8 @@ enum Error {
     #[error(transparent)]
     Version(#[from] commands::version::Error),
     #[error(transparent)]
+    Containers(#[from] commands::containers::Error),
+    #[error(transparent)]
     Content(#[from] commands::content::Error),
     #[error(transparent)]
     Events(#[from] commands::events::Error),
@@ -120,7 +130,11 @@ enum Error {
     #[error(transparent)]
     Namespaces(#[from] commands::namespaces::Error),
     #[error(transparent)]
+    Run(#[from] commands::run::Error),
+    #[error(transparent)]
     Snapshots(#[from] commands::snapshots::Error),
+    #[error(transparent)]
+    Tasks(#[from] commands::tasks::Error),
     #[error("timeout: command did not finish within {0:?}")]
     Timeout(Duration),
 }
@@ -130,12 +144,15 @@ async fn dispatch(cmd: Command, g: &Globals) -> Result<i32, Error> {
     Ok(match cmd {
         Command::Plugins(c) => commands::plugins::run(c, g).await.map(|()| 0)?,
         Command::Version => commands::version::run(g).await.map(|()| 0)?,
+        Command::Containers(c) => commands::containers::run(c, g).await.map(|()| 0)?,
         Command::Content(c) => commands::content::run(c, g).await.map(|()| 0)?,
         Command::Events(a) => commands::events::run(a, g).await.map(|()| 0)?,
         Command::Images(c) => commands::images::run(c, g).await.map(|()| 0)?,
         Command::Leases(c) => commands::leases::run(c, g).await.map(|()| 0)?,
         Command::Namespaces(c) => commands::namespaces::run(c, g).await.map(|()| 0)?,
+        Command::Run(a) => commands::run::run(*a, g).await?,
         Command::Snapshots(c) => commands::snapshots::run(c, g).await.map(|()| 0)?,
+        Command::Tasks(c) => commands::tasks::run(c, g).await?,
     })
 }
 

@@ -1,0 +1,108 @@
+//! `berth run`: ctr's run — create the container (see `containers::create`), create the
+//! task with stdio, start it, and in the foreground wait for it and exit with its status;
+//! `--rm` deletes task, container and snapshot afterwards, `-d` returns once started.
+
+use std::path::PathBuf;
+
+use protos::services::tasks::v1::{DeleteTaskRequest, StartRequest};
+
+use super::containers::{self, ContainerFlags};
+use super::tasks::{self, IoFlags};
+use crate::{client, Globals};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Remove the container after running (cannot be used with --detach).
+    #[arg(long)]
+    rm: bool,
+    /// Detach from the task after it has started execution.
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    io: IoFlags,
+    /// File path to write the task's pid.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[command(flatten)]
+    container: ContainerFlags,
+    /// Image reference.
+    image: String,
+    /// Container id.
+    id: String,
+    /// Command and arguments (default: the image's entrypoint and cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Connect(#[from] client::Error),
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error(transparent)]
+    Containers(#[from] containers::Error),
+    #[error(transparent)]
+    Tasks(#[from] tasks::Error),
+    #[error("flags --detach and --rm cannot be specified together")]
+    RmDetach,
+    #[error("write pid file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(args: Args, g: &Globals) -> Result<i32, Error> {
+    if args.rm && args.detach {
+        return Err(Error::RmDetach);
+    }
+    let wiring = tasks::wiring(args.container.tty, &args.io)?;
+    let client = g.connect().await?;
+    containers::create(&client, &args.container, &args.image, &args.id, &args.args).await?;
+    let result = run_task(&client, &args, wiring).await;
+    if args.rm {
+        if let Err(e) = containers::delete(&client, &args.id, true).await {
+            eprintln!("berth: failed to remove container {}: {e}", args.id);
+        }
+    }
+    result
+}
+
+async fn run_task(
+    client: &client::Client,
+    args: &Args,
+    wiring: crate::cio::Wiring,
+) -> Result<i32, Error> {
+    let id = args.id.as_str();
+    let (io, pid) = tasks::create_task(client, id, wiring, args.io.fifo_dir.as_deref()).await?;
+    if let Some(p) = &args.pid_file {
+        std::fs::write(p, pid.to_string()).map_err(|source| Error::PidFile {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    if args.detach {
+        // Like ctr exiting after start: we stop reading, the fifos stay for `tasks attach`.
+        io.keep();
+        client
+            .tasks()
+            .start(StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            })
+            .await?;
+        return Ok(0);
+    }
+    let status = tasks::drive(client, id, "", io, args.container.tty, true).await;
+    let deleted = client
+        .tasks()
+        .delete(DeleteTaskRequest {
+            container_id: id.to_string(),
+        })
+        .await;
+    let code = status?;
+    deleted?;
+    Ok(i32::try_from(code).unwrap_or(1))
+}
