@@ -156,8 +156,9 @@ async fn run(flags: &Flags) -> Result<(), DaemonError> {
     tokio::spawn(drain);
 
     let shutdown = Arc::new(Notify::new());
-    let service = Service::new(&flags.namespace, publisher.clone(), shutdown.clone());
+    let (service, ooms) = Service::new(&flags.namespace, publisher.clone(), shutdown.clone());
     tokio::spawn(service.clone().handle_exits(exits));
+    tokio::spawn(service.clone().handle_ooms(ooms));
 
     let v3 = create_task(Arc::new(service.clone()));
     let mut v2 = create_task(Arc::new(service.clone()));

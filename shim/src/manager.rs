@@ -407,7 +407,12 @@ pub fn start(flags: &Flags) -> Result<Vec<u8>, ManagerError> {
         e
     };
     if !input.options.shim_cgroup.is_empty() {
-        join_cgroup(&input.options.shim_cgroup, pid).map_err(fail)?;
+        crate::cgroup::join_cgroup(&input.options.shim_cgroup, pid as i32)
+            .map_err(|e| ManagerError::ShimCgroup {
+                cgroup: input.options.shim_cgroup.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+            .map_err(fail)?;
     }
     adjust_oom_score(pid).map_err(fail)?;
     write_atomic(&cwd, "shim.pid", pid.to_string().as_bytes()).map_err(fail)?;
@@ -452,40 +457,6 @@ fn pass_listener_as_fd3(cmd: &mut Command, fd: i32) {
             }
             Ok(())
         });
-    }
-}
-
-/// Moves `pid` into the cgroup `path` (v2: one tree; v1: every mounted hierarchy that has
-/// the directory), as the Go manager does for `ShimCgroup`.
-pub fn join_cgroup(path: &str, pid: u32) -> Result<(), ManagerError> {
-    let err = |source| ManagerError::ShimCgroup {
-        cgroup: path.to_string(),
-        source,
-    };
-    let rel = path.trim_start_matches('/');
-    let root = Path::new("/sys/fs/cgroup");
-    if root.join("cgroup.controllers").exists() {
-        return std::fs::write(root.join(rel).join("cgroup.procs"), pid.to_string()).map_err(err);
-    }
-    let mut joined = false;
-    for entry in std::fs::read_dir(root).map_err(err)?.flatten() {
-        let name = entry.file_name();
-        if name == "unified" {
-            continue;
-        }
-        let dir = entry.path().join(rel);
-        if dir.is_dir() {
-            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(err)?;
-            joined = true;
-        }
-    }
-    if joined {
-        Ok(())
-    } else {
-        Err(err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("no cgroup hierarchy under {} has {rel}", root.display()),
-        )))
     }
 }
 

@@ -71,6 +71,7 @@ fn ts_field(t: Option<SystemTime>) -> MessageField<Timestamp> {
 /// Shared state of the task service.
 struct Inner {
     state: Mutex<State>,
+    oom: crate::cgroup::OomMonitor,
     namespace: String,
     publisher: Publisher,
     shutdown: Arc<Notify>,
@@ -129,14 +130,31 @@ fn kill_error(what: &str, e: runc_wrapper::Error) -> TaskError {
 }
 
 impl Service {
-    pub fn new(namespace: &str, publisher: Publisher, shutdown: Arc<Notify>) -> Service {
-        Service {
+    /// The service and the receiver of OOM notifications (container ids) to feed to
+    /// [`Service::handle_ooms`].
+    pub fn new(
+        namespace: &str,
+        publisher: Publisher,
+        shutdown: Arc<Notify>,
+    ) -> (Service, mpsc::UnboundedReceiver<String>) {
+        let (oom, ooms) = crate::cgroup::OomMonitor::new();
+        let svc = Service {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
+                oom,
                 namespace: namespace.to_string(),
                 publisher,
                 shutdown,
             }),
+        };
+        (svc, ooms)
+    }
+
+    /// Turns OOM notifications into `TaskOOM` events, forever.
+    pub async fn handle_ooms(self, mut ooms: mpsc::UnboundedReceiver<String>) {
+        while let Some(id) = ooms.recv().await {
+            log::info!("container {id} hit its memory limit (OOM kill)");
+            self.publish_oom(&id);
         }
     }
 
@@ -436,6 +454,13 @@ impl Service {
             execs: Default::default(),
             reserved: Default::default(),
             kill_all_on_exit: kill_all_on_exit(&spec),
+            cgroup: match crate::cgroup::Cgroup::for_pid(pid as i32) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    log::warn!("cgroup of container {id} (pid {pid}): {e}");
+                    None
+                }
+            },
         };
         let mut ev = TaskCreate::new();
         ev.container_id = id.clone();
@@ -538,6 +563,11 @@ impl Service {
         }
         if c.init.status == Status::Created {
             c.init.status = Status::Running;
+        }
+        if let Some(cg) = &c.cgroup {
+            if let Err(e) = self.inner.oom.add(id, cg) {
+                log::error!("add cg to OOM monitor for {id}: {e}");
+            }
         }
         let mut ev = TaskStart::new();
         ev.container_id = id.to_string();
@@ -693,6 +723,7 @@ impl Service {
                     }
                 }
             }
+            self.inner.oom.remove(id);
             if let Some(r) = &rootfs {
                 if let Err(e) = unmount_all(r) {
                     log::warn!("failed to cleanup rootfs mount of {id}: {e}");
@@ -1093,23 +1124,34 @@ impl Service {
 
     async fn do_stats(&self, req: StatsRequest) -> Result<StatsResponse, TaskError> {
         let id = req.id.as_str();
-        let (runtime, status) = {
+        let (runtime, status, cgroup) = {
             let st = self.lock();
             let c = st.container(id)?;
-            (c.runtime.clone(), c.init.status)
+            (c.runtime.clone(), c.init.status, c.cgroup.clone())
         };
         if status == Status::Stopped {
             return Err(TaskError::NotFound(format!(
                 "cgroup of container {id} does not exist (stopped)"
             )));
         }
-        let stats = runtime
-            .runc
-            .stats(id)
-            .await
-            .map_err(|e| TaskError::runtime(format!("stats of container {id}"), e))?;
+        let any = match cgroup {
+            // Read the cgroup files directly, as the Go shim does (works for any runtime).
+            Some(cg) => cg
+                .stats()
+                .and_then(|m| m.to_any())
+                .map_err(|e| TaskError::Other(format!("stats of container {id}: {e}")))?,
+            // No cgroup found at create: ask the runtime.
+            None => {
+                let stats = runtime
+                    .runc
+                    .stats(id)
+                    .await
+                    .map_err(|e| TaskError::runtime(format!("stats of container {id}"), e))?;
+                crate::metrics::v1_metrics(&stats)
+            }
+        };
         let mut resp = StatsResponse::new();
-        resp.stats = Some(crate::metrics::v1_metrics(&stats)).into();
+        resp.stats = Some(any).into();
         Ok(resp)
     }
 

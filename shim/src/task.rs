@@ -98,6 +98,8 @@ pub struct Container {
     pub reserved: HashSet<String>,
     /// No private pid namespace: on init exit, kill what is left (`ShouldKillAllOnExit`).
     pub kill_all_on_exit: bool,
+    /// The init's cgroup (for Stats and OOM watching), found after create.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl Container {

@@ -16,6 +16,8 @@ use integration::procs;
 /// A private containerd running our shim, with the busybox image imported.
 pub struct Env {
     pub c: Containerd,
+    /// Extra `ctr run` flags every scenario uses (e.g. `--runc-binary youki`).
+    pub run_flags: Vec<String>,
     pub image: String,
     pub work: tempfile::TempDir,
 }
@@ -52,9 +54,18 @@ impl Env {
         c.import(&archive);
         Some(Env {
             c,
+            run_flags: Vec::new(),
             image: img.name.clone(),
             work,
         })
+    }
+
+    /// `ctr run <run_flags> <args>`, requiring success.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let mut all: Vec<&str> = vec!["run"];
+        all.extend(self.run_flags.iter().map(String::as_str));
+        all.extend(args);
+        self.c.ctr_ok(&all)
     }
 
     pub fn ctr(&self, args: &[&str]) -> std::process::Output {
@@ -213,7 +224,7 @@ impl Drop for Events {
 /// exit codes and `ctr events`.
 pub fn detached_lifecycle(env: &Env) {
     let ev = Events::start(env);
-    env.ctr_ok(&["run", "-d", &env.image, "t2", "sleep", "1000"]);
+    env.run_ok(&["-d", &env.image, "t2", "sleep", "1000"]);
     assert_eq!(
         env.shim_exe("t2"),
         our_shim(),
@@ -249,7 +260,7 @@ pub fn detached_lifecycle(env: &Env) {
     assert_task_gone(env, "t2");
 
     // kill -a takes down the init and an exec'd process.
-    env.ctr_ok(&["run", "-d", &env.image, "t3", "sleep", "1000"]);
+    env.run_ok(&["-d", &env.image, "t3", "sleep", "1000"]);
     env.wait_status("t3", "RUNNING", Duration::from_secs(10));
     env.ctr_ok(&["t", "exec", "-d", "--exec-id", "e2", "t3", "sleep", "1000"]);
     ev.wait_for(
