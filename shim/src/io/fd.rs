@@ -17,7 +17,7 @@ use tokio::io::unix::AsyncFd;
 /// Size of one copy buffer. Buffers are only held while data is flowing (see [`copy_fd`]), so an
 /// idle shim holds none; at most [`POOL_KEEP`] are cached between bursts.
 pub(crate) const BUF_SIZE: usize = 32 * 1024;
-const POOL_KEEP: usize = 2;
+const POOL_KEEP: usize = 1;
 
 static POOL: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 
