@@ -33,9 +33,15 @@ impl Ctx {
 /// (dev, ino) of `p` resolved inside `root` the way the applier resolves (symlinks followed
 /// as if root were `/`): containerd's validators use `fs.RootPath` the same way.
 fn inode_in_root(root: &Path, p: &str) -> Result<(u64, u64), String> {
-    let rfd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())
-        .map_err(|e| e.to_string())?;
-    let how = OpenHow::new().flags(OFlag::O_PATH).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let rfd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| e.to_string())?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
     let fd = openat2(&rfd, p.trim_start_matches('/'), how).map_err(|e| format!("{p}: {e}"))?;
     let st = fstat(&fd).map_err(|e| e.to_string())?;
     Ok((st.st_dev, st.st_ino))
@@ -58,7 +64,11 @@ fn not_same_file(root: &Path, a: &str, b: &str) -> Result<(), String> {
 fn file_value(root: &Path, p: &str, want: &[u8]) -> Result<(), String> {
     let got = fs::read(root.join(p)).map_err(|e| format!("{p}: {e}"))?;
     if got != want {
-        return Err(format!("{p}: {:?}, expected {:?}", String::from_utf8_lossy(&got), String::from_utf8_lossy(want)));
+        return Err(format!(
+            "{p}: {:?}, expected {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want)
+        ));
     }
     Ok(())
 }
@@ -80,6 +90,7 @@ fn is_symlink(root: &Path, p: &str, target: &str) -> Result<(), String> {
 
 type Setup = fn(&Path);
 type Check = Box<dyn Fn(&Ctx) -> Result<(), String>>;
+type MakeLayer = Box<dyn Fn(&Ctx) -> Vec<u8>>;
 
 enum Expect {
     /// Applied, confined inside the root; the check must hold.
@@ -91,14 +102,21 @@ enum Expect {
 struct Row {
     name: &'static str,
     setup: Option<Setup>,
-    layer: Box<dyn Fn(&Ctx) -> Vec<u8>>,
+    layer: MakeLayer,
     media_type: &'static str,
     diff_id: Option<&'static str>,
     expect: Expect,
 }
 
 fn row(name: &'static str, layer: impl Fn(&Ctx) -> Vec<u8> + 'static, expect: Expect) -> Row {
-    Row { name, setup: None, layer: Box::new(layer), media_type: MEDIA_TYPE_LAYER, diff_id: None, expect }
+    Row {
+        name,
+        setup: None,
+        layer: Box::new(layer),
+        media_type: MEDIA_TYPE_LAYER,
+        diff_id: None,
+        expect,
+    }
 }
 
 fn confined(f: impl Fn(&Ctx) -> Result<(), String> + 'static) -> Expect {
@@ -127,7 +145,13 @@ fn rows() -> Vec<Row> {
         // ---- containerd TestBreakouts ----
         row(
             "SymlinkAbsolute",
-            |_| Layer::new().dir("etc", 0o755).symlink("/etc", "localetc").file("/localetc/unbroken", b"unbroken", 0o644).tar(),
+            |_| {
+                Layer::new()
+                    .dir("etc", 0o755)
+                    .symlink("/etc", "localetc")
+                    .file("/localetc/unbroken", b"unbroken", 0o644)
+                    .tar()
+            },
             confined(unbroken),
         ),
         row(
@@ -256,7 +280,13 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "HardlinkDirectAbsolute",
-            |_| Layer::new().dir("etc", 0o770).file("/etc/passwd", b"inside", 0o644).link("/etc/passwd", "localpasswd").tar(),
+            |_| {
+                Layer::new()
+                    .dir("etc", 0o770)
+                    .file("/etc/passwd", b"inside", 0o644)
+                    .link("/etc/passwd", "localpasswd")
+                    .tar()
+            },
             confined(|c| same_file(&c.root, "localpasswd", "/etc/passwd")),
         ),
         row(
@@ -359,7 +389,12 @@ fn rows() -> Vec<Row> {
             }),
             ..row(
                 "SymlinkOverrideDirectory",
-                |_| Layer::new().symlink("/etc", "localetc").link("/etc/passwd", "/localetc/localpasswd").tar(),
+                |_| {
+                    Layer::new()
+                        .symlink("/etc", "localetc")
+                        .link("/etc/passwd", "/localetc/localpasswd")
+                        .tar()
+                },
                 confined(|c| same_file(&c.root, "/localetc/localpasswd", "/etc/passwd")),
             )
         },
@@ -370,7 +405,12 @@ fn rows() -> Vec<Row> {
             }),
             ..row(
                 "SymlinkOverrideDirectoryRelative",
-                |_| Layer::new().symlink("../../etc", "localetc").link("/etc/passwd", "/localetc/localpasswd").tar(),
+                |_| {
+                    Layer::new()
+                        .symlink("../../etc", "localetc")
+                        .link("/etc/passwd", "/localetc/localpasswd")
+                        .tar()
+                },
                 confined(|c| same_file(&c.root, "/localetc/localpasswd", "/etc/passwd")),
             )
         },
@@ -381,7 +421,12 @@ fn rows() -> Vec<Row> {
             }),
             ..row(
                 "DirectoryOverrideSymlink",
-                |_| Layer::new().dir("/localetc/", 0o755).link("/etc/passwd", "/localetc/localpasswd").tar(),
+                |_| {
+                    Layer::new()
+                        .dir("/localetc/", 0o755)
+                        .link("/etc/passwd", "/localetc/localpasswd")
+                        .tar()
+                },
                 confined(|c| same_file(&c.root, "/localetc/localpasswd", "/etc/passwd")),
             )
         },
@@ -393,7 +438,12 @@ fn rows() -> Vec<Row> {
             }),
             ..row(
                 "DirectoryOverrideSymlinkAndHardlink",
-                |_| Layer::new().dir("/localetc/", 0o755).file("/localetc/localpasswd", b"different", 0o644).tar(),
+                |_| {
+                    Layer::new()
+                        .dir("/localetc/", 0o755)
+                        .file("/localetc/localpasswd", b"different", 0o644)
+                        .tar()
+                },
                 confined(|c| {
                     not_same_file(&c.root, "/localetc/localpasswd", "/etc/passwd")?;
                     file_value(&c.root, "etc/passwd", b"inside")
@@ -402,15 +452,27 @@ fn rows() -> Vec<Row> {
         },
         Row {
             setup: Some(etc_passwd_inside),
-            ..row("WhiteoutRootParent", |_| Layer::new().whiteout(".wh...").tar(), Expect::Refused(InvalidArgument, "whiteout"))
+            ..row(
+                "WhiteoutRootParent",
+                |_| Layer::new().whiteout(".wh...").tar(),
+                Expect::Refused(InvalidArgument, "whiteout"),
+            )
         },
         Row {
             setup: Some(etc_passwd_inside),
-            ..row("WhiteoutParent", |_| Layer::new().whiteout("etc/.wh...").tar(), Expect::Refused(InvalidArgument, "whiteout"))
+            ..row(
+                "WhiteoutParent",
+                |_| Layer::new().whiteout("etc/.wh...").tar(),
+                Expect::Refused(InvalidArgument, "whiteout"),
+            )
         },
         Row {
             setup: Some(etc_passwd_inside),
-            ..row("WhiteoutRoot", |_| Layer::new().whiteout(".wh..").tar(), Expect::Refused(InvalidArgument, "whiteout"))
+            ..row(
+                "WhiteoutRoot",
+                |_| Layer::new().whiteout(".wh..").tar(),
+                Expect::Refused(InvalidArgument, "whiteout"),
+            )
         },
         Row {
             setup: Some(etc_passwd_inside),
@@ -446,7 +508,11 @@ fn rows() -> Vec<Row> {
             setup: Some(etc_all_users_with_link),
             ..row(
                 "WhiteoutDirectoryName",
-                |_| Layer::new().file(".wh.etc/somefile", b"non-empty", 0o644).tar(),
+                |_| {
+                    Layer::new()
+                        .file(".wh.etc/somefile", b"non-empty", 0o644)
+                        .tar()
+                },
                 confined(|c| {
                     file_value(&c.root, "etc/passwd", b"all users")?;
                     file_value(&c.root, ".wh.etc/somefile", b"non-empty")
@@ -481,9 +547,17 @@ fn rows() -> Vec<Row> {
             "HardlinkSymlinkChmod",
             // A symlink created at the sentinel's absolute path (inside the root), hard-linked,
             // then chmod-ed through the link by the entry mode: CVE-2021-32760.
-            |c| Layer::new().symlink(&c.out("perm400"), &c.out("also-exists-outside-root")).link(&c.out("also-exists-outside-root"), "sketchylink").tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out("perm400"), &c.out("also-exists-outside-root"))
+                    .link(&c.out("also-exists-outside-root"), "sketchylink")
+                    .tar()
+            },
             confined(|c| {
-                let perm = fs::metadata(c.outside.join("perm400")).map_err(|e| e.to_string())?.mode() & 0o7777;
+                let perm = fs::metadata(c.outside.join("perm400"))
+                    .map_err(|e| e.to_string())?
+                    .mode()
+                    & 0o7777;
                 if perm != 0o400 {
                     return Err(format!("perm400 changed to {perm:o}"));
                 }
@@ -501,7 +575,11 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "DotDotIntoSentinel",
-            |_| Layer::new().file("../outside/passwd", b"pwned", 0o644).tar(),
+            |_| {
+                Layer::new()
+                    .file("../outside/passwd", b"pwned", 0o644)
+                    .tar()
+            },
             confined(|c| file_value(&c.root, "outside/passwd", b"pwned")),
         ),
         row(
@@ -511,17 +589,33 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "SymlinkToSentinelThenWrite",
-            |c| Layer::new().symlink(&c.out(""), "out").file("out/passwd", b"pwned", 0o644).tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out(""), "out")
+                    .file("out/passwd", b"pwned", 0o644)
+                    .tar()
+            },
             confined(|c| file_value(&c.root, c.out("passwd").trim_start_matches('/'), b"pwned")),
         ),
         row(
             "SymlinkThenFileReplacesLink",
-            |c| Layer::new().symlink(&c.out("passwd"), "x").file("x", b"pwned", 0o644).tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out("passwd"), "x")
+                    .file("x", b"pwned", 0o644)
+                    .tar()
+            },
             confined(|c| file_value(&c.root, "x", b"pwned")),
         ),
         row(
             "SymlinkThenDirectoryReplacesLink",
-            |c| Layer::new().symlink(&c.out(""), "d").dir("d", 0o777).file("d/f", b"pwned", 0o644).tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out(""), "d")
+                    .dir("d", 0o777)
+                    .file("d/f", b"pwned", 0o644)
+                    .tar()
+            },
             confined(|c| {
                 file_value(&c.root, "d/f", b"pwned")?;
                 let m = fs::symlink_metadata(c.root.join("d")).map_err(|e| e.to_string())?;
@@ -543,23 +637,46 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "ChmodThroughSymlinkEntryMode",
-            |c| Layer::new().raw(EntryType::Symlink, b"s", c.out("passwd").as_bytes(), 0o777, b"").tar(),
+            |c| {
+                Layer::new()
+                    .raw(
+                        EntryType::Symlink,
+                        b"s",
+                        c.out("passwd").as_bytes(),
+                        0o777,
+                        b"",
+                    )
+                    .tar()
+            },
             confined(|c| is_symlink(&c.root, "s", &c.out("passwd"))),
         ),
         row(
             "ChownThroughSymlink",
-            |c| Layer::new().owner(4321, 4321).symlink(&c.out("passwd"), "s").tar(),
+            |c| {
+                Layer::new()
+                    .owner(4321, 4321)
+                    .symlink(&c.out("passwd"), "s")
+                    .tar()
+            },
             confined(|c| {
                 let m = fs::symlink_metadata(c.root.join("s")).map_err(|e| e.to_string())?;
                 if m.uid() != 4321 {
-                    return Err(format!("the symlink itself should be owned by 4321, is {}", m.uid()));
+                    return Err(format!(
+                        "the symlink itself should be owned by 4321, is {}",
+                        m.uid()
+                    ));
                 }
                 Ok(())
             }),
         ),
         row(
             "ChmodThroughHardlinkedSymlink",
-            |c| Layer::new().symlink(&c.out("passwd"), "s").raw(EntryType::Link, b"h", b"s", 0o777, b"").tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out("passwd"), "s")
+                    .raw(EntryType::Link, b"h", b"s", 0o777, b"")
+                    .tar()
+            },
             confined(|c| is_symlink(&c.root, "h", &c.out("passwd"))),
         ),
         row(
@@ -569,12 +686,22 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "WhiteoutThroughSymlinkToSentinel",
-            |c| Layer::new().symlink(&c.out(""), "o").whiteout("o/.wh.passwd").tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out(""), "o")
+                    .whiteout("o/.wh.passwd")
+                    .tar()
+            },
             confined(|_| Ok(())),
         ),
         row(
             "OpaqueThroughSymlinkToSentinel",
-            |c| Layer::new().symlink(&c.out(""), "o").whiteout("o/.wh..wh..opq").tar(),
+            |c| {
+                Layer::new()
+                    .symlink(&c.out(""), "o")
+                    .whiteout("o/.wh..wh..opq")
+                    .tar()
+            },
             confined(|_| Ok(())),
         ),
         row(
@@ -591,7 +718,13 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "SymlinkLoop",
-            |_| Layer::new().symlink("b", "a").symlink("a", "b").file("a/x", b"x", 0o644).tar(),
+            |_| {
+                Layer::new()
+                    .symlink("b", "a")
+                    .symlink("a", "b")
+                    .file("a/x", b"x", 0o644)
+                    .tar()
+            },
             Expect::Refused(ErrorKind::Internal, "parent"),
         ),
         row(
@@ -601,8 +734,22 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "LongPathGnuLongName",
-            |_| Layer::new().file(&format!("{}/{}/f", "d".repeat(200), "e".repeat(200)), b"deep", 0o644).tar(),
-            confined(|c| file_value(&c.root, &format!("{}/{}/f", "d".repeat(200), "e".repeat(200)), b"deep")),
+            |_| {
+                Layer::new()
+                    .file(
+                        &format!("{}/{}/f", "d".repeat(200), "e".repeat(200)),
+                        b"deep",
+                        0o644,
+                    )
+                    .tar()
+            },
+            confined(|c| {
+                file_value(
+                    &c.root,
+                    &format!("{}/{}/f", "d".repeat(200), "e".repeat(200)),
+                    b"deep",
+                )
+            }),
         ),
         row(
             "OverlongComponent256",
@@ -611,7 +758,12 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "NulInPaxPath",
-            |_| Layer::new().pax(&[("path", b"a\0b")]).file("placeholder", b"x", 0o644).tar(),
+            |_| {
+                Layer::new()
+                    .pax(&[("path", b"a\0b")])
+                    .file("placeholder", b"x", 0o644)
+                    .tar()
+            },
             Expect::Refused(InvalidArgument, "NUL"),
         ),
         row(
@@ -621,7 +773,11 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "DeviceMinorOutOfRange",
-            |_| Layer::new().device(EntryType::Block, "dev", 8, 1 << 20).tar(),
+            |_| {
+                Layer::new()
+                    .device(EntryType::Block, "dev", 8, 1 << 20)
+                    .tar()
+            },
             Expect::Refused(InvalidArgument, "out of range"),
         ),
         row(
@@ -646,10 +802,18 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "TrustedXattrIgnored",
-            |_| Layer::new().pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")]).dir("d", 0o755).tar(),
+            |_| {
+                Layer::new()
+                    .pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+                    .dir("d", 0o755)
+                    .tar()
+            },
             confined(|c| {
-                let v = daemon::snapshots::fsutil::lgetxattr(&c.root.join("d"), std::ffi::OsStr::new("trusted.overlay.opaque"))
-                    .map_err(|e| e.to_string())?;
+                let v = daemon::snapshots::fsutil::lgetxattr(
+                    &c.root.join("d"),
+                    std::ffi::OsStr::new("trusted.overlay.opaque"),
+                )
+                .map_err(|e| e.to_string())?;
                 if v.is_some() {
                     return Err("trusted.* xattr from the archive was applied".into());
                 }
@@ -679,7 +843,13 @@ fn rows() -> Vec<Row> {
             ..row(
                 "TruncatedGzip",
                 |_| {
-                    let g = Layer::new().file("big", &(0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(), 0o644).gzip();
+                    let g = Layer::new()
+                        .file(
+                            "big",
+                            &(0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+                            0o644,
+                        )
+                        .gzip();
                     g[..g.len() / 2].to_vec()
                 },
                 Expect::Refused(InvalidArgument, "corrupt"),
@@ -699,18 +869,34 @@ fn rows() -> Vec<Row> {
             )
         },
         Row {
-            diff_id: Some("sha256:0000000000000000000000000000000000000000000000000000000000000000"),
-            ..row("BadDiffId", |_| Layer::new().file("f", b"x", 0o644).tar(), Expect::Refused(InvalidArgument, "diff_id"))
+            diff_id: Some(
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            ..row(
+                "BadDiffId",
+                |_| Layer::new().file("f", b"x", 0o644).tar(),
+                Expect::Refused(InvalidArgument, "diff_id"),
+            )
         },
         Row {
             media_type: "application/vnd.oci.image.layer.v1.tar+bzip2",
-            ..row("UnsupportedMediaType", |_| Layer::new().file("f", b"x", 0o644).tar(), Expect::Refused(NotImplemented, "media type"))
+            ..row(
+                "UnsupportedMediaType",
+                |_| Layer::new().file("f", b"x", 0o644).tar(),
+                Expect::Refused(NotImplemented, "media type"),
+            )
         },
     ];
     // A correct diff_id passes (the control row for BadDiffId).
     rows.push(Row {
-        diff_id: Some(Box::leak(sha256(&Layer::new().file("f", b"x", 0o644).tar()).into_boxed_str())),
-        ..row("GoodDiffId", |_| Layer::new().file("f", b"x", 0o644).tar(), confined(|c| file_value(&c.root, "f", b"x")))
+        diff_id: Some(Box::leak(
+            sha256(&Layer::new().file("f", b"x", 0o644).tar()).into_boxed_str(),
+        )),
+        ..row(
+            "GoodDiffId",
+            |_| Layer::new().file("f", b"x", 0o644).tar(),
+            confined(|c| file_value(&c.root, "f", b"x")),
+        )
     });
     rows
 }
@@ -722,12 +908,18 @@ fn sentinel(outside: &Path) {
     fs::write(outside.join("perm400"), "...").expect("write");
     fs::set_permissions(outside.join("perm400"), fs::Permissions::from_mode(0o400)).expect("chmod");
     fs::write(outside.join("also-exists-outside-root"), "...").expect("write");
-    fs::set_permissions(outside.join("also-exists-outside-root"), fs::Permissions::from_mode(0o640)).expect("chmod");
+    fs::set_permissions(
+        outside.join("also-exists-outside-root"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .expect("chmod");
 }
 
 fn host_etc_state() -> (Vec<u8>, u32, bool) {
     let passwd = fs::read("/etc/passwd").expect("read /etc/passwd");
-    let mode = fs::metadata("/etc/passwd").expect("stat /etc/passwd").mode();
+    let mode = fs::metadata("/etc/passwd")
+        .expect("stat /etc/passwd")
+        .mode();
     (passwd, mode, Path::new("/etc/unbroken").exists())
 }
 
@@ -737,8 +929,14 @@ fn layer_apply_breakouts_table() {
     let mut failures = Vec::new();
     let rows = rows();
     for r in &rows {
-        let tmp = tempfile::Builder::new().prefix("berth-breakout-").tempdir().expect("tempdir");
-        let ctx = Ctx { root: tmp.path().join("root"), outside: tmp.path().join("outside") };
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-breakout-")
+            .tempdir()
+            .expect("tempdir");
+        let ctx = Ctx {
+            root: tmp.path().join("root"),
+            outside: tmp.path().join("outside"),
+        };
         fs::create_dir(&ctx.root).expect("mkdir root");
         sentinel(&ctx.outside);
         if let Some(setup) = r.setup {
@@ -746,29 +944,47 @@ fn layer_apply_breakouts_table() {
         }
         let sentinel_before = describe(&ctx.outside, true);
         let blob = (r.layer)(&ctx);
-        let result = apply_layer(blob.as_slice(), r.media_type, &ApplyTarget::Dir(&ctx.root), r.diff_id);
+        let result = apply_layer(
+            blob.as_slice(),
+            r.media_type,
+            &ApplyTarget::Dir(&ctx.root),
+            r.diff_id,
+        );
         let verdict = match (&r.expect, result) {
-            (Expect::Confined(check), Ok(_)) => check(&ctx).map_err(|e| format!("applied but check failed: {e}")),
-            (Expect::Confined(_), Err(e)) => Err(format!("expected to apply (confined), got error: {e}")),
+            (Expect::Confined(check), Ok(_)) => {
+                check(&ctx).map_err(|e| format!("applied but check failed: {e}"))
+            }
+            (Expect::Confined(_), Err(e)) => {
+                Err(format!("expected to apply (confined), got error: {e}"))
+            }
             (Expect::Refused(kind, text), Err(e)) => {
                 let msg = e.to_string();
                 if e.kind() != *kind {
-                    Err(format!("refused with {:?} ({msg}), expected {kind:?}", e.kind()))
+                    Err(format!(
+                        "refused with {:?} ({msg}), expected {kind:?}",
+                        e.kind()
+                    ))
                 } else if !msg.to_lowercase().contains(&text.to_lowercase()) {
-                    Err(format!("refused, but the message {msg:?} does not mention {text:?}"))
+                    Err(format!(
+                        "refused, but the message {msg:?} does not mention {text:?}"
+                    ))
                 } else {
                     eprintln!("{:<36} refused: {msg}", r.name);
                     Ok(())
                 }
             }
-            (Expect::Refused(..), Ok(d)) => Err(format!("expected a refusal, but it applied ({})", d.digest)),
+            (Expect::Refused(..), Ok(d)) => {
+                Err(format!("expected a refusal, but it applied ({})", d.digest))
+            }
         };
         let sentinel_after = describe(&ctx.outside, true);
         let verdict = verdict.and_then(|()| {
             if sentinel_before == sentinel_after {
                 Ok(())
             } else {
-                Err(format!("SENTINEL CHANGED: before {sentinel_before:?} after {sentinel_after:?}"))
+                Err(format!(
+                    "SENTINEL CHANGED: before {sentinel_before:?} after {sentinel_after:?}"
+                ))
             }
         });
         if let Err(e) = verdict {
@@ -776,7 +992,13 @@ fn layer_apply_breakouts_table() {
         }
     }
     assert_eq!(host_etc_state(), host_before, "the host /etc changed");
-    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), rows.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
     eprintln!("{} breakout rows passed", rows.len());
 }
 

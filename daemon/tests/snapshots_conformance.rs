@@ -13,7 +13,8 @@ use std::time::SystemTime;
 use daemon::snapshots::mount::{mount_all, unmount_all};
 use daemon::snapshots::overlay::UPPERDIR_LABEL;
 use daemon::snapshots::{
-    Backend, ErrorKind, Info, Kind, Labels, NativeSnapshotter, OverlayConfig, OverlaySnapshotter, Snapshotter,
+    Backend, ErrorKind, Info, Kind, Labels, NativeSnapshotter, OverlayConfig, OverlaySnapshotter,
+    Snapshotter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -66,7 +67,9 @@ fn apply(root: &Path, ops: &[Op]) {
                 std::os::unix::fs::lchown(rel(root, p), Some(*uid), Some(*gid)).expect("chown");
             }
             Op::Link(old, new) => fs::hard_link(rel(root, old), rel(root, new)).expect("link"),
-            Op::Symlink(target, p) => std::os::unix::fs::symlink(target, rel(root, p)).expect("symlink"),
+            Op::Symlink(target, p) => {
+                std::os::unix::fs::symlink(target, rel(root, p)).expect("symlink");
+            }
             Op::Rename(old, new) => {
                 let (old, new) = (rel(root, old), rel(root, new));
                 match fs::rename(&old, &new) {
@@ -95,7 +98,11 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let md = fs::symlink_metadata(&p).expect("lstat");
-        let name = p.strip_prefix(root).expect("under root").display().to_string();
+        let name = p
+            .strip_prefix(root)
+            .expect("under root")
+            .display()
+            .to_string();
         let ft = md.file_type();
         let what = if ft.is_dir() {
             for e in fs::read_dir(&p).expect("readdir") {
@@ -103,14 +110,27 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
             }
             "dir".to_string()
         } else if ft.is_symlink() {
-            format!("symlink->{}", fs::read_link(&p).expect("readlink").display())
+            format!(
+                "symlink->{}",
+                fs::read_link(&p).expect("readlink").display()
+            )
         } else if ft.is_file() {
-            format!("file:{:?}", String::from_utf8_lossy(&fs::read(&p).expect("read")))
+            format!(
+                "file:{:?}",
+                String::from_utf8_lossy(&fs::read(&p).expect("read"))
+            )
         } else {
             format!("special:{:o}:{}", md.mode() & libc::S_IFMT, md.rdev())
         };
-        let mode = if ft.is_symlink() { 0 } else { md.mode() & 0o7777 };
-        out.insert(name, format!("{what} mode={mode:o} uid={} gid={}", md.uid(), md.gid()));
+        let mode = if ft.is_symlink() {
+            0
+        } else {
+            md.mode() & 0o7777
+        };
+        out.insert(
+            name,
+            format!("{what} mode={mode:o} uid={} gid={}", md.uid(), md.gid()),
+        );
     }
     out
 }
@@ -147,12 +167,20 @@ struct Env {
 
 impl Env {
     fn new(backend: &'static str) -> (Env, Backend) {
-        let tmp = tempfile::Builder::new().prefix(&format!("snapshot-suite-{backend}-")).tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("snapshot-suite-{backend}-"))
+            .tempdir()
+            .expect("tempdir");
         let root = tmp.path().join("root");
         let work = tmp.path().join("work");
         fs::create_dir_all(&root).expect("mkdir root");
         fs::create_dir_all(&work).expect("mkdir work");
-        let env = Env { _tmp: tmp, root, work, backend };
+        let env = Env {
+            _tmp: tmp,
+            root,
+            work,
+            backend,
+        };
         let sn = env.open();
         (env, sn)
     }
@@ -176,12 +204,23 @@ fn open_backend(backend: &str, root: &Path) -> Backend {
                 fss.contains("\toverlay\n"),
                 "overlayfs is missing from /proc/filesystems: load the `overlay` kernel module (modprobe overlay)"
             );
-            Backend::Overlay(OverlaySnapshotter::open(root, OverlayConfig::default()).expect("open overlayfs snapshotter"))
+            Backend::Overlay(
+                OverlaySnapshotter::open(root, OverlayConfig::default())
+                    .expect("open overlayfs snapshotter"),
+            )
         }
         "overlayfs-upperdir-label" => Backend::Overlay(
-            OverlaySnapshotter::open(root, OverlayConfig { upperdir_label: true }).expect("open overlayfs snapshotter"),
+            OverlaySnapshotter::open(
+                root,
+                OverlayConfig {
+                    upperdir_label: true,
+                },
+            )
+            .expect("open overlayfs snapshotter"),
         ),
-        "native" => Backend::Native(NativeSnapshotter::open(root).expect("open native snapshotter")),
+        "native" => {
+            Backend::Native(NativeSnapshotter::open(root).expect("open native snapshotter"))
+        }
         other => panic!("unknown backend {other}"),
     }
 }
@@ -191,7 +230,8 @@ struct Mounted(PathBuf);
 
 impl Mounted {
     fn new(mounts: &[daemon::snapshots::Mount], target: &Path) -> Mounted {
-        mount_all(mounts, target).unwrap_or_else(|e| panic!("mount {mounts:?} on {}: {e}", target.display()));
+        mount_all(mounts, target)
+            .unwrap_or_else(|e| panic!("mount {mounts:?} on {}: {e}", target.display()));
         Mounted(target.to_path_buf())
     }
 }
@@ -209,7 +249,9 @@ fn no_labels() -> Labels {
 }
 
 fn labels(kv: &[(&str, &str)]) -> Labels {
-    kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Prepare `key` on `parent`, mount it, apply `ops`, unmount, commit as `name`.
@@ -299,8 +341,17 @@ conformance!(overlayfs => "overlayfs", native => "native");
 
 /// checkSnapshotterBasic
 fn basic(env: &Env, sn: &Backend) {
-    let initial = vec![file("/foo", b"foo\n", 0o777), dir("/a", 0o755), dir("/a/b", 0o755), dir("/a/b/c", 0o755)];
-    let diff = vec![file("/bar", b"bar\n", 0o777), file("/foo", b"bar\n", 0o777), Op::RemoveAll("/a/b")];
+    let initial = vec![
+        file("/foo", b"foo\n", 0o777),
+        dir("/a", 0o755),
+        dir("/a/b", 0o755),
+        dir("/a/b/c", 0o755),
+    ];
+    let diff = vec![
+        file("/bar", b"bar\n", 0o777),
+        file("/foo", b"bar\n", 0o777),
+        Op::RemoveAll("/a/b"),
+    ];
 
     let preparing = env.dir("preparing");
     let mounts = sn.prepare("preparing", "", no_labels()).expect("prepare");
@@ -309,14 +360,20 @@ fn basic(env: &Env, sn: &Backend) {
         let _m = Mounted::new(&mounts, &preparing);
         apply(&preparing, &initial);
     }
-    sn.commit("committed", "preparing", no_labels()).expect("commit");
+    sn.commit("committed", "preparing", no_labels())
+        .expect("commit");
     let si = sn.stat("committed").expect("stat committed");
     assert_eq!(si.parent, "");
     assert_eq!(si.kind, Kind::Committed);
-    assert_eq!(sn.stat("preparing").expect_err("gone after commit").kind(), ErrorKind::NotFound);
+    assert_eq!(
+        sn.stat("preparing").expect_err("gone after commit").kind(),
+        ErrorKind::NotFound
+    );
 
     let next = env.dir("nextlayer");
-    let mounts = sn.prepare("nextlayer", "committed", no_labels()).expect("prepare next");
+    let mounts = sn
+        .prepare("nextlayer", "committed", no_labels())
+        .expect("prepare next");
     {
         let _m = Mounted::new(&mounts, &next);
         let expect = env.dir("expect-initial");
@@ -327,7 +384,8 @@ fn basic(env: &Env, sn: &Backend) {
     let ni = sn.stat("nextlayer").expect("stat next");
     assert_eq!(ni.parent, "committed");
     assert_eq!(ni.kind, Kind::Active);
-    sn.commit("committed-next", "nextlayer", no_labels()).expect("commit next");
+    sn.commit("committed-next", "nextlayer", no_labels())
+        .expect("commit next");
     let si2 = sn.stat("committed-next").expect("stat committed-next");
     assert_eq!(si2.parent, "committed");
     assert_eq!(si2.kind, Kind::Committed);
@@ -343,7 +401,9 @@ fn basic(env: &Env, sn: &Backend) {
     assert_eq!(walked.get("committed-next"), Some(&si2));
 
     let nextnext = env.dir("nextnextlayer");
-    let mounts = sn.view("nextnextlayer", "committed-next", no_labels()).expect("view");
+    let mounts = sn
+        .view("nextnextlayer", "committed-next", no_labels())
+        .expect("view");
     {
         let _m = Mounted::new(&mounts, &nextnext);
         let expect = env.dir("expect-both");
@@ -352,7 +412,9 @@ fn basic(env: &Env, sn: &Backend) {
         assert_same_tree(&expect, &nextnext, "view of two layers");
     }
     sn.remove("nextnextlayer").expect("remove view");
-    let err = sn.remove("committed").expect_err("remove parent of committed-next");
+    let err = sn
+        .remove("committed")
+        .expect_err("remove parent of committed-next");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     assert!(err.to_string().contains("remove"), "{err}");
     sn.remove("committed-next").expect("remove committed-next");
@@ -379,7 +441,8 @@ fn stat_committed(env: &Env, sn: &Backend) {
         let _m = Mounted::new(&mounts, &p);
         fs::write(p.join("foo"), "foo\n").expect("write");
     }
-    sn.commit("committed", "preparing", no_labels()).expect("commit");
+    sn.commit("committed", "preparing", no_labels())
+        .expect("commit");
     let si = sn.stat("committed").expect("stat");
     assert_eq!(si.name, "committed");
     assert_eq!(si.kind, Kind::Committed);
@@ -389,7 +452,13 @@ fn stat_committed(env: &Env, sn: &Backend) {
 /// checkSnapshotterTransitivity
 fn transitivity(env: &Env, sn: &Backend) {
     layer(env, sn, "snapA", "", &[file("/foo", b"foo\n", 0o777)]);
-    layer(env, sn, "snapB", "snapA", &[file("/foo", b"foo bar\n", 0o777)]);
+    layer(
+        env,
+        sn,
+        "snapB",
+        "snapA",
+        &[file("/foo", b"foo bar\n", 0o777)],
+    );
     let a = sn.stat("snapA").expect("stat A");
     let b = sn.stat("snapB").expect("stat B");
     let pb = sn.stat(&b.parent).expect("stat parent of B");
@@ -401,12 +470,29 @@ fn transitivity(env: &Env, sn: &Backend) {
 /// checkSnapshotterPrepareView
 fn prepare_view_same_key_fails(env: &Env, sn: &Backend) {
     layer(env, sn, "snapA", "", &[]);
-    sn.prepare("newlayer", "snapA", no_labels()).expect("prepare");
-    assert_eq!(sn.view("newlayer", "snapA", no_labels()).expect_err("dup").kind(), ErrorKind::AlreadyExists);
-    sn.prepare("prepLayer", "snapA", no_labels()).expect("prepare");
-    assert_eq!(sn.prepare("prepLayer", "snapA", no_labels()).expect_err("dup").kind(), ErrorKind::AlreadyExists);
+    sn.prepare("newlayer", "snapA", no_labels())
+        .expect("prepare");
+    assert_eq!(
+        sn.view("newlayer", "snapA", no_labels())
+            .expect_err("dup")
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
+    sn.prepare("prepLayer", "snapA", no_labels())
+        .expect("prepare");
+    assert_eq!(
+        sn.prepare("prepLayer", "snapA", no_labels())
+            .expect_err("dup")
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
     sn.view("viewLayer", "snapA", no_labels()).expect("view");
-    assert_eq!(sn.view("viewLayer", "snapA", no_labels()).expect_err("dup").kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        sn.view("viewLayer", "snapA", no_labels())
+            .expect_err("dup")
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
 }
 
 /// baseTestSnapshots
@@ -440,57 +526,106 @@ fn update_labels_and_timestamps(_env: &Env, sn: &Backend) {
         ("v2", Kind::View, ""),
     ] {
         let mut st = sn.stat(name).expect("stat");
-        assert!(st.created >= t1 && st.created <= t2, "{name}: created {:?} not in [{t1:?}, {t2:?}]", st.created);
-        assert_eq!(st.created, st.updated, "{name}: updated must equal created before any update");
-        assert_eq!((st.kind, st.parent.as_str(), st.name.as_str()), (kind, parent, name));
+        assert!(
+            st.created >= t1 && st.created <= t2,
+            "{name}: created {:?} not in [{t1:?}, {t2:?}]",
+            st.created
+        );
+        assert_eq!(
+            st.created, st.updated,
+            "{name}: updated must equal created before any update"
+        );
+        assert_eq!(
+            (st.kind, st.parent.as_str(), st.name.as_str()),
+            (kind, parent, name)
+        );
         let created = st.created;
 
-        let expected = labels(&[("l1", "v1"), ("l2", "v2"), ("l3", "v3"), ("containerd.io/gc.root", "root")]);
+        let expected = labels(&[
+            ("l1", "v1"),
+            ("l2", "v2"),
+            ("l3", "v3"),
+            ("containerd.io/gc.root", "root"),
+        ]);
         st.parent = "doesnotexist".into();
         st.labels = expected.clone();
         let u1 = SystemTime::now();
         let st2 = sn.update(&st, &[]).expect("update all labels");
         let u2 = SystemTime::now();
         assert_eq!(st2.created, created, "{name}: created changed");
-        assert!(st2.updated >= u1 && st2.updated <= u2, "{name}: updated not refreshed");
-        assert_eq!((st2.kind, st2.parent.as_str(), st2.name.as_str()), (kind, parent, name));
+        assert!(
+            st2.updated >= u1 && st2.updated <= u2,
+            "{name}: updated not refreshed"
+        );
+        assert_eq!(
+            (st2.kind, st2.parent.as_str(), st2.name.as_str()),
+            (kind, parent, name)
+        );
         assert_eq!(without_upperdir(st2.labels.clone()), expected);
 
         let mut st3 = st2.clone();
         st3.labels = labels(&[("l1", "updated"), ("l4", "v4")]);
-        let st3 = sn.update(&st3, &["labels.l1".into(), "labels.l2".into()]).expect("update by fieldpath");
+        let st3 = sn
+            .update(&st3, &["labels.l1".into(), "labels.l2".into()])
+            .expect("update by fieldpath");
         assert_eq!(
             without_upperdir(st3.labels.clone()),
-            labels(&[("l1", "updated"), ("l3", "v3"), ("containerd.io/gc.root", "root")])
+            labels(&[
+                ("l1", "updated"),
+                ("l3", "v3"),
+                ("containerd.io/gc.root", "root")
+            ])
         );
 
         let mut st4 = st3.clone();
         st4.labels = labels(&[("l4", "v4"), ("containerd.io/gc.root", "root")]);
         let st4 = sn.update(&st4, &["labels".into()]).expect("update labels");
-        assert_eq!(without_upperdir(st4.labels.clone()), labels(&[("l4", "v4"), ("containerd.io/gc.root", "root")]));
-        assert_eq!(without_upperdir(sn.stat(name).expect("stat").labels), without_upperdir(st4.labels.clone()));
+        assert_eq!(
+            without_upperdir(st4.labels.clone()),
+            labels(&[("l4", "v4"), ("containerd.io/gc.root", "root")])
+        );
+        assert_eq!(
+            without_upperdir(sn.stat(name).expect("stat").labels),
+            without_upperdir(st4.labels.clone())
+        );
 
         let mut st5 = st4.clone();
         st5.parent = "doesnotexist".into();
-        let err = sn.update(&st5, &["parent".into()]).expect_err("immutable field");
+        let err = sn
+            .update(&st5, &["parent".into()])
+            .expect_err("immutable field");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     }
-    let missing = Info { name: "nope".into(), ..sn.stat("c1").expect("stat") };
-    assert_eq!(sn.update(&missing, &[]).expect_err("missing").kind(), ErrorKind::NotFound);
+    let missing = Info {
+        name: "nope".into(),
+        ..sn.stat("c1").expect("stat")
+    };
+    assert_eq!(
+        sn.update(&missing, &[]).expect_err("missing").kind(),
+        ErrorKind::NotFound
+    );
 }
 
 /// checkRemove
 fn remove_and_reuse_keys(_env: &Env, sn: &Backend) {
     sn.prepare("committed-a", "", no_labels()).expect("prepare");
-    sn.commit("committed-1", "committed-a", no_labels()).expect("commit");
-    sn.prepare("reuse-1", "committed-1", no_labels()).expect("prepare reuse-1");
+    sn.commit("committed-1", "committed-a", no_labels())
+        .expect("commit");
+    sn.prepare("reuse-1", "committed-1", no_labels())
+        .expect("prepare reuse-1");
     sn.remove("reuse-1").expect("remove reuse-1");
-    sn.view("reuse-1", "committed-1", no_labels()).expect("view reuse-1");
+    sn.view("reuse-1", "committed-1", no_labels())
+        .expect("view reuse-1");
     sn.remove("reuse-1").expect("remove view reuse-1");
-    sn.prepare("reuse-1", "", no_labels()).expect("prepare reuse-1 again");
+    sn.prepare("reuse-1", "", no_labels())
+        .expect("prepare reuse-1 again");
     sn.remove("committed-1").expect("remove committed-1");
-    sn.commit("committed-1", "reuse-1", no_labels()).expect("commit under the reused name");
-    assert_eq!(sn.remove("reuse-1").expect_err("gone").kind(), ErrorKind::NotFound);
+    sn.commit("committed-1", "reuse-1", no_labels())
+        .expect("commit under the reused name");
+    assert_eq!(
+        sn.remove("reuse-1").expect_err("gone").kind(),
+        ErrorKind::NotFound
+    );
 }
 
 /// checkWalk (containerd's filter strings as predicates; the filter parser lives above)
@@ -503,29 +638,65 @@ fn walk_with_filters(_env: &Env, sn: &Backend) {
     sn.prepare("a", "p", opt()).expect("a");
     sn.view("v", "p", opt()).expect("v");
     sn.prepare("p-wl-tmp", "", opt()).expect("p-wl-tmp");
-    sn.commit("p-wl", "p-wl-tmp", labels(&[("l", "1"), root])).expect("p-wl");
-    sn.prepare("a-wl", "p-wl", labels(&[("l", "2"), root])).expect("a-wl");
-    sn.view("v-wl", "p-wl", labels(&[("l", "3"), root])).expect("v-wl");
-    sn.prepare("a-np-wl", "", labels(&[("l", "2"), root])).expect("a-np-wl");
+    sn.commit("p-wl", "p-wl-tmp", labels(&[("l", "1"), root]))
+        .expect("p-wl");
+    sn.prepare("a-wl", "p-wl", labels(&[("l", "2"), root]))
+        .expect("a-wl");
+    sn.view("v-wl", "p-wl", labels(&[("l", "3"), root]))
+        .expect("v-wl");
+    sn.prepare("a-np-wl", "", labels(&[("l", "2"), root]))
+        .expect("a-np-wl");
 
     let gc = |i: &Info| i.labels.get(root.0).map(String::as_str) == Some(root.1);
     type Pred = Box<dyn Fn(&Info) -> bool>;
     let cases: Vec<(&[&str], Pred)> = vec![
-        (&["a-np", "p", "a", "v", "p-wl", "a-wl", "v-wl", "a-np-wl"], Box::new(gc)),
-        (&["a-np", "a", "a-wl", "a-np-wl"], Box::new(move |i| i.kind == Kind::Active && gc(i))),
-        (&["v", "v-wl"], Box::new(move |i| i.kind == Kind::View && gc(i))),
-        (&["p", "p-wl"], Box::new(move |i| i.kind == Kind::Committed && gc(i))),
-        (&["p", "a-np-wl"], Box::new(|i| i.name == "p" || i.name == "a-np-wl")),
-        (&["a-wl"], Box::new(|i| i.name == "a-wl" && i.labels.contains_key("l"))),
+        (
+            &["a-np", "p", "a", "v", "p-wl", "a-wl", "v-wl", "a-np-wl"],
+            Box::new(gc),
+        ),
+        (
+            &["a-np", "a", "a-wl", "a-np-wl"],
+            Box::new(move |i| i.kind == Kind::Active && gc(i)),
+        ),
+        (
+            &["v", "v-wl"],
+            Box::new(move |i| i.kind == Kind::View && gc(i)),
+        ),
+        (
+            &["p", "p-wl"],
+            Box::new(move |i| i.kind == Kind::Committed && gc(i)),
+        ),
+        (
+            &["p", "a-np-wl"],
+            Box::new(|i| i.name == "p" || i.name == "a-np-wl"),
+        ),
+        (
+            &["a-wl"],
+            Box::new(|i| i.name == "a-wl" && i.labels.contains_key("l")),
+        ),
         (&["a", "v"], Box::new(|i| i.parent == "p")),
-        (&["a", "v", "a-wl", "v-wl"], Box::new(move |i| !i.parent.is_empty() && gc(i))),
-        (&["p-wl", "a-wl", "v-wl", "a-np-wl"], Box::new(|i| i.labels.contains_key("l"))),
-        (&["a-wl", "a-np-wl"], Box::new(|i| i.labels.get("l").map(String::as_str) == Some("2"))),
+        (
+            &["a", "v", "a-wl", "v-wl"],
+            Box::new(move |i| !i.parent.is_empty() && gc(i)),
+        ),
+        (
+            &["p-wl", "a-wl", "v-wl", "a-np-wl"],
+            Box::new(|i| i.labels.contains_key("l")),
+        ),
+        (
+            &["a-wl", "a-np-wl"],
+            Box::new(|i| i.labels.get("l").map(String::as_str) == Some("2")),
+        ),
     ];
     for (n, (want, pred)) in cases.iter().enumerate() {
-        let mut got: Vec<String> = sn.list(pred.as_ref()).expect("list").into_iter().map(|i| i.name).collect();
+        let mut got: Vec<String> = sn
+            .list(pred.as_ref())
+            .expect("list")
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         got.sort();
-        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let mut want: Vec<String> = want.iter().map(ToString::to_string).collect();
         want.sort();
         assert_eq!(got, want, "walk case {n}");
     }
@@ -547,8 +718,12 @@ fn layer_file_update(env: &Env, sn: &Backend) {
             file("/root/.bashrc", b"PATH=/usr/sbin:/usr/bin", 0o644),
         ];
         check_chain_prefixed(env, sn, &prefix, &[l1, l2]);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
-        std::thread::sleep(std::time::Duration::from_nanos(u64::from(1_000_000_000 - now.subsec_nanos())));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock");
+        std::thread::sleep(std::time::Duration::from_nanos(u64::from(
+            1_000_000_000 - now.subsec_nanos(),
+        )));
     }
 }
 
@@ -559,7 +734,11 @@ fn remove_directory_in_lower_layer(env: &Env, sn: &Backend) {
         sn,
         &[
             vec![dir("/lib", 0o700), file("/lib/hidden", b"", 0o644)],
-            vec![Op::RemoveAll("/lib"), dir("/lib", 0o700), file("/lib/not-hidden", b"", 0o644)],
+            vec![
+                Op::RemoveAll("/lib"),
+                dir("/lib", 0o700),
+                file("/lib/not-hidden", b"", 0o644),
+            ],
             vec![file("/lib/newfile", b"", 0o644)],
         ],
     );
@@ -571,7 +750,12 @@ fn chown(env: &Env, sn: &Backend) {
         env,
         sn,
         &[
-            vec![dir("/opt", 0o700), dir("/opt/a", 0o700), dir("/opt/a/b", 0o700), file("/opt/a/b/file.txt", b"hello", 0o644)],
+            vec![
+                dir("/opt", 0o700),
+                dir("/opt/a", 0o700),
+                dir("/opt/a/b", 0o700),
+                file("/opt/a/b/file.txt", b"hello", 0o644),
+            ],
             vec![
                 Op::Chown("/opt", 1, 1),
                 Op::Chown("/opt/a", 1, 1),
@@ -602,7 +786,12 @@ fn directory_permission_on_commit(env: &Env, sn: &Backend) {
                 Op::Chown("/dir5", 1, 1),
                 Op::Chown("/dir5/f1", 1, 1),
             ],
-            vec![Op::Chown("/dir2", 0, 0), Op::RemoveAll("/dir3"), Op::Chown("/dir4", 1, 1), Op::Chown("/dir4/f1", 1, 1)],
+            vec![
+                Op::Chown("/dir2", 0, 0),
+                Op::RemoveAll("/dir3"),
+                Op::Chown("/dir4", 1, 1),
+                Op::Chown("/dir4/f1", 1, 1),
+            ],
             vec![
                 dir("/dir3", 0o700),
                 Op::Chown("/dir3", 1, 1),
@@ -617,12 +806,20 @@ fn directory_permission_on_commit(env: &Env, sn: &Backend) {
 /// checkRemoveIntermediateSnapshot
 fn remove_intermediate_snapshot_fails(env: &Env, sn: &Backend) {
     layer(env, sn, "committed-base", "", &[]);
-    sn.prepare("intermediate", "committed-base", no_labels()).expect("prepare");
-    sn.commit("committed-inter", "intermediate", no_labels()).expect("commit");
-    sn.prepare("toplayer", "committed-inter", no_labels()).expect("prepare top");
-    let err = sn.remove("committed-inter").expect_err("intermediate removal must fail");
+    sn.prepare("intermediate", "committed-base", no_labels())
+        .expect("prepare");
+    sn.commit("committed-inter", "intermediate", no_labels())
+        .expect("commit");
+    sn.prepare("toplayer", "committed-inter", no_labels())
+        .expect("prepare top");
+    let err = sn
+        .remove("committed-inter")
+        .expect_err("intermediate removal must fail");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
-    assert!(err.to_string().contains("toplayer"), "error names the child: {err}");
+    assert!(
+        err.to_string().contains("toplayer"),
+        "error names the child: {err}"
+    );
     sn.remove("toplayer").expect("remove top");
     sn.remove("committed-inter").expect("remove inter");
     sn.remove("committed-base").expect("remove base");
@@ -633,7 +830,14 @@ fn deleted_files_in_child_snapshot(env: &Env, sn: &Backend) {
     check_chain(
         env,
         sn,
-        &[vec![file("/foo", b"foo\n", 0o777), file("/foobar", b"foobar\n", 0o777)], vec![Op::RemoveAll("/foobar")], vec![]],
+        &[
+            vec![
+                file("/foo", b"foo\n", 0o777),
+                file("/foobar", b"foobar\n", 0o777),
+            ],
+            vec![Op::RemoveAll("/foobar")],
+            vec![],
+        ],
     );
 }
 
@@ -643,7 +847,12 @@ fn move_file_from_lower_layer(env: &Env, sn: &Backend) {
         env,
         sn,
         &[
-            vec![dir("/dir1", 0o700), file("/dir1/f1", b"Hello", 0o644), dir("/dir2", 0o700), file("/dir2/f2", b"...", 0o644)],
+            vec![
+                dir("/dir1", 0o700),
+                file("/dir1/f1", b"Hello", 0o644),
+                dir("/dir2", 0o700),
+                file("/dir2/f2", b"...", 0o644),
+            ],
             vec![
                 dir("/dir3", 0o700),
                 file("/dir3/f1", b"Hello", 0o644),
@@ -685,7 +894,8 @@ fn view_is_readonly(env: &Env, sn: &Backend) {
         let target = env.dir(&format!("{view}-mount"));
         {
             let _m = Mounted::new(&m, &target);
-            let err = fs::write(target.join("testfile"), "testcontent").expect_err("write into a view must fail");
+            let err = fs::write(target.join("testfile"), "testcontent")
+                .expect_err("write into a view must fail");
             assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
         }
         sn.remove(view).expect("remove view");
@@ -697,7 +907,8 @@ fn view_is_readonly(env: &Env, sn: &Backend) {
 fn stat_in_walk(env: &Env, sn: &Backend) {
     layer(env, sn, "siw-c1", "", &[]);
     layer(env, sn, "siw-c2", "siw-c1", &[]);
-    sn.prepare("siw-a1", "siw-c2", labels(&[("x", "y")])).expect("prepare");
+    sn.prepare("siw-a1", "siw-c2", labels(&[("x", "y")]))
+        .expect("prepare");
     sn.view("siw-v1", "siw-c2", no_labels()).expect("view");
     let mut seen = 0;
     sn.walk(&mut |i| {
@@ -712,8 +923,10 @@ fn stat_in_walk(env: &Env, sn: &Backend) {
 
 /// closeTwice, plus: every call after close fails with a clear error
 fn close_twice_then_calls_fail(_env: &Env, sn: &Backend) {
-    sn.prepare("closeTwice-prepare", "", no_labels()).expect("prepare");
-    sn.commit("closeTwice", "closeTwice-prepare", no_labels()).expect("commit");
+    sn.prepare("closeTwice-prepare", "", no_labels())
+        .expect("prepare");
+    sn.commit("closeTwice", "closeTwice-prepare", no_labels())
+        .expect("commit");
     sn.remove("closeTwice").expect("remove");
     sn.close().expect("first close");
     sn.close().expect("second close");
@@ -728,7 +941,10 @@ fn root_permission(env: &Env, sn: &Backend) {
     let mounts = sn.prepare("preparing", "", no_labels()).expect("prepare");
     let _m = Mounted::new(&mounts, &p);
     let mode = fs::metadata(&p).expect("stat").mode() & 0o777;
-    assert_eq!(mode, 0o755, "root of a fresh snapshot must be 0755, got {mode:o}");
+    assert_eq!(
+        mode, 0o755,
+        "root of a fresh snapshot must be 0755, got {mode:o}"
+    );
 }
 
 /// check128LayersMount: 128 layers stacked, compared at each step with a flat directory
@@ -768,8 +984,16 @@ fn deep_chain_128_layers(env: &Env, sn: &Backend) {
     let view = env.dir("fullview");
     let mounts = sn.view("fullview", &parent, no_labels()).expect("view");
     if env.backend == "overlayfs" {
-        let lower = mounts[0].options.iter().find(|o| o.starts_with("lowerdir=")).expect("lowerdir option");
-        assert_eq!(lower.split(':').count(), 128, "a 128-layer view stacks 128 lowerdirs");
+        let lower = mounts[0]
+            .options
+            .iter()
+            .find(|o| o.starts_with("lowerdir="))
+            .expect("lowerdir option");
+        assert_eq!(
+            lower.split(':').count(),
+            128,
+            "a 128-layer view stacks 128 lowerdirs"
+        );
     }
     let _m = Mounted::new(&mounts, &view);
     assert_same_tree(&flat, &view, "full view of 128 layers");
@@ -782,33 +1006,98 @@ fn error_kinds(env: &Env, sn: &Backend) {
     sn.view("view", "base", no_labels()).expect("view");
 
     let cases: Vec<(&str, daemon::snapshots::Error, ErrorKind)> = vec![
-        ("stat missing", sn.stat("missing").unwrap_err(), ErrorKind::NotFound),
-        ("usage missing", sn.usage("missing").unwrap_err(), ErrorKind::NotFound),
-        ("mounts missing", sn.mounts("missing").unwrap_err(), ErrorKind::NotFound),
-        ("remove missing", sn.remove("missing").unwrap_err(), ErrorKind::NotFound),
-        ("prepare on missing parent", sn.prepare("x", "missing", no_labels()).unwrap_err(), ErrorKind::NotFound),
-        ("prepare on active parent", sn.prepare("x", "active", no_labels()).unwrap_err(), ErrorKind::InvalidArgument),
-        ("view of active", sn.view("x", "active", no_labels()).unwrap_err(), ErrorKind::InvalidArgument),
-        ("prepare existing key", sn.prepare("base", "", no_labels()).unwrap_err(), ErrorKind::AlreadyExists),
-        ("commit a view", sn.commit("c", "view", no_labels()).unwrap_err(), ErrorKind::FailedPrecondition),
-        ("commit a committed", sn.commit("c", "base", no_labels()).unwrap_err(), ErrorKind::FailedPrecondition),
-        ("commit onto existing name", sn.commit("base", "active", no_labels()).unwrap_err(), ErrorKind::AlreadyExists),
-        ("mounts of committed", sn.mounts("base").unwrap_err(), ErrorKind::FailedPrecondition),
-        ("remove with children", sn.remove("base").unwrap_err(), ErrorKind::FailedPrecondition),
-        ("empty key", sn.prepare("", "", no_labels()).unwrap_err(), ErrorKind::InvalidArgument),
+        (
+            "stat missing",
+            sn.stat("missing").unwrap_err(),
+            ErrorKind::NotFound,
+        ),
+        (
+            "usage missing",
+            sn.usage("missing").unwrap_err(),
+            ErrorKind::NotFound,
+        ),
+        (
+            "mounts missing",
+            sn.mounts("missing").unwrap_err(),
+            ErrorKind::NotFound,
+        ),
+        (
+            "remove missing",
+            sn.remove("missing").unwrap_err(),
+            ErrorKind::NotFound,
+        ),
+        (
+            "prepare on missing parent",
+            sn.prepare("x", "missing", no_labels()).unwrap_err(),
+            ErrorKind::NotFound,
+        ),
+        (
+            "prepare on active parent",
+            sn.prepare("x", "active", no_labels()).unwrap_err(),
+            ErrorKind::InvalidArgument,
+        ),
+        (
+            "view of active",
+            sn.view("x", "active", no_labels()).unwrap_err(),
+            ErrorKind::InvalidArgument,
+        ),
+        (
+            "prepare existing key",
+            sn.prepare("base", "", no_labels()).unwrap_err(),
+            ErrorKind::AlreadyExists,
+        ),
+        (
+            "commit a view",
+            sn.commit("c", "view", no_labels()).unwrap_err(),
+            ErrorKind::FailedPrecondition,
+        ),
+        (
+            "commit a committed",
+            sn.commit("c", "base", no_labels()).unwrap_err(),
+            ErrorKind::FailedPrecondition,
+        ),
+        (
+            "commit onto existing name",
+            sn.commit("base", "active", no_labels()).unwrap_err(),
+            ErrorKind::AlreadyExists,
+        ),
+        (
+            "mounts of committed",
+            sn.mounts("base").unwrap_err(),
+            ErrorKind::FailedPrecondition,
+        ),
+        (
+            "remove with children",
+            sn.remove("base").unwrap_err(),
+            ErrorKind::FailedPrecondition,
+        ),
+        (
+            "empty key",
+            sn.prepare("", "", no_labels()).unwrap_err(),
+            ErrorKind::InvalidArgument,
+        ),
     ];
     for (what, err, kind) in cases {
         assert_eq!(err.kind(), kind, "{what}: {err}");
     }
     // Failed creates leave nothing behind: the key is free and no stray directory exists.
-    sn.prepare("x", "", no_labels()).expect("x is free after the failed attempts");
+    sn.prepare("x", "", no_labels())
+        .expect("x is free after the failed attempts");
     // Commit twice: the second finds the key gone.
     sn.commit("c1", "active", no_labels()).expect("commit");
-    assert_eq!(sn.commit("c2", "active", no_labels()).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        sn.commit("c2", "active", no_labels()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     let snaps = env.root.join("snapshots");
-    let entries: Vec<String> =
-        fs::read_dir(&snaps).expect("read").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
-    assert!(entries.iter().all(|e| !e.starts_with("new-")), "temporary dirs left: {entries:?}");
+    let entries: Vec<String> = fs::read_dir(&snaps)
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        entries.iter().all(|e| !e.starts_with("new-")),
+        "temporary dirs left: {entries:?}"
+    );
 }
 
 /// berth: usage is walked for active snapshots and cached at commit
@@ -828,7 +1117,10 @@ fn usage_active_and_committed(env: &Env, sn: &Backend) {
     assert!(active.size >= 256 * 1024, "{active:?}");
     sn.commit("uc", "u", no_labels()).expect("commit");
     let committed = sn.usage("uc").expect("usage committed");
-    assert_eq!(committed, active, "commit caches the usage measured at commit");
+    assert_eq!(
+        committed, active,
+        "commit caches the usage measured at commit"
+    );
 
     let q = env.dir("u2");
     let mounts = sn.prepare("u2", "uc", no_labels()).expect("prepare child");
@@ -853,9 +1145,15 @@ fn cleanup_removes_unreferenced_dirs(env: &Env, sn: &Backend) {
         fs::create_dir_all(snaps.join(stray).join("fs")).expect("stray dir");
     }
     sn.cleanup().expect("cleanup");
-    let left: Vec<String> =
-        fs::read_dir(&snaps).expect("read").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(left.len(), 1, "only the kept snapshot's dir survives: {left:?}");
+    let left: Vec<String> = fs::read_dir(&snaps)
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the kept snapshot's dir survives: {left:?}"
+    );
     let v = env.dir("v");
     let m = sn.view("v", "keep", no_labels()).expect("view");
     let _m = Mounted::new(&m, &v);
@@ -865,11 +1163,15 @@ fn cleanup_removes_unreferenced_dirs(env: &Env, sn: &Backend) {
 /// berth: metadata and content persist across close and reopen
 fn metadata_survives_reopen(env: &Env, sn: &Backend) {
     layer(env, sn, "persist", "", &[file("/f", b"persisted", 0o600)]);
-    sn.prepare("persist-active", "persist", labels(&[("k", "v")])).expect("prepare");
+    sn.prepare("persist-active", "persist", labels(&[("k", "v")]))
+        .expect("prepare");
     let before = sn.stat("persist-active").expect("stat");
     sn.close().expect("close");
     let sn2 = env.open();
-    assert_eq!(sn2.stat("persist-active").expect("stat after reopen"), before);
+    assert_eq!(
+        sn2.stat("persist-active").expect("stat after reopen"),
+        before
+    );
     let m = sn2.mounts("persist-active").expect("mounts after reopen");
     let t = env.dir("reopened");
     {
@@ -909,8 +1211,18 @@ fn symlinks_hardlinks_and_devices_across_layers(env: &Env, sn: &Backend) {
     let mounts = sn.prepare("devs", "", no_labels()).expect("prepare");
     {
         let _m = Mounted::new(&mounts, &p);
-        nix::sys::stat::mknod(&p.join("null"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 3)).expect("mknod");
-        nix::unistd::mkfifo(&p.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        nix::sys::stat::mknod(
+            &p.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .expect("mknod");
+        nix::unistd::mkfifo(
+            &p.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
     }
     sn.commit("devs-c", "devs", no_labels()).expect("commit");
     let v = env.dir("devs-v");
@@ -927,25 +1239,50 @@ fn symlinks_hardlinks_and_devices_across_layers(env: &Env, sn: &Backend) {
 #[test]
 fn overlay_mount_shapes_and_upperdir_label() {
     let (env, sn) = Env::new("overlayfs-upperdir-label");
-    let Backend::Overlay(ov) = &sn else { panic!("expected overlay backend") };
+    let Backend::Overlay(ov) = &sn else {
+        panic!("expected overlay backend")
+    };
     let m = sn.prepare("a", "", no_labels()).expect("prepare");
     assert_eq!(m.len(), 1);
-    assert_eq!((m[0].fs_type.as_str(), m[0].options.clone()), ("bind", vec!["rw".to_string(), "rbind".to_string()]));
+    assert_eq!(
+        (m[0].fs_type.as_str(), m[0].options.clone()),
+        ("bind", vec!["rw".to_string(), "rbind".to_string()])
+    );
     sn.commit("c", "a", no_labels()).expect("commit");
     let v = sn.view("v", "c", no_labels()).expect("view");
-    assert_eq!((v[0].fs_type.as_str(), v[0].options.clone()), ("bind", vec!["ro".to_string(), "rbind".to_string()]));
-    let p = sn.prepare("p", "c", no_labels()).expect("prepare on parent");
+    assert_eq!(
+        (v[0].fs_type.as_str(), v[0].options.clone()),
+        ("bind", vec!["ro".to_string(), "rbind".to_string()])
+    );
+    let p = sn
+        .prepare("p", "c", no_labels())
+        .expect("prepare on parent");
     assert_eq!(p[0].fs_type, "overlay");
     let opts = &p[0].options;
-    assert!(opts.iter().any(|o| o.starts_with("upperdir=") && o.ends_with("/fs")), "{opts:?}");
-    assert!(opts.iter().any(|o| o.starts_with("workdir=") && o.ends_with("/work")), "{opts:?}");
+    assert!(
+        opts.iter()
+            .any(|o| o.starts_with("upperdir=") && o.ends_with("/fs")),
+        "{opts:?}"
+    );
+    assert!(
+        opts.iter()
+            .any(|o| o.starts_with("workdir=") && o.ends_with("/work")),
+        "{opts:?}"
+    );
     assert!(opts.iter().any(|o| o.starts_with("lowerdir=")), "{opts:?}");
     if Path::new("/sys/module/overlay/parameters/index").exists() {
         assert_eq!(opts[0], "index=off", "{opts:?}");
     }
     let st = sn.stat("p").expect("stat");
-    let upper = st.labels.get(UPPERDIR_LABEL).expect("upperdir label present");
-    assert!(upper.starts_with(&ov.root().join("snapshots").display().to_string()) && upper.ends_with("/fs"), "{upper}");
+    let upper = st
+        .labels
+        .get(UPPERDIR_LABEL)
+        .expect("upperdir label present");
+    assert!(
+        upper.starts_with(&ov.root().join("snapshots").display().to_string())
+            && upper.ends_with("/fs"),
+        "{upper}"
+    );
     assert!(Path::new(upper).is_dir());
     let listed = sn.list(&|i| i.name == "c").expect("list");
     assert!(listed[0].labels.contains_key(UPPERDIR_LABEL));

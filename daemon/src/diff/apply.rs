@@ -38,7 +38,10 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, readlinkat, AtFlags, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
-use nix::sys::stat::{fchmodat, fstat, fstatat, mkdirat, mknodat, utimensat, FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmodat, fstat, fstatat, mkdirat, mknodat, utimensat, FchmodatFlags, FileStat, Mode, SFlag,
+    UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
@@ -56,7 +59,10 @@ pub enum ApplyTarget<'a> {
     Dir(&'a Path),
     /// An overlayfs upper directory and its lower directories, nearest first: whiteouts are
     /// written as overlay whiteouts.
-    OverlayUpper { upper: &'a Path, lowers: &'a [PathBuf] },
+    OverlayUpper {
+        upper: &'a Path,
+        lowers: &'a [PathBuf],
+    },
 }
 
 /// Largest GNU long name / long link / PAX header accepted (Go's `maxSpecialFileSize`).
@@ -79,23 +85,36 @@ pub fn apply_layer(
     expected_diff_id: Option<&str>,
 ) -> Result<Descriptor> {
     Compression::from_media_type(media_type)?;
-    let (_, plain) = decompress(blob).map_err(|source| Error::Corrupt { entries: 0, at: String::new(), source })?;
+    let (_, plain) = decompress(blob).map_err(|source| Error::Corrupt {
+        entries: 0,
+        at: String::new(),
+        source,
+    })?;
     let mut reader = DigestReader::new(plain);
     let mut applier = match target {
         ApplyTarget::Dir(root) => Applier::new(root, &[], false)?,
         ApplyTarget::OverlayUpper { upper, lowers } => Applier::new(upper, lowers, true)?,
     };
     applier.run(&mut reader)?;
-    reader
-        .drain()
-        .map_err(|source| Error::Corrupt { entries: applier.count, at: " at the end of the archive".into(), source })?;
+    reader.drain().map_err(|source| Error::Corrupt {
+        entries: applier.count,
+        at: " at the end of the archive".into(),
+        source,
+    })?;
     let (digest, size) = reader.finish();
     if let Some(expected) = expected_diff_id {
         if expected != digest {
-            return Err(Error::DigestMismatch { expected: expected.to_string(), actual: digest });
+            return Err(Error::DigestMismatch {
+                expected: expected.to_string(),
+                actual: digest,
+            });
         }
     }
-    Ok(Descriptor { media_type: MEDIA_TYPE_LAYER.to_string(), digest, size: i64::try_from(size).unwrap_or(i64::MAX) })
+    Ok(Descriptor {
+        media_type: MEDIA_TYPE_LAYER.to_string(),
+        digest,
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+    })
 }
 
 /// Apply a layer onto the snapshot described by `mounts` (what `Snapshotter::prepare`
@@ -109,17 +128,31 @@ pub fn apply_to_mounts(
 ) -> Result<Descriptor> {
     if let [m] = mounts {
         if m.fs_type == "overlay" {
-            let opt = |k: &str| m.options.iter().find_map(|o| o.strip_prefix(k)).map(str::to_string);
+            let opt = |k: &str| {
+                m.options
+                    .iter()
+                    .find_map(|o| o.strip_prefix(k))
+                    .map(str::to_string)
+            };
             if let Some(upper) = opt("upperdir=") {
-                let lowers: Vec<PathBuf> =
-                    opt("lowerdir=").map(|l| l.split(':').map(PathBuf::from).collect()).unwrap_or_default();
-                let target = ApplyTarget::OverlayUpper { upper: Path::new(&upper), lowers: &lowers };
+                let lowers: Vec<PathBuf> = opt("lowerdir=")
+                    .map(|l| l.split(':').map(PathBuf::from).collect())
+                    .unwrap_or_default();
+                let target = ApplyTarget::OverlayUpper {
+                    upper: Path::new(&upper),
+                    lowers: &lowers,
+                };
                 return apply_layer(blob, media_type, &target, expected_diff_id);
             }
         }
     }
     let tm = TempMount::new(mounts)?;
-    let applied = apply_layer(blob, media_type, &ApplyTarget::Dir(tm.path()), expected_diff_id);
+    let applied = apply_layer(
+        blob,
+        media_type,
+        &ApplyTarget::Dir(tm.path()),
+        expected_diff_id,
+    );
     let closed = tm.close();
     let d = applied?;
     closed?;
@@ -211,13 +244,27 @@ fn parse_time(v: &[u8]) -> Option<TimeSpec> {
 impl Applier {
     fn new(root: &Path, lowers: &[PathBuf], overlay: bool) -> Result<Self> {
         let open_root = |p: &Path| {
-            nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| Error::Io { op: "open apply target", path: p.to_path_buf(), source: errno(e) })
+            nix::fcntl::open(
+                p,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::Io {
+                op: "open apply target",
+                path: p.to_path_buf(),
+                source: errno(e),
+            })
         };
         let fd = open_root(root)?;
-        let root_path = std::fs::canonicalize(root)
-            .map_err(|source| Error::Io { op: "resolve apply target", path: root.to_path_buf(), source })?;
-        let lowers = lowers.iter().map(|l| open_root(l)).collect::<Result<Vec<_>>>()?;
+        let root_path = std::fs::canonicalize(root).map_err(|source| Error::Io {
+            op: "resolve apply target",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let lowers = lowers
+            .iter()
+            .map(|l| open_root(l))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Applier {
             root: fd,
             root_path,
@@ -233,16 +280,32 @@ impl Applier {
     }
 
     fn corrupt(&self, source: io::Error) -> Error {
-        let at = if self.last.is_empty() { String::new() } else { format!(", last {:?}", self.last) };
-        Error::Corrupt { entries: self.count, at, source }
+        let at = if self.last.is_empty() {
+            String::new()
+        } else {
+            format!(", last {:?}", self.last)
+        };
+        Error::Corrupt {
+            entries: self.count,
+            at,
+            source,
+        }
     }
 
     fn invalid(entry: &str, reason: impl Into<String>) -> Error {
-        Error::InvalidArchive { entry: entry.to_string(), reason: reason.into() }
+        Error::InvalidArchive {
+            entry: entry.to_string(),
+            reason: reason.into(),
+        }
     }
 
     fn fail(&self, entry: &str, op: &'static str, source: io::Error) -> Error {
-        Error::Apply { root: self.root_path.clone(), entry: entry.to_string(), op, source }
+        Error::Apply {
+            root: self.root_path.clone(),
+            entry: entry.to_string(),
+            op,
+            source,
+        }
     }
 
     fn run<R: Read>(&mut self, r: R) -> Result<()> {
@@ -271,7 +334,12 @@ impl Applier {
                 EntryType::XGlobalHeader => continue,
                 _ => {}
             }
-            let hdr = Self::parse(&entry, long_name.take(), long_link.take(), pax.take().as_deref())?;
+            let hdr = Self::parse(
+                &entry,
+                long_name.take(),
+                long_link.take(),
+                pax.take().as_deref(),
+            )?;
             self.last.clone_from(&hdr.display);
             self.entry(&hdr, &mut entry)?;
             self.count += 1;
@@ -282,12 +350,21 @@ impl Applier {
     fn read_special<R: Read>(&self, entry: &mut tar::Entry<'_, R>, what: &str) -> Result<Vec<u8>> {
         let size = entry.size();
         if size > MAX_SPECIAL {
-            return Err(Self::invalid(&self.last, format!("{what} of {size} bytes exceeds the {MAX_SPECIAL}-byte limit")));
+            return Err(Self::invalid(
+                &self.last,
+                format!("{what} of {size} bytes exceeds the {MAX_SPECIAL}-byte limit"),
+            ));
         }
         let mut v = Vec::new();
-        entry.take(MAX_SPECIAL).read_to_end(&mut v).map_err(|e| self.corrupt(e))?;
+        entry
+            .take(MAX_SPECIAL)
+            .read_to_end(&mut v)
+            .map_err(|e| self.corrupt(e))?;
         if v.len() as u64 != size {
-            return Err(self.corrupt(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{what} truncated"))));
+            return Err(self.corrupt(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{what} truncated"),
+            )));
         }
         Ok(v)
     }
@@ -306,12 +383,28 @@ impl Applier {
             v
         };
         let mut name = long_name.map_or_else(|| entry.path_bytes().into_owned(), strip);
-        let mut link = long_link.map_or_else(|| entry.link_name_bytes().map(std::borrow::Cow::into_owned).unwrap_or_default(), strip);
+        let mut link = long_link.map_or_else(
+            || {
+                entry
+                    .link_name_bytes()
+                    .map(std::borrow::Cow::into_owned)
+                    .unwrap_or_default()
+            },
+            strip,
+        );
         let display0 = String::from_utf8_lossy(&name).into_owned();
         let bad = |what: &str, e: io::Error| Self::invalid(&display0, format!("{what}: {e}"));
-        let mut uid = h.uid().map_err(|e| bad("uid", e))?;
-        let mut gid = h.gid().map_err(|e| bad("gid", e))?;
-        let mtime_s = h.mtime().map_err(|e| bad("mtime", e))?;
+        // Go's archive/tar reads an all-NUL numeric field as 0; so do we.
+        let old = h.as_old();
+        let blank = |raw: &[u8]| raw.iter().all(|b| *b == 0 || *b == b' ');
+        let or_zero = |r: io::Result<u64>, raw: &[u8], what: &str| match r {
+            Ok(v) => Ok(v),
+            Err(_) if blank(raw) => Ok(0),
+            Err(e) => Err(bad(what, e)),
+        };
+        let mut uid = or_zero(h.uid(), &old.uid, "uid")?;
+        let mut gid = or_zero(h.gid(), &old.gid, "gid")?;
+        let mtime_s = or_zero(h.mtime(), &old.mtime, "mtime")?;
         let mut mtime = TimeSpec::new(i64::try_from(mtime_s).unwrap_or(i64::MAX), 0);
         let mut atime = None;
         let mut xattrs = Vec::new();
@@ -320,22 +413,38 @@ impl Applier {
                 let ext = ext.map_err(|e| bad("PAX header", e))?;
                 let key = ext.key_bytes();
                 let val = ext.value_bytes();
-                let num = || std::str::from_utf8(val).ok().and_then(|s| s.parse::<u64>().ok());
+                let num = || {
+                    std::str::from_utf8(val)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                };
                 match key {
                     b"path" => name = val.to_vec(),
                     b"linkpath" => link = val.to_vec(),
                     b"uid" => uid = num().ok_or_else(|| Self::invalid(&display0, "bad PAX uid"))?,
                     b"gid" => gid = num().ok_or_else(|| Self::invalid(&display0, "bad PAX gid"))?,
-                    b"mtime" => mtime = parse_time(val).ok_or_else(|| Self::invalid(&display0, "bad PAX mtime"))?,
+                    b"mtime" => {
+                        mtime = parse_time(val)
+                            .ok_or_else(|| Self::invalid(&display0, "bad PAX mtime"))?;
+                    }
                     b"atime" => atime = parse_time(val),
                     b"size" if num() != Some(entry.size()) => {
-                        return Err(Self::invalid(&display0, "PAX size override (files over 8 GiB) is not supported"));
+                        return Err(Self::invalid(
+                            &display0,
+                            "PAX size override (files over 8 GiB) is not supported",
+                        ));
                     }
                     k if k.starts_with(b"GNU.sparse.") => {
-                        return Err(Self::invalid(&display0, "PAX sparse files are not supported"));
+                        return Err(Self::invalid(
+                            &display0,
+                            "PAX sparse files are not supported",
+                        ));
                     }
                     k if k.starts_with(b"SCHILY.xattr.") => {
-                        xattrs.push((OsStr::from_bytes(&k[b"SCHILY.xattr.".len()..]).to_os_string(), val.to_vec()));
+                        xattrs.push((
+                            OsStr::from_bytes(&k[b"SCHILY.xattr.".len()..]).to_os_string(),
+                            val.to_vec(),
+                        ));
                     }
                     _ => {}
                 }
@@ -347,17 +456,32 @@ impl Applier {
         }
         let kind = h.entry_type();
         if kind == EntryType::GNUSparse {
-            return Err(Self::invalid(&display, "GNU sparse files are not supported"));
+            return Err(Self::invalid(
+                &display,
+                "GNU sparse files are not supported",
+            ));
         }
         let mut comps = Vec::new();
         clean_into(&mut comps, &name);
         if let Some(c) = comps.iter().find(|c| c.len() > NAME_MAX) {
-            return Err(Self::invalid(&display, format!("path component of {} bytes exceeds NAME_MAX ({NAME_MAX})", c.len())));
+            return Err(Self::invalid(
+                &display,
+                format!(
+                    "path component of {} bytes exceeds NAME_MAX ({NAME_MAX})",
+                    c.len()
+                ),
+            ));
         }
         let (mut major, mut minor) = (0, 0);
         if kind.is_character_special() || kind.is_block_special() {
-            major = h.device_major().map_err(|e| bad("device major", e))?.unwrap_or(0);
-            minor = h.device_minor().map_err(|e| bad("device minor", e))?.unwrap_or(0);
+            major = h
+                .device_major()
+                .map_err(|e| bad("device major", e))?
+                .unwrap_or(0);
+            minor = h
+                .device_minor()
+                .map_err(|e| bad("device minor", e))?
+                .unwrap_or(0);
             if major >= 1 << 12 || minor >= 1 << 20 {
                 return Err(Self::invalid(
                     &display,
@@ -365,17 +489,40 @@ impl Applier {
                 ));
             }
         }
-        let uid = u32::try_from(uid).map_err(|_| Self::invalid(&display, format!("uid {uid} out of range")))?;
-        let gid = u32::try_from(gid).map_err(|_| Self::invalid(&display, format!("gid {gid} out of range")))?;
-        let mode = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
+        let uid = u32::try_from(uid)
+            .map_err(|_| Self::invalid(&display, format!("uid {uid} out of range")))?;
+        let gid = u32::try_from(gid)
+            .map_err(|_| Self::invalid(&display, format!("gid {gid} out of range")))?;
+        let mode = u32::try_from(or_zero(h.mode().map(u64::from), &old.mode, "mode")? & 0o7777)
+            .unwrap_or(0);
         // containerd: atime = latest(atime, mtime); times before the epoch are clamped.
-        let clamp = |t: TimeSpec| if t.tv_sec() < 0 { TimeSpec::new(0, 0) } else { t };
+        let clamp = |t: TimeSpec| {
+            if t.tv_sec() < 0 {
+                TimeSpec::new(0, 0)
+            } else {
+                t
+            }
+        };
         let mtime = clamp(mtime);
         let atime = clamp(match atime {
             Some(a) if (a.tv_sec(), a.tv_nsec()) > (mtime.tv_sec(), mtime.tv_nsec()) => a,
             _ => mtime,
         });
-        Ok(Hdr { display, comps, link, kind, mode, uid, gid, atime, mtime, size: entry.size(), major, minor, xattrs })
+        Ok(Hdr {
+            display,
+            comps,
+            link,
+            kind,
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+            size: entry.size(),
+            major,
+            minor,
+            xattrs,
+        })
     }
 
     /// Open a directory of the tree, resolving symlinks as if the root were `/`.
@@ -449,7 +596,10 @@ impl Applier {
                         let fd = openat(
                             &dirfd,
                             name.as_os_str(),
-                            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                            OFlag::O_PATH
+                                | OFlag::O_DIRECTORY
+                                | OFlag::O_NOFOLLOW
+                                | OFlag::O_CLOEXEC,
                             Mode::empty(),
                         )
                         .map_err(errno)?;
@@ -490,15 +640,28 @@ impl Applier {
         for lower in &self.lowers {
             let lfd = match Self::open_in(lower, comps, OFlag::O_NOFOLLOW) {
                 Ok(f) => f,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             let st = fstat(&lfd).map_err(errno)?;
             if !is_type(&st, libc::S_IFDIR) {
                 break;
             }
-            fchownat(fd, "", Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)), AtFlags::AT_EMPTY_PATH)
-                .map_err(errno)?;
+            fchownat(
+                fd,
+                "",
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+                AtFlags::AT_EMPTY_PATH,
+            )
+            .map_err(errno)?;
             chmod_fd(fd, st.st_mode & 0o7777)?;
             let (lp, dp) = (proc_fd(&lfd), proc_fd(fd));
             for name in fsutil::llistxattr_follow(&lp)? {
@@ -519,7 +682,10 @@ impl Applier {
 
     fn entry<R: Read>(&mut self, hdr: &Hdr, data: &mut R) -> Result<()> {
         let Some((base, parent)) = hdr.comps.split_last() else {
-            log::debug!("layer entry {:?} resolves to the root: ignored", hdr.display);
+            log::debug!(
+                "layer entry {:?} resolves to the root: ignored",
+                hdr.display
+            );
             return Ok(());
         };
         let e = &hdr.display;
@@ -530,10 +696,14 @@ impl Applier {
         if base.as_bytes().starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(hdr, parent, base);
         }
-        let pfd = self.mkdir_all(parent).map_err(|s| self.fail(e, "create parent directories", s))?;
+        let pfd = self
+            .mkdir_all(parent)
+            .map_err(|s| self.fail(e, "create parent directories", s))?;
         match fstatat(&pfd, base.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if is_type(&st, libc::S_IFDIR) && hdr.kind.is_dir() => {}
-            Ok(_) => remove_all_at(&pfd, base).map_err(|s| self.fail(e, "replace existing entry", s))?,
+            Ok(_) => {
+                remove_all_at(&pfd, base).map_err(|s| self.fail(e, "replace existing entry", s))?;
+            }
             Err(Errno::ENOENT) => {}
             Err(err) => return Err(self.fail(e, "stat existing entry", errno(err))),
         }
@@ -547,7 +717,11 @@ impl Applier {
                 let fd = openat(
                     &pfd,
                     name,
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(|err| self.fail(e, "create file", errno(err)))?;
@@ -561,7 +735,8 @@ impl Applier {
                 }
             }
             EntryType::Symlink => {
-                symlinkat(OsStr::from_bytes(&hdr.link), &pfd, name).map_err(|err| self.fail(e, "symlink", errno(err)))?;
+                symlinkat(OsStr::from_bytes(&hdr.link), &pfd, name)
+                    .map_err(|err| self.fail(e, "symlink", errno(err)))?;
             }
             EntryType::Link => {
                 let mut target = Vec::new();
@@ -569,7 +744,9 @@ impl Applier {
                 let Some((tbase, tparent)) = target.split_last() else {
                     return Err(Self::invalid(e, "hard link to the root directory"));
                 };
-                let tfd = self.resolve_dir(tparent).map_err(|s| self.fail(e, "resolve hard link target", s))?;
+                let tfd = self
+                    .resolve_dir(tparent)
+                    .map_err(|s| self.fail(e, "resolve hard link target", s))?;
                 linkat(&tfd, tbase.as_os_str(), &pfd, name, AtFlags::empty())
                     .map_err(|err| self.fail(e, "hard link", errno(err)))?;
             }
@@ -583,7 +760,12 @@ impl Applier {
                 mknodat(&pfd, name, kind, Mode::from_bits_truncate(hdr.mode), dev)
                     .map_err(|err| self.fail(e, "mknod", errno(err)))?;
             }
-            other => return Err(Self::invalid(e, format!("unsupported tar entry type {:?}", other.as_byte() as char))),
+            other => {
+                return Err(Self::invalid(
+                    e,
+                    format!("unsupported tar entry type {:?}", other.as_byte() as char),
+                ))
+            }
         }
         self.set_metadata(&pfd, name, hdr)?;
         let pst = fstat(&pfd).map_err(|err| self.fail(e, "stat parent", errno(err)))?;
@@ -608,7 +790,8 @@ impl Applier {
             total += n as u64;
             let chunk = &self.buf[..n];
             if chunk.iter().all(|b| *b == 0) {
-                f.seek(SeekFrom::Current(n as i64)).map_err(|s| self.fail(e, "seek", s))?;
+                f.seek(SeekFrom::Current(n as i64))
+                    .map_err(|s| self.fail(e, "seek", s))?;
                 hole = true;
             } else {
                 f.write_all(chunk).map_err(|s| self.fail(e, "write", s))?;
@@ -623,12 +806,23 @@ impl Applier {
 
     fn set_metadata(&self, pfd: &OwnedFd, name: &OsStr, hdr: &Hdr) -> Result<()> {
         let e = &hdr.display;
-        let fd = openat(pfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|err| self.fail(e, "open created entry", errno(err)))?;
+        let fd = openat(
+            pfd,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| self.fail(e, "open created entry", errno(err)))?;
         let st = fstat(&fd).map_err(|err| self.fail(e, "stat created entry", errno(err)))?;
         let symlink = is_type(&st, libc::S_IFLNK);
-        fchownat(&fd, "", Some(Uid::from_raw(hdr.uid)), Some(Gid::from_raw(hdr.gid)), AtFlags::AT_EMPTY_PATH)
-            .map_err(|err| self.fail(e, "chown", errno(err)))?;
+        fchownat(
+            &fd,
+            "",
+            Some(Uid::from_raw(hdr.uid)),
+            Some(Gid::from_raw(hdr.gid)),
+            AtFlags::AT_EMPTY_PATH,
+        )
+        .map_err(|err| self.fail(e, "chown", errno(err)))?;
         if !hdr.xattrs.is_empty() {
             // `/proc/self/fd/<parent>/<name>` with l*xattr: the parent is the resolved fd, the
             // final component is not followed.
@@ -652,7 +846,9 @@ impl Applier {
                             && !is_type(&st, libc::S_IFREG)
                             && !is_type(&st, libc::S_IFDIR) =>
                     {
-                        log::warn!("layer entry {e:?}: ignored xattr {key:?} on a special file: {err}");
+                        log::warn!(
+                            "layer entry {e:?}: ignored xattr {key:?} on a special file: {err}"
+                        );
                     }
                     Err(err) => return Err(self.fail(e, "setxattr", err)),
                 }
@@ -663,8 +859,14 @@ impl Applier {
             chmod_fd(&fd, hdr.mode).map_err(|s| self.fail(e, "chmod", s))?;
         }
         if !hdr.kind.is_dir() {
-            utimensat(pfd, name, &hdr.atime, &hdr.mtime, UtimensatFlags::NoFollowSymlink)
-                .map_err(|err| self.fail(e, "set times", errno(err)))?;
+            utimensat(
+                pfd,
+                name,
+                &hdr.atime,
+                &hdr.mtime,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|err| self.fail(e, "set times", errno(err)))?;
         }
         Ok(())
     }
@@ -672,19 +874,32 @@ impl Applier {
     fn whiteout(&mut self, hdr: &Hdr, parent: &[OsString], base: &OsString) -> Result<()> {
         let e = &hdr.display;
         if base.as_bytes() == WHITEOUT_OPAQUE {
-            let dfd = self.mkdir_all(parent).map_err(|s| self.fail(e, "resolve opaque directory", s))?;
+            let dfd = self
+                .mkdir_all(parent)
+                .map_err(|s| self.fail(e, "resolve opaque directory", s))?;
             if self.overlay {
-                return fsutil::setxattr_follow(&proc_fd(&dfd), OsStr::new("trusted.overlay.opaque"), b"y")
-                    .map_err(|s| self.fail(e, "mark directory opaque", s));
+                return fsutil::setxattr_follow(
+                    &proc_fd(&dfd),
+                    OsStr::new("trusted.overlay.opaque"),
+                    b"y",
+                )
+                .map_err(|s| self.fail(e, "mark directory opaque", s));
             }
-            return self.clear_not_unpacked(&dfd).map_err(|s| self.fail(e, "clear opaque directory", s));
+            return self
+                .clear_not_unpacked(&dfd)
+                .map_err(|s| self.fail(e, "clear opaque directory", s));
         }
         let original = OsStr::from_bytes(&base.as_bytes()[WHITEOUT_PREFIX.len()..]);
         if matches!(original.as_bytes(), b"" | b"." | b"..") {
-            return Err(Self::invalid(e, "invalid whiteout name: it would remove a directory above the entry"));
+            return Err(Self::invalid(
+                e,
+                "invalid whiteout name: it would remove a directory above the entry",
+            ));
         }
         if self.overlay {
-            let pfd = self.mkdir_all(parent).map_err(|s| self.fail(e, "create parent directories", s))?;
+            let pfd = self
+                .mkdir_all(parent)
+                .map_err(|s| self.fail(e, "create parent directories", s))?;
             mknodat(&pfd, original, SFlag::S_IFCHR, Mode::empty(), 0)
                 .map_err(|err| self.fail(e, "create overlay whiteout", errno(err)))?;
             return fchownat(
@@ -699,7 +914,9 @@ impl Applier {
         let pfd = match self.resolve_dir(parent) {
             Ok(fd) => fd,
             // Nothing to delete under a missing or non-directory parent.
-            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(()),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                return Ok(())
+            }
             Err(err) => return Err(self.fail(e, "resolve whiteout parent", err)),
         };
         remove_all_at(&pfd, original).map_err(|s| self.fail(e, "remove whited-out entry", s))
@@ -710,8 +927,12 @@ impl Applier {
     fn clear_not_unpacked(&self, dfd: &OwnedFd) -> io::Result<()> {
         let st = fstat(dfd).map_err(errno)?;
         for name in list_dir(dfd)? {
-            if self.unpacked.contains(&(st.st_dev, st.st_ino, name.clone())) {
-                let cst = fstatat(dfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+            if self
+                .unpacked
+                .contains(&(st.st_dev, st.st_ino, name.clone()))
+            {
+                let cst =
+                    fstatat(dfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
                 if is_type(&cst, libc::S_IFDIR) {
                     let child = openat(
                         dfd,
@@ -731,14 +952,24 @@ impl Applier {
 
     fn finish_dirs(&mut self) -> Result<()> {
         for (comps, atime, mtime) in std::mem::take(&mut self.dirs) {
-            let Some((base, parent)) = comps.split_last() else { continue };
+            let Some((base, parent)) = comps.split_last() else {
+                continue;
+            };
             let display = String::from_utf8_lossy(join(&comps).as_bytes()).into_owned();
             let pfd = match self.resolve_dir(parent) {
                 Ok(fd) => fd,
-                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => continue,
+                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                    continue
+                }
                 Err(err) => return Err(self.fail(&display, "resolve directory", err)),
             };
-            match utimensat(&pfd, base.as_os_str(), &atime, &mtime, UtimensatFlags::NoFollowSymlink) {
+            match utimensat(
+                &pfd,
+                base.as_os_str(),
+                &atime,
+                &mtime,
+                UtimensatFlags::NoFollowSymlink,
+            ) {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(err) => return Err(self.fail(&display, "set directory times", errno(err))),
             }
@@ -754,12 +985,23 @@ fn proc_fd(fd: &impl AsRawFd) -> PathBuf {
 /// chmod the exact inode behind an `O_PATH` fd (via its `/proc/self/fd` link); callers never
 /// pass a symlink.
 fn chmod_fd(fd: &OwnedFd, mode: u32) -> io::Result<()> {
-    fchmodat(AT_FDCWD, &proc_fd(fd), Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink).map_err(errno)
+    fchmodat(
+        AT_FDCWD,
+        &proc_fd(fd),
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(errno)
 }
 
 fn list_dir(dfd: &OwnedFd) -> io::Result<Vec<OsString>> {
-    let dir = nix::dir::Dir::openat(dfd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(errno)?;
+    let dir = nix::dir::Dir::openat(
+        dfd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
     let mut names = Vec::new();
     let mut dir = dir;
     for ent in dir.iter() {
@@ -781,8 +1023,13 @@ fn remove_all_at(dfd: &impl AsFd, name: &OsStr) -> io::Result<()> {
         Err(e) => return Err(errno(e)),
     };
     if is_type(&st, libc::S_IFDIR) {
-        let child = openat(dfd, name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(errno)?;
+        let child = openat(
+            dfd,
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
         for n in list_dir(&child)? {
             remove_all_at(&child, &n)?;
         }

@@ -25,7 +25,6 @@ pub use apply::{apply_layer, apply_to_mounts, ApplyTarget};
 pub use compression::Compression;
 pub use walking::{diff_mounts, write_diff, DiffOptions, DiffResult};
 
-
 /// An OCI content descriptor: media type, `sha256:<hex>` digest and size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
@@ -90,9 +89,11 @@ impl Error {
             Error::DigestMismatch { .. } | Error::InvalidArchive { .. } | Error::Corrupt { .. } => {
                 ErrorKind::InvalidArgument
             }
-            Error::Apply { .. } | Error::Io { .. } | Error::Write(_) | Error::TempMount(_) | Error::Unmount(_) => {
-                ErrorKind::Internal
-            }
+            Error::Apply { .. }
+            | Error::Io { .. }
+            | Error::Write(_)
+            | Error::TempMount(_)
+            | Error::Unmount(_) => ErrorKind::Internal,
         }
     }
 }

@@ -50,8 +50,15 @@ type Sink<W> = DigestWriter<Compressor<DigestWriter<W>>>;
 
 /// Diff `upper` against `lower` (two directories) and write the layer to `out`. Returns the
 /// writer back together with the digests to commit the blob under.
-pub fn write_diff<W: Write>(lower: &Path, upper: &Path, out: W, opts: &DiffOptions) -> Result<(W, DiffResult)> {
-    let sink: Sink<W> = DigestWriter::new(Compressor::new(opts.compression, DigestWriter::new(out)).map_err(Error::Write)?);
+pub fn write_diff<W: Write>(
+    lower: &Path,
+    upper: &Path,
+    out: W,
+    opts: &DiffOptions,
+) -> Result<(W, DiffResult)> {
+    let sink: Sink<W> = DigestWriter::new(
+        Compressor::new(opts.compression, DigestWriter::new(out)).map_err(Error::Write)?,
+    );
     let mut builder = tar::Builder::new(sink);
     builder.mode(tar::HeaderMode::Complete);
     let mut w = Walker {
@@ -65,11 +72,18 @@ pub fn write_diff<W: Write>(lower: &Path, upper: &Path, out: W, opts: &DiffOptio
     let sink = w.tar.into_inner().map_err(Error::Write)?;
     let (compressor, diff_id, uncompressed_size) = sink.finish();
     let (out, digest, size) = compressor.finish().map_err(Error::Write)?.finish();
-    let media_type = opts.media_type.clone().unwrap_or_else(|| opts.compression.oci_media_type().to_string());
+    let media_type = opts
+        .media_type
+        .clone()
+        .unwrap_or_else(|| opts.compression.oci_media_type().to_string());
     Ok((
         out,
         DiffResult {
-            descriptor: Descriptor { media_type, digest, size: i64::try_from(size).unwrap_or(i64::MAX) },
+            descriptor: Descriptor {
+                media_type,
+                digest,
+                size: i64::try_from(size).unwrap_or(i64::MAX),
+            },
             diff_id,
             uncompressed_size,
         },
@@ -78,7 +92,12 @@ pub fn write_diff<W: Write>(lower: &Path, upper: &Path, out: W, opts: &DiffOptio
 
 /// Diff two snapshots given by their mounts (lower may be empty for a base layer). Both are
 /// mounted read-only on temporary directories, as containerd's walking differ does.
-pub fn diff_mounts<W: Write>(lower: &[Mount], upper: &[Mount], out: W, opts: &DiffOptions) -> Result<(W, DiffResult)> {
+pub fn diff_mounts<W: Write>(
+    lower: &[Mount],
+    upper: &[Mount],
+    out: W,
+    opts: &DiffOptions,
+) -> Result<(W, DiffResult)> {
     let lm = TempMount::new(&crate::snapshots::mount::readonly(lower))?;
     let um = TempMount::new(&crate::snapshots::mount::readonly(upper))?;
     let r = write_diff(lm.path(), um.path(), out, opts);
@@ -99,7 +118,11 @@ struct Walker<W: Write> {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io { op, path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn names(dir: &Path) -> Result<BTreeSet<OsString>> {
@@ -156,7 +179,11 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// continuity's `sameFile`.
 fn same_file(lp: &Path, lm: &Metadata, up: &Path, um: &Metadata) -> Result<bool> {
-    if lm.mode() != um.mode() || lm.uid() != um.uid() || lm.gid() != um.gid() || lm.rdev() != um.rdev() {
+    if lm.mode() != um.mode()
+        || lm.uid() != um.uid()
+        || lm.gid() != um.gid()
+        || lm.rdev() != um.rdev()
+    {
         return Ok(false);
     }
     if carried_xattrs(lp)? != carried_xattrs(up)? {
@@ -169,7 +196,8 @@ fn same_file(lp: &Path, lm: &Metadata, up: &Path, um: &Metadata) -> Result<bool>
         return Ok(false);
     }
     if um.file_type().is_symlink() {
-        return Ok(fs::read_link(lp).map_err(io_err("readlink", lp))? == fs::read_link(up).map_err(io_err("readlink", up))?);
+        return Ok(fs::read_link(lp).map_err(io_err("readlink", lp))?
+            == fs::read_link(up).map_err(io_err("readlink", up))?);
     }
     if lm.mtime_nsec() == 0 && um.mtime_nsec() == 0 {
         if um.size() == 0 || !um.is_file() {
@@ -185,7 +213,11 @@ impl<W: Write> Walker<W> {
         let udir = self.upper.join(rel);
         let ldir = self.lower.join(rel);
         let unames = names(&udir)?;
-        let lnames = if lower_exists { names(&ldir)? } else { BTreeSet::new() };
+        let lnames = if lower_exists {
+            names(&ldir)?
+        } else {
+            BTreeSet::new()
+        };
         let all: BTreeSet<&OsString> = unames.iter().chain(lnames.iter()).collect();
         for name in all {
             let r = rel.join(name);
@@ -245,20 +277,28 @@ impl<W: Write> Walker<W> {
         let parent = rel.parent().unwrap_or(Path::new(""));
         let mut name = OsString::from(".wh.");
         name.push(rel.file_name().unwrap_or_default());
-        let pmd = fs::symlink_metadata(self.upper.join(parent)).map_err(io_err("stat", &self.upper))?;
+        let pmd =
+            fs::symlink_metadata(self.upper.join(parent)).map_err(io_err("stat", &self.upper))?;
         let mut h = Header::new_gnu();
         h.set_entry_type(EntryType::Regular);
         h.set_size(0);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(u64::try_from(pmd.mtime()).unwrap_or(0));
-        self.tar.append_data(&mut h, parent.join(name), io::empty()).map_err(Error::Write)
+        self.tar
+            .append_data(&mut h, parent.join(name), io::empty())
+            .map_err(Error::Write)
     }
 
     fn entry(&mut self, rel: &Path, md: &Metadata) -> Result<()> {
         let full = self.upper.join(rel);
         let ft = md.file_type();
         if ft.is_socket() {
-            log::warn!("diff: socket {} skipped: sockets cannot be stored in a layer", full.display());
+            log::warn!(
+                "diff: socket {} skipped: sockets cannot be stored in a layer",
+                full.display()
+            );
             return Ok(());
         }
         let mut h = Header::new_gnu();
@@ -271,7 +311,12 @@ impl<W: Write> Walker<W> {
         if !xattrs.is_empty() {
             let keys: Vec<(String, &[u8])> = xattrs
                 .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{}", k.to_string_lossy()), v.as_slice()))
+                .map(|(k, v)| {
+                    (
+                        format!("SCHILY.xattr.{}", k.to_string_lossy()),
+                        v.as_slice(),
+                    )
+                })
                 .collect();
             self.tar
                 .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
@@ -279,18 +324,25 @@ impl<W: Write> Walker<W> {
         }
         if ft.is_dir() {
             h.set_entry_type(EntryType::Directory);
-            self.tar.append_data(&mut h, rel, io::empty()).map_err(Error::Write)?;
+            self.tar
+                .append_data(&mut h, rel, io::empty())
+                .map_err(Error::Write)?;
             self.emitted_dirs.insert(rel.to_path_buf());
         } else if ft.is_symlink() {
             h.set_entry_type(EntryType::Symlink);
             let target = fs::read_link(&full).map_err(io_err("readlink", &full))?;
-            self.tar.append_link(&mut h, rel, target).map_err(Error::Write)?;
+            self.tar
+                .append_link(&mut h, rel, target)
+                .map_err(Error::Write)?;
         } else if ft.is_file() {
             if md.nlink() > 1 {
                 if let Some(first) = self.inodes.get(&(md.dev(), md.ino())) {
                     h.set_entry_type(EntryType::Link);
                     let first = first.clone();
-                    return self.tar.append_link(&mut h, rel, first).map_err(Error::Write);
+                    return self
+                        .tar
+                        .append_link(&mut h, rel, first)
+                        .map_err(Error::Write);
                 }
                 self.inodes.insert((md.dev(), md.ino()), rel.to_path_buf());
             }
@@ -301,19 +353,29 @@ impl<W: Write> Walker<W> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&full)
                 .map_err(io_err("open", &full))?;
-            self.tar.append_data(&mut h, rel, f.take(md.size())).map_err(Error::Write)?;
+            self.tar
+                .append_data(&mut h, rel, f.take(md.size()))
+                .map_err(Error::Write)?;
         } else {
             let (t, major, minor) = if ft.is_char_device() || ft.is_block_device() {
-                let t = if ft.is_char_device() { EntryType::Char } else { EntryType::Block };
+                let t = if ft.is_char_device() {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                };
                 let rdev = md.rdev();
                 (t, nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
             } else {
                 (EntryType::Fifo, 0, 0)
             };
             h.set_entry_type(t);
-            h.set_device_major(u32::try_from(major).unwrap_or(u32::MAX)).map_err(Error::Write)?;
-            h.set_device_minor(u32::try_from(minor).unwrap_or(u32::MAX)).map_err(Error::Write)?;
-            self.tar.append_data(&mut h, rel, io::empty()).map_err(Error::Write)?;
+            h.set_device_major(u32::try_from(major).unwrap_or(u32::MAX))
+                .map_err(Error::Write)?;
+            h.set_device_minor(u32::try_from(minor).unwrap_or(u32::MAX))
+                .map_err(Error::Write)?;
+            self.tar
+                .append_data(&mut h, rel, io::empty())
+                .map_err(Error::Write)?;
         }
         Ok(())
     }

@@ -29,7 +29,9 @@ pub fn disk_usage(root: &Path) -> io::Result<Usage> {
         let md = fs::symlink_metadata(&p)?;
         if seen.insert((md.dev(), md.ino())) {
             usage.inodes += 1;
-            usage.size += i64::try_from(md.blocks()).unwrap_or(i64::MAX).saturating_mul(512);
+            usage.size += i64::try_from(md.blocks())
+                .unwrap_or(i64::MAX)
+                .saturating_mul(512);
         }
         if md.is_dir() {
             for e in fs::read_dir(&p)? {
@@ -100,13 +102,18 @@ fn listxattr_impl(path: &Path, follow: bool) -> io::Result<Vec<OsString>> {
             _ => return Err(e),
         }
     }
-    Ok(buf.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| OsString::from_vec(s.to_vec())).collect())
+    Ok(buf
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| OsString::from_vec(s.to_vec()))
+        .collect())
 }
 
 #[allow(unsafe_code)]
 fn getxattr_impl(path: &Path, name: &OsStr, follow: bool) -> io::Result<Option<Vec<u8>>> {
     let c = cstr(path)?;
-    let n = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let n =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: both strings are NUL-terminated; `buf` is writable for `buf.len()` bytes.
@@ -133,13 +140,26 @@ fn getxattr_impl(path: &Path, name: &OsStr, follow: bool) -> io::Result<Option<V
 #[allow(unsafe_code)]
 fn setxattr_impl(path: &Path, name: &OsStr, value: &[u8], follow: bool) -> io::Result<()> {
     let c = cstr(path)?;
-    let n = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let n =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: both strings are NUL-terminated; `value` is readable for `value.len()` bytes.
     let r = unsafe {
         if follow {
-            libc::setxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            libc::setxattr(
+                c.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
         } else {
-            libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            libc::lsetxattr(
+                c.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
         }
     };
     if r == 0 {
@@ -151,8 +171,14 @@ fn setxattr_impl(path: &Path, name: &OsStr, value: &[u8], follow: bool) -> io::R
 
 /// Copy owner, mode (not for symlinks), xattrs and timestamps of `md` (from `src`) to `dst`.
 pub fn copy_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> io::Result<()> {
-    fchownat(AT_FDCWD, dst, Some(Uid::from_raw(md.uid())), Some(Gid::from_raw(md.gid())), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(io::Error::from)?;
+    fchownat(
+        AT_FDCWD,
+        dst,
+        Some(Uid::from_raw(md.uid())),
+        Some(Gid::from_raw(md.gid())),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)?;
     if !md.file_type().is_symlink() {
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
     }
@@ -178,7 +204,11 @@ pub fn copy_dir(src: &Path, dst: &Path) -> io::Result<()> {
     copy_metadata(src, dst, &md)
 }
 
-fn copy_tree(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>) -> io::Result<()> {
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+) -> io::Result<()> {
     for entry in fs::read_dir(src)? {
         let entry = entry?;
         let s = entry.path();
@@ -201,8 +231,14 @@ fn copy_tree(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::
             fs::copy(&s, &d)?;
         } else {
             let kind = SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
-            mknodat(AT_FDCWD, &d, kind, Mode::from_bits_truncate(md.mode() & 0o7777), md.rdev())
-                .map_err(io::Error::from)?;
+            mknodat(
+                AT_FDCWD,
+                &d,
+                kind,
+                Mode::from_bits_truncate(md.mode() & 0o7777),
+                md.rdev(),
+            )
+            .map_err(io::Error::from)?;
         }
         copy_metadata(&s, &d, &md)?;
     }
@@ -211,7 +247,10 @@ fn copy_tree(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::
 
 /// Delete every entry of `snapshots_dir` whose name is not the id of a recorded snapshot
 /// (containerd's `getCleanupDirectories`), holding the metadata write lock while scanning.
-pub(crate) fn remove_unreferenced(ms: &super::storage::MetaStore, snapshots_dir: &Path) -> super::Result<()> {
+pub(crate) fn remove_unreferenced(
+    ms: &super::storage::MetaStore,
+    snapshots_dir: &Path,
+) -> super::Result<()> {
     use super::Error;
     ms.with_ids_locked(|ids| {
         let rd = fs::read_dir(snapshots_dir).map_err(|e| Error::io("read", snapshots_dir, e))?;

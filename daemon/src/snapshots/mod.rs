@@ -109,7 +109,9 @@ pub enum Error {
     NotActive { key: String, kind: Kind },
     #[error("snapshot {key:?} is committed: mounts exist only for active and view snapshots")]
     NotActiveOrView { key: String },
-    #[error("cannot remove snapshot {key:?}: it is the parent of {children:?}; remove those first")]
+    #[error(
+        "cannot remove snapshot {key:?}: it is the parent of {children:?}; remove those first"
+    )]
     HasChildren { key: String, children: Vec<String> },
     #[error("cannot update field {field:?} of snapshot {key:?}: only \"labels\" and \"labels.<key>\" are mutable")]
     ImmutableField { key: String, field: String },
@@ -152,15 +154,19 @@ impl Error {
             | Error::HasChildren { .. }
             | Error::Closed { .. }
             | Error::OverlayUnsupported { .. } => ErrorKind::FailedPrecondition,
-            Error::ParentNotCommitted { .. } | Error::ImmutableField { .. } | Error::InvalidKey { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            Error::ParentNotCommitted { .. }
+            | Error::ImmutableField { .. }
+            | Error::InvalidKey { .. } => ErrorKind::InvalidArgument,
             Error::Db { .. } | Error::Corrupt { .. } | Error::Io { .. } => ErrorKind::Internal,
         }
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -30,7 +30,13 @@ pub struct Mount {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("mount {fs_type} {source_path} on {target} (options {options:?}): {errno}")]
-    Mount { fs_type: String, source_path: String, target: PathBuf, options: Vec<String>, errno: Errno },
+    Mount {
+        fs_type: String,
+        source_path: String,
+        target: PathBuf,
+        options: Vec<String>,
+        errno: Errno,
+    },
     #[error("unmount {target}: {errno}")]
     Unmount { target: PathBuf, errno: Errno },
     #[error("mount options for {target} are {len} bytes, longer than a page even after shortening lowerdir paths")]
@@ -96,7 +102,11 @@ fn parse_options(options: &[String]) -> Parsed {
             (None, None) => data.push(o.clone()),
         }
     }
-    Parsed { flags, propagation, data }
+    Parsed {
+        flags,
+        propagation,
+        data,
+    }
 }
 
 /// Longest page of mount data the kernel copies from `mount(2)`.
@@ -116,7 +126,12 @@ fn compact_lowerdirs(data: &mut [String]) -> Option<OwnedFd> {
     if common.as_os_str().len() <= 1 {
         return None;
     }
-    let fd = open(&common, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let fd = open(
+        &common,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let prefix = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let short: Vec<String> = dirs
         .iter()
@@ -132,7 +147,11 @@ fn compact_lowerdirs(data: &mut [String]) -> Option<OwnedFd> {
 impl Mount {
     /// Mount this on `target` (an existing directory).
     pub fn mount(&self, target: &Path) -> Result<(), Error> {
-        let Parsed { flags, propagation, mut data } = parse_options(&self.options);
+        let Parsed {
+            flags,
+            propagation,
+            mut data,
+        } = parse_options(&self.options);
         let fail = |errno| Error::Mount {
             fs_type: self.fs_type.clone(),
             source_path: self.source.clone(),
@@ -145,17 +164,37 @@ impl Mount {
             _lower_fd = compact_lowerdirs(&mut data);
             let len = data.join(",").len();
             if len >= PAGE {
-                return Err(Error::OptionsTooLong { target: target.to_path_buf(), len });
+                return Err(Error::OptionsTooLong {
+                    target: target.to_path_buf(),
+                    len,
+                });
             }
         }
         let data = data.join(",");
         let data_opt = (!data.is_empty()).then_some(data.as_str());
         // A bind mount ignores MS_RDONLY on the first call; it takes a remount (below).
-        let first = if flags.contains(MsFlags::MS_BIND) { flags - MsFlags::MS_RDONLY } else { flags };
-        nix::mount::mount(Some(self.source.as_str()), target, Some(self.fs_type.as_str()), first, data_opt)
-            .map_err(fail)?;
+        let first = if flags.contains(MsFlags::MS_BIND) {
+            flags - MsFlags::MS_RDONLY
+        } else {
+            flags
+        };
+        nix::mount::mount(
+            Some(self.source.as_str()),
+            target,
+            Some(self.fs_type.as_str()),
+            first,
+            data_opt,
+        )
+        .map_err(fail)?;
         if !propagation.is_empty() {
-            nix::mount::mount(None::<&str>, target, None::<&str>, propagation, None::<&str>).map_err(fail)?;
+            nix::mount::mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                propagation,
+                None::<&str>,
+            )
+            .map_err(fail)?;
         }
         if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
             let keep = flags
@@ -188,9 +227,14 @@ pub fn readonly(mounts: &[Mount]) -> Vec<Mount> {
         .map(|m| {
             let mut m = m.clone();
             if m.fs_type == "overlay" {
-                let upper = m.options.iter().find_map(|o| o.strip_prefix("upperdir=")).map(str::to_string);
+                let upper = m
+                    .options
+                    .iter()
+                    .find_map(|o| o.strip_prefix("upperdir="))
+                    .map(str::to_string);
                 if let Some(upper) = upper {
-                    m.options.retain(|o| !o.starts_with("upperdir=") && !o.starts_with("workdir="));
+                    m.options
+                        .retain(|o| !o.starts_with("upperdir=") && !o.starts_with("workdir="));
                     for o in &mut m.options {
                         if let Some(lower) = o.strip_prefix("lowerdir=") {
                             *o = format!("lowerdir={upper}:{lower}");
@@ -226,11 +270,18 @@ pub fn unmount(target: &Path) -> Result<(), Error> {
         match nix::mount::umount2(target, MntFlags::empty()) {
             Ok(()) => return Ok(()),
             Err(Errno::EBUSY) => sleep(Duration::from_millis(20)),
-            Err(errno) => return Err(Error::Unmount { target: target.to_path_buf(), errno }),
+            Err(errno) => {
+                return Err(Error::Unmount {
+                    target: target.to_path_buf(),
+                    errno,
+                })
+            }
         }
     }
-    nix::mount::umount2(target, MntFlags::MNT_DETACH)
-        .map_err(|errno| Error::Unmount { target: target.to_path_buf(), errno })
+    nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(|errno| Error::Unmount {
+        target: target.to_path_buf(),
+        errno,
+    })
 }
 
 /// Unmount everything stacked on `target` (until it is no longer a mount point).
@@ -238,7 +289,10 @@ pub fn unmount_all(target: &Path) -> Result<(), Error> {
     loop {
         match unmount(target) {
             Ok(()) => {}
-            Err(Error::Unmount { errno: Errno::EINVAL | Errno::ENOENT, .. }) => return Ok(()),
+            Err(Error::Unmount {
+                errno: Errno::EINVAL | Errno::ENOENT,
+                ..
+            }) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
@@ -267,7 +321,10 @@ mod tempdir {
                     Err(e) => return Err(e),
                 }
             }
-            Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "could not pick a temp dir name"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "could not pick a temp dir name",
+            ))
         }
         pub fn path(&self) -> &Path {
             &self.0
@@ -301,7 +358,9 @@ impl TempMount {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("/nonexistent"), tempdir::Dir::path)
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), tempdir::Dir::path)
     }
 
     /// Unmount and remove now, reporting unmount errors (drop ignores them).

@@ -24,9 +24,16 @@ impl NativeSnapshotter {
     /// Open the snapshotter rooted at `root` (created 0700 if missing).
     pub fn open(root: &Path) -> Result<Self> {
         let snaps = root.join("snapshots");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&snaps).map_err(|e| Error::io("create", &snaps, e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&snaps)
+            .map_err(|e| Error::io("create", &snaps, e))?;
         let ms = MetaStore::open(&root.join("metadata.redb"))?;
-        Ok(NativeSnapshotter { root: root.to_path_buf(), ms })
+        Ok(NativeSnapshotter {
+            root: root.to_path_buf(),
+            ms,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -53,17 +60,22 @@ impl NativeSnapshotter {
 
     fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
         // A view of a parent binds the parent itself: it needs no directory of its own.
-        let td = (kind == Kind::Active || parent.is_empty())
-            .then(|| self.root.join("snapshots").join(format!("new-{}", uuid::Uuid::new_v4().simple())));
+        let td = (kind == Kind::Active || parent.is_empty()).then(|| {
+            self.root
+                .join("snapshots")
+                .join(format!("new-{}", uuid::Uuid::new_v4().simple()))
+        });
         if let Some(td) = &td {
             fs::create_dir(td).map_err(|e| Error::io("create", td, e))?;
-            fs::set_permissions(td, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io("chmod", td, e))?;
+            fs::set_permissions(td, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", td, e))?;
         }
         let result = self.ms.create(kind, key, parent, labels, |s| {
             let Some(td) = &td else { return Ok(()) };
             if let Some(pid) = s.parent_ids.first() {
                 let src = self.snapshot_dir(pid);
-                fsutil::copy_dir(&src, td).map_err(|e| Error::io("copy parent snapshot", &src, e))?;
+                fsutil::copy_dir(&src, td)
+                    .map_err(|e| Error::io("copy parent snapshot", &src, e))?;
             }
             let dst = self.snapshot_dir(&s.id);
             fs::rename(td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))

@@ -40,11 +40,17 @@ pub struct OverlaySnapshotter {
 
 /// Whether the running kernel knows overlayfs (`/proc/filesystems`).
 pub fn overlay_supported() -> Result<()> {
-    let fss = fs::read_to_string("/proc/filesystems").map_err(|e| Error::io("read", "/proc/filesystems", e))?;
-    if fss.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
+    let fss = fs::read_to_string("/proc/filesystems")
+        .map_err(|e| Error::io("read", "/proc/filesystems", e))?;
+    if fss
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+    {
         Ok(())
     } else {
-        Err(Error::OverlayUnsupported { reason: "\"overlay\" is not listed in /proc/filesystems".into() })
+        Err(Error::OverlayUnsupported {
+            reason: "\"overlay\" is not listed in /proc/filesystems".into(),
+        })
     }
 }
 
@@ -65,9 +71,17 @@ impl OverlaySnapshotter {
     /// `OverlayUnsupported` when the kernel has no overlayfs.
     pub fn open(root: &Path, config: OverlayConfig) -> Result<Self> {
         overlay_supported()?;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(|e| Error::io("create", root, e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| Error::io("create", root, e))?;
         let snaps = root.join("snapshots");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&snaps).map_err(|e| Error::io("create", &snaps, e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&snaps)
+            .map_err(|e| Error::io("create", &snaps, e))?;
         let ms = MetaStore::open(&root.join("metadata.redb"))?;
         Ok(OverlaySnapshotter {
             root: root.to_path_buf(),
@@ -94,7 +108,10 @@ impl OverlaySnapshotter {
 
     fn with_upper_label(&self, id: &str, mut info: Info) -> Info {
         if self.config.upperdir_label {
-            info.labels.insert(UPPERDIR_LABEL.to_string(), self.upper_path(id).display().to_string());
+            info.labels.insert(
+                UPPERDIR_LABEL.to_string(),
+                self.upper_path(id).display().to_string(),
+            );
         }
         info
     }
@@ -125,22 +142,37 @@ impl OverlaySnapshotter {
                 options: vec!["ro".into(), "rbind".into()],
             }];
         }
-        let lowers: Vec<String> = s.parent_ids.iter().map(|id| self.upper_path(id).display().to_string()).collect();
+        let lowers: Vec<String> = s
+            .parent_ids
+            .iter()
+            .map(|id| self.upper_path(id).display().to_string())
+            .collect();
         options.push(format!("lowerdir={}", lowers.join(":")));
-        vec![Mount { fs_type: "overlay".into(), source: "overlay".into(), options }]
+        vec![Mount {
+            fs_type: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        }]
     }
 
     fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
         let snaps = self.root.join("snapshots");
         let td = snaps.join(format!("new-{}", uuid::Uuid::new_v4().simple()));
-        let mk = |p: &Path, mode| fs::DirBuilder::new().mode(mode).create(p).map_err(|e| Error::io("create", p, e));
-        let prepared = mk(&td, 0o700).and_then(|()| mk(&td.join("fs"), 0o755)).and_then(|()| {
-            if kind == Kind::Active {
-                mk(&td.join("work"), 0o711)
-            } else {
-                Ok(())
-            }
-        });
+        let mk = |p: &Path, mode| {
+            fs::DirBuilder::new()
+                .mode(mode)
+                .create(p)
+                .map_err(|e| Error::io("create", p, e))
+        };
+        let prepared = mk(&td, 0o700)
+            .and_then(|()| mk(&td.join("fs"), 0o755))
+            .and_then(|()| {
+                if kind == Kind::Active {
+                    mk(&td.join("work"), 0o711)
+                } else {
+                    Ok(())
+                }
+            });
         let result = prepared.and_then(|()| {
             self.ms.create(kind, key, parent, labels, |s| {
                 if let Some(pid) = s.parent_ids.first() {
@@ -148,8 +180,12 @@ impl OverlaySnapshotter {
                     let pp = self.upper_path(pid);
                     let md = fs::metadata(&pp).map_err(|e| Error::io("stat parent", &pp, e))?;
                     let fsd = td.join("fs");
-                    chown(&fsd, Some(Uid::from_raw(md.uid())), Some(Gid::from_raw(md.gid())))
-                        .map_err(|e| Error::io("chown", &fsd, e.into()))?;
+                    chown(
+                        &fsd,
+                        Some(Uid::from_raw(md.uid())),
+                        Some(Gid::from_raw(md.gid())),
+                    )
+                    .map_err(|e| Error::io("chown", &fsd, e.into()))?;
                 }
                 let dst = snaps.join(&s.id);
                 fs::rename(&td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))

@@ -57,7 +57,10 @@ impl MetaStore {
         txn.open_table(SNAPSHOTS).map_err(|e| db_err(path, e))?;
         txn.open_table(META).map_err(|e| db_err(path, e))?;
         txn.commit().map_err(|e| db_err(path, e))?;
-        Ok(MetaStore { path: path.to_path_buf(), db: Mutex::new(Some(Arc::new(db))) })
+        Ok(MetaStore {
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(Arc::new(db))),
+        })
     }
 
     /// Drop the database handle; later calls fail with [`Error::Closed`]. Idempotent.
@@ -67,11 +70,15 @@ impl MetaStore {
 
     fn lock(&self) -> MutexGuard<'_, Option<Arc<Database>>> {
         // A poisoned lock only means another thread panicked while cloning an Arc.
-        self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn db(&self) -> Result<Arc<Database>> {
-        self.lock().clone().ok_or_else(|| Error::Closed { root: self.path.clone() })
+        self.lock().clone().ok_or_else(|| Error::Closed {
+            root: self.path.clone(),
+        })
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> Error {
@@ -108,7 +115,9 @@ impl MetaStore {
         let txn = db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
         let guard = table.get(key).map_err(|e| self.err(e))?;
-        let guard = guard.ok_or_else(|| Error::NotFound { key: key.to_string() })?;
+        let guard = guard.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })?;
         let r = self.decode(key, guard.value())?;
         Ok((r.id.to_string(), Self::info(key, &r), r.usage))
     }
@@ -119,21 +128,35 @@ impl MetaStore {
         let txn = db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
         let guard = table.get(key).map_err(|e| self.err(e))?;
-        let guard = guard.ok_or_else(|| Error::NotFound { key: key.to_string() })?;
+        let guard = guard.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })?;
         let r = self.decode(key, guard.value())?;
         if r.kind == Kind::Committed {
-            return Err(Error::NotActiveOrView { key: key.to_string() });
+            return Err(Error::NotActiveOrView {
+                key: key.to_string(),
+            });
         }
         let parent_ids = self.parent_chain(&table, &r.parent)?;
-        Ok(Snapshot { id: r.id.to_string(), kind: r.kind, parent_ids })
+        Ok(Snapshot {
+            id: r.id.to_string(),
+            kind: r.kind,
+            parent_ids,
+        })
     }
 
-    fn parent_chain(&self, table: &impl ReadableTable<&'static str, &'static [u8]>, first: &str) -> Result<Vec<String>> {
+    fn parent_chain(
+        &self,
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        first: &str,
+    ) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         let mut parent = first.to_string();
         while !parent.is_empty() {
             let guard = table.get(parent.as_str()).map_err(|e| self.err(e))?;
-            let guard = guard.ok_or_else(|| Error::ParentNotFound { parent: parent.clone() })?;
+            let guard = guard.ok_or_else(|| Error::ParentNotFound {
+                parent: parent.clone(),
+            })?;
             let r = self.decode(&parent, guard.value())?;
             ids.push(r.id.to_string());
             parent = r.parent;
@@ -149,7 +172,9 @@ impl MetaStore {
             let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             let mut r = {
                 let guard = table.get(info.name.as_str()).map_err(|e| self.err(e))?;
-                let guard = guard.ok_or_else(|| Error::NotFound { key: info.name.clone() })?;
+                let guard = guard.ok_or_else(|| Error::NotFound {
+                    key: info.name.clone(),
+                })?;
                 self.decode(&info.name, guard.value())?
             };
             if fieldpaths.is_empty() {
@@ -164,11 +189,16 @@ impl MetaStore {
                 } else if path == "labels" {
                     r.labels = info.labels.clone();
                 } else {
-                    return Err(Error::ImmutableField { key: info.name.clone(), field: path.clone() });
+                    return Err(Error::ImmutableField {
+                        key: info.name.clone(),
+                        field: path.clone(),
+                    });
                 }
             }
             r.updated = SystemTime::now();
-            table.insert(info.name.as_str(), Self::encode(&r).as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(info.name.as_str(), Self::encode(&r).as_slice())
+                .map_err(|e| self.err(e))?;
             Self::info(&info.name, &r)
         };
         txn.commit().map_err(|e| self.err(e))?;
@@ -206,18 +236,25 @@ impl MetaStore {
         let snapshot = {
             let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             if table.get(key).map_err(|e| self.err(e))?.is_some() {
-                return Err(Error::AlreadyExists { key: key.to_string() });
+                return Err(Error::AlreadyExists {
+                    key: key.to_string(),
+                });
             }
             let parent_ids = if parent.is_empty() {
                 Vec::new()
             } else {
                 let p = {
                     let guard = table.get(parent).map_err(|e| self.err(e))?;
-                    let guard = guard.ok_or_else(|| Error::ParentNotFound { parent: parent.to_string() })?;
+                    let guard = guard.ok_or_else(|| Error::ParentNotFound {
+                        parent: parent.to_string(),
+                    })?;
                     self.decode(parent, guard.value())?
                 };
                 if p.kind != Kind::Committed {
-                    return Err(Error::ParentNotCommitted { parent: parent.to_string(), kind: p.kind });
+                    return Err(Error::ParentNotCommitted {
+                        parent: parent.to_string(),
+                        kind: p.kind,
+                    });
                 }
                 let mut ids = vec![p.id.to_string()];
                 ids.extend(self.parent_chain(&table, &p.parent)?);
@@ -225,15 +262,32 @@ impl MetaStore {
             };
             let id = {
                 let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-                let next = meta.get(NEXT_ID).map_err(|e| self.err(e))?.map_or(0, |g| g.value()) + 1;
+                let next = meta
+                    .get(NEXT_ID)
+                    .map_err(|e| self.err(e))?
+                    .map_or(0, |g| g.value())
+                    + 1;
                 meta.insert(NEXT_ID, next).map_err(|e| self.err(e))?;
                 next
             };
             let now = SystemTime::now();
-            let record =
-                Record { id, kind, parent: parent.to_string(), labels, created: now, updated: now, usage: Usage::default() };
-            table.insert(key, Self::encode(&record).as_slice()).map_err(|e| self.err(e))?;
-            Snapshot { id: id.to_string(), kind, parent_ids }
+            let record = Record {
+                id,
+                kind,
+                parent: parent.to_string(),
+                labels,
+                created: now,
+                updated: now,
+                usage: Usage::default(),
+            };
+            table
+                .insert(key, Self::encode(&record).as_slice())
+                .map_err(|e| self.err(e))?;
+            Snapshot {
+                id: id.to_string(),
+                kind,
+                parent_ids,
+            }
         };
         materialize(&snapshot)?;
         txn.commit().map_err(|e| self.err(e))?;
@@ -255,15 +309,22 @@ impl MetaStore {
         let id = {
             let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             if table.get(name).map_err(|e| self.err(e))?.is_some() {
-                return Err(Error::AlreadyExists { key: name.to_string() });
+                return Err(Error::AlreadyExists {
+                    key: name.to_string(),
+                });
             }
             let mut r = {
                 let guard = table.get(key).map_err(|e| self.err(e))?;
-                let guard = guard.ok_or_else(|| Error::NotFound { key: key.to_string() })?;
+                let guard = guard.ok_or_else(|| Error::NotFound {
+                    key: key.to_string(),
+                })?;
                 self.decode(key, guard.value())?
             };
             if r.kind != Kind::Active {
-                return Err(Error::NotActive { key: key.to_string(), kind: r.kind });
+                return Err(Error::NotActive {
+                    key: key.to_string(),
+                    kind: r.kind,
+                });
             }
             let id = r.id.to_string();
             r.usage = measure(&id)?;
@@ -273,7 +334,9 @@ impl MetaStore {
             // containerd: "Replace labels, do not inherit".
             r.labels = labels;
             table.remove(key).map_err(|e| self.err(e))?;
-            table.insert(name, Self::encode(&r).as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(name, Self::encode(&r).as_slice())
+                .map_err(|e| self.err(e))?;
             id
         };
         txn.commit().map_err(|e| self.err(e))?;
@@ -289,7 +352,9 @@ impl MetaStore {
             let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             let r = {
                 let guard = table.get(key).map_err(|e| self.err(e))?;
-                let guard = guard.ok_or_else(|| Error::NotFound { key: key.to_string() })?;
+                let guard = guard.ok_or_else(|| Error::NotFound {
+                    key: key.to_string(),
+                })?;
                 self.decode(key, guard.value())?
             };
             let mut children = Vec::new();
@@ -300,7 +365,10 @@ impl MetaStore {
                 }
             }
             if !children.is_empty() {
-                return Err(Error::HasChildren { key: key.to_string(), children });
+                return Err(Error::HasChildren {
+                    key: key.to_string(),
+                    children,
+                });
             }
             table.remove(key).map_err(|e| self.err(e))?;
             (r.id.to_string(), r.kind)
@@ -331,11 +399,17 @@ impl MetaStore {
 
 fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::InvalidKey { key: key.to_string(), reason: "must not be empty" });
+        return Err(Error::InvalidKey {
+            key: key.to_string(),
+            reason: "must not be empty",
+        });
     }
     Ok(())
 }
 
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> Error {
-    Error::Db { path: path.to_path_buf(), source: Box::new(e.into()) }
+    Error::Db {
+        path: path.to_path_buf(),
+        source: Box::new(e.into()),
+    }
 }

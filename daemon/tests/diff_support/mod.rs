@@ -27,7 +27,12 @@ impl Default for Layer {
 
 impl Layer {
     pub fn new() -> Layer {
-        Layer { b: tar::Builder::new(Vec::new()), mtime: 1_600_000_000, uid: 0, gid: 0 }
+        Layer {
+            b: tar::Builder::new(Vec::new()),
+            mtime: 1_600_000_000,
+            uid: 0,
+            gid: 0,
+        }
     }
 
     pub fn owner(mut self, uid: u64, gid: u64) -> Layer {
@@ -50,11 +55,20 @@ impl Layer {
         h.set_cksum();
         let mut data = value.to_vec();
         data.push(0);
-        self.b.append(&h, data.as_slice()).expect("append long name");
+        self.b
+            .append(&h, data.as_slice())
+            .expect("append long name");
     }
 
     /// Append an entry with exactly these name/link bytes (GNU long records when needed).
-    pub fn raw(mut self, kind: EntryType, name: &[u8], link: &[u8], mode: u32, data: &[u8]) -> Layer {
+    pub fn raw(
+        mut self,
+        kind: EntryType,
+        name: &[u8],
+        link: &[u8],
+        mode: u32,
+        data: &[u8],
+    ) -> Layer {
         if name.len() > 100 {
             self.gnu_long(EntryType::GNULongName, name);
         }
@@ -84,10 +98,22 @@ impl Layer {
         self.raw(EntryType::Regular, name.as_bytes(), b"", mode, data)
     }
     pub fn symlink(self, target: &str, name: &str) -> Layer {
-        self.raw(EntryType::Symlink, name.as_bytes(), target.as_bytes(), 0o777, b"")
+        self.raw(
+            EntryType::Symlink,
+            name.as_bytes(),
+            target.as_bytes(),
+            0o777,
+            b"",
+        )
     }
     pub fn link(self, target: &str, name: &str) -> Layer {
-        self.raw(EntryType::Link, name.as_bytes(), target.as_bytes(), 0o644, b"")
+        self.raw(
+            EntryType::Link,
+            name.as_bytes(),
+            target.as_bytes(),
+            0o644,
+            b"",
+        )
     }
     pub fn whiteout(self, name: &str) -> Layer {
         self.file(name, b"", 0o644)
@@ -115,7 +141,9 @@ impl Layer {
 
     /// A PAX extended header applying to the next entry.
     pub fn pax(mut self, records: &[(&str, &[u8])]) -> Layer {
-        self.b.append_pax_extensions(records.iter().map(|(k, v)| (*k, *v))).expect("pax");
+        self.b
+            .append_pax_extensions(records.iter().map(|(k, v)| (*k, *v)))
+            .expect("pax");
         self
     }
 
@@ -162,7 +190,11 @@ pub fn describe(root: &Path, times: bool) -> BTreeMap<String, String> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let md = fs::symlink_metadata(&p).expect("lstat");
-        let name = p.strip_prefix(root).expect("under root").display().to_string();
+        let name = p
+            .strip_prefix(root)
+            .expect("under root")
+            .display()
+            .to_string();
         let ft = md.file_type();
         let what = if ft.is_dir() {
             for e in fs::read_dir(&p).expect("readdir") {
@@ -170,28 +202,49 @@ pub fn describe(root: &Path, times: bool) -> BTreeMap<String, String> {
             }
             "dir".to_string()
         } else if ft.is_symlink() {
-            format!("symlink->{}", fs::read_link(&p).expect("readlink").display())
+            format!(
+                "symlink->{}",
+                fs::read_link(&p).expect("readlink").display()
+            )
         } else if ft.is_file() {
             format!("file:{}", sha256(&fs::read(&p).expect("read")))
         } else {
             format!("special:{:o}:{}", md.mode() & libc::S_IFMT, md.rdev())
         };
-        let mode = if ft.is_symlink() { 0 } else { md.mode() & 0o7777 };
+        let mode = if ft.is_symlink() {
+            0
+        } else {
+            md.mode() & 0o7777
+        };
         let mut xattrs = Vec::new();
         if let Ok(names) = daemon::snapshots::fsutil::llistxattr(&p) {
             for n in names {
                 if n.as_bytes().starts_with(b"trusted.") || n.as_bytes() == b"security.selinux" {
                     continue;
                 }
-                let v = daemon::snapshots::fsutil::lgetxattr(&p, &n).expect("getxattr").unwrap_or_default();
-                xattrs.push(format!("{}={}", n.to_string_lossy(), String::from_utf8_lossy(&v)));
+                let v = daemon::snapshots::fsutil::lgetxattr(&p, &n)
+                    .expect("getxattr")
+                    .unwrap_or_default();
+                xattrs.push(format!(
+                    "{}={}",
+                    n.to_string_lossy(),
+                    String::from_utf8_lossy(&v)
+                ));
             }
         }
         xattrs.sort();
-        let t = if times && !ft.is_dir() { format!(" mtime={}", md.mtime()) } else { String::new() };
+        let t = if times && !ft.is_dir() {
+            format!(" mtime={}", md.mtime())
+        } else {
+            String::new()
+        };
         out.insert(
             name,
-            format!("{what} mode={mode:o} uid={} gid={} xattrs={xattrs:?}{t}", md.uid(), md.gid()),
+            format!(
+                "{what} mode={mode:o} uid={} gid={} xattrs={xattrs:?}{t}",
+                md.uid(),
+                md.gid()
+            ),
         );
     }
     out
@@ -204,7 +257,9 @@ pub fn assert_same_tree(expected: &Path, actual: &Path, times: bool, what: &str)
         for (k, v) in &e {
             match a.get(k) {
                 None => diff.push_str(&format!("  missing {k}: {v}\n")),
-                Some(av) if av != v => diff.push_str(&format!("  {k}: expected {v}\n  {k}:      got {av}\n")),
+                Some(av) if av != v => {
+                    diff.push_str(&format!("  {k}: expected {v}\n  {k}:      got {av}\n"));
+                }
                 _ => {}
             }
         }
