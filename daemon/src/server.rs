@@ -227,7 +227,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let state = PathBuf::from(&cfg.state);
     mkdir_mode(&root, 0o700)?;
     mkdir_mode(&state, 0o711)?;
-    apply_oom_score(cfg.oom_score)?;
+    // As containerd: a failure (e.g. lowering the score without CAP_SYS_RESOURCE) is logged,
+    // not fatal.
+    if let Err(e) = apply_oom_score(cfg.oom_score) {
+        log::error!("failed to set OOM score on daemon: {e}");
+    }
     let disabled_list = cfg.disabled_plugins.clone();
     let disabled = move |id: &str| disabled_list.iter().any(|d| d == id);
 
