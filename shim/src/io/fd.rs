@@ -152,8 +152,10 @@ impl AsyncPipe {
 /// Where copied bytes go.
 #[derive(Debug)]
 pub(crate) enum Sink {
-    /// A fifo, pipe or pty master (non-blocking, waits for room).
+    /// A pipe or pty master (non-blocking, waits for room).
     Pipe(std::sync::Arc<AsyncPipe>),
+    /// An output fifo opened read-write (see [`open_output_fifo`]).
+    Fifo(std::sync::Arc<AsyncPipe>),
     /// A regular file opened for append; shared when stdout and stderr name the same file.
     File(std::sync::Arc<File>),
     /// Drop the bytes (terminal without stdout).
@@ -169,16 +171,18 @@ impl Sink {
     /// in `open` for the reader before copying. Polling `FIONREAD` only runs in this
     /// after-exit state; `ProcessIo::close` (Delete) ends it.
     pub(crate) async fn linger_until_read(&self) {
-        if let Sink::Pipe(p) = self {
+        if let Sink::Fifo(p) = self {
+            let mut delay = std::time::Duration::from_millis(20);
             while p.unread_bytes().is_ok_and(|n| n > 0) {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
             }
         }
     }
 
     pub(crate) async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         match self {
-            Sink::Pipe(p) => p.write_all(buf).await,
+            Sink::Pipe(p) | Sink::Fifo(p) => p.write_all(buf).await,
             // Regular files never return EAGAIN; a short local write is the cost of not
             // using tokio::fs and its thread pool.
             Sink::File(f) => io::Write::write_all(&mut &**f, buf),

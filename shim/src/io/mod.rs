@@ -473,7 +473,7 @@ fn open_output(path: &Path) -> Result<Sink, IoError> {
     };
     if fd::is_fifo(path).map_err(err)? {
         let fifo = fd::open_output_fifo(path).map_err(err)?;
-        Ok(Sink::Pipe(Arc::new(AsyncPipe::new(fifo).map_err(err)?)))
+        Ok(Sink::Fifo(Arc::new(AsyncPipe::new(fifo).map_err(err)?)))
     } else {
         Ok(Sink::File(Arc::new(fd::open_append(path).map_err(err)?)))
     }
