@@ -34,6 +34,21 @@ pub struct DiffOptions {
     pub media_type: Option<String>,
 }
 
+impl DiffOptions {
+    /// Options for a `DiffRequest.media_type`: empty means containerd's default (OCI
+    /// tar+gzip); otherwise the media type picks the compression and is reported as given.
+    pub fn for_media_type(media_type: &str) -> Result<DiffOptions> {
+        if media_type.is_empty() {
+            return Ok(DiffOptions::default());
+        }
+        let compression = Compression::from_media_type(media_type)?;
+        Ok(DiffOptions {
+            compression,
+            media_type: Some(media_type.to_string()),
+        })
+    }
+}
+
 /// What a diff produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffResult {
