@@ -37,6 +37,8 @@ pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
 #[command(
     name = "berth",
     version,
+    // Go's flag package lets a later flag win over an earlier one; scripts rely on it.
+    args_override_self = true,
     about = "berth CLI: containerd's ctr command tree for berthd (and containerd)"
 )]
 struct Cli {
