@@ -15,6 +15,7 @@
 //! runs when a test panics; cleanup is idempotent so a killed test run leaves nothing that
 //! breaks the next run.
 
+pub mod bench;
 pub mod bins;
 pub mod containerd;
 pub mod daemon;
