@@ -260,9 +260,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     plugins.push(PluginInfo::ok("io.containerd.gc.v1", "scheduler", &["io.containerd.metadata.v1"]));
     plugins.push(PluginInfo::ok("io.containerd.lease.v1", "manager", &["io.containerd.metadata.v1"]));
     plugins.push(PluginInfo { platform: true, ..PluginInfo::ok("io.containerd.differ.v1", "walking", &["io.containerd.metadata.v1"]) });
+    // Collect once before serving: reclaims what a crash left unreferenced, and cannot race
+    // with the first clients' writes (containerd delays its first run by `startup_delay`).
+    match gc.collect_now().await {
+        Ok(s) => log::debug!("start-up gc: {s:?}"),
+        Err(e) => log::warn!("start-up gc failed: {e}"),
+    }
     let gc_task = tokio::spawn(gc.clone().run());
-    // Collect once at start-up: reclaims what a crash left unreferenced.
-    gc.schedule();
 
     let core = Core { db: Arc::clone(&db), events: exchange.clone(), gc };
     for id in ["content", "diff", "images", "introspection", "leases", "namespaces", "snapshots"] {
