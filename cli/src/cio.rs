@@ -69,6 +69,7 @@ pub struct Io {
     holders: Vec<pipe::Sender>,
     copies: Vec<JoinHandle<()>>,
     stdin_done: Option<tokio::sync::oneshot::Receiver<()>>,
+    stdin_pipe: Option<pipe::Sender>,
 }
 
 fn mkfifo(path: &Path) -> Result<(), Error> {
@@ -96,6 +97,7 @@ impl Io {
                     holders: Vec::new(),
                     copies: Vec::new(),
                     stdin_done: None,
+                    stdin_pipe: None,
                 })
             }
             Wiring::LogUri(uri) => {
@@ -109,6 +111,7 @@ impl Io {
                     holders: Vec::new(),
                     copies: Vec::new(),
                     stdin_done: None,
+                    stdin_pipe: None,
                 })
             }
             Wiring::Fifos { terminal, stdin } => (terminal, stdin),
@@ -135,6 +138,7 @@ impl Io {
             holders: Vec::new(),
             copies: Vec::new(),
             stdin_done: None,
+            stdin_pipe: None,
         };
         let stdout = dir.join(format!("{id}-stdout"));
         mkfifo(&stdout)?;
@@ -188,14 +192,25 @@ impl Io {
         Ok(())
     }
 
-    /// Copies our stdin into the fifo from a plain thread (a blocking read of a terminal
-    /// must never keep the runtime from shutting down); signals `stdin_done` at EOF.
+    /// Opens the stdin fifo now (read-write, so it never fails for want of a reader); the
+    /// copying waits for [`Io::start_stdin`].
     fn copy_in(&mut self, path: &Path) -> Result<(), Error> {
-        // Read-write so opening never fails for want of a reader (the shim opens it later).
         let tx = pipe::OpenOptions::new()
             .read_write(true)
             .open_sender(path)
             .map_err(open_err(path))?;
+        self.stdin_pipe = Some(tx);
+        Ok(())
+    }
+
+    /// Starts copying our stdin into the process's, once the shim holds the fifo's read
+    /// end (after Tasks.Create / Exec): data written before that would be lost when we
+    /// close our end. Our stdin is read on a plain thread (a blocking terminal read must
+    /// never keep the runtime from shutting down); `stdin_done` fires at its EOF.
+    pub fn start_stdin(&mut self) {
+        let Some(tx) = self.stdin_pipe.take() else {
+            return;
+        };
         let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         std::thread::spawn(move || {
             use std::io::Read;
@@ -214,7 +229,7 @@ impl Io {
         });
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         self.stdin_done = Some(done_rx);
-        tokio::spawn(async move {
+        self.copies.push(tokio::spawn(async move {
             let mut tx = tx;
             while let Some(chunk) = chunk_rx.recv().await {
                 if tx.write_all(&chunk).await.is_err() {
@@ -223,8 +238,7 @@ impl Io {
             }
             drop(tx);
             let _ = done_tx.send(());
-        });
-        Ok(())
+        }));
     }
 
     /// Connects to the fifos of an existing process (`tasks attach`).
@@ -240,6 +254,7 @@ impl Io {
             holders: Vec::new(),
             copies: Vec::new(),
             stdin_done: None,
+            stdin_pipe: None,
         };
         if !stdout.is_empty() {
             io.copy_out(Path::new(stdout), false)?;
@@ -287,6 +302,30 @@ impl Drop for Io {
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// Removes the fifo directory a detached process's stdio lives in, once its task is
+/// deleted (containerd's `cio.Load` + `Close` does this for `ctr tasks rm`). Only a
+/// directory holding nothing but named pipes is removed, so a `--log-uri` file or any
+/// other path is never touched.
+pub fn remove_fifo_dir(paths: &[&str]) {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(dir) = paths
+        .iter()
+        .filter(|p| p.starts_with('/'))
+        .find_map(|p| Path::new(p).parent())
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let all_fifos = entries
+        .filter_map(Result::ok)
+        .all(|e| e.file_type().is_ok_and(|t| t.is_fifo()));
+    if all_fifos {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

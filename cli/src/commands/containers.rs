@@ -360,6 +360,7 @@ pub async fn delete(client: &client::Client, id: &str, cleanup: bool) -> Result<
                     container_id: id.to_string(),
                 })
                 .await?;
+            crate::cio::remove_fifo_dir(&[p.stdin.as_str(), p.stdout.as_str(), p.stderr.as_str()]);
         }
         Err(s) if s.code() == tonic::Code::NotFound => {}
         Err(s) => return Err(s.into()),

@@ -215,7 +215,7 @@ pub async fn create_task(
             .into_inner()
             .mounts
     };
-    let io = Io::new(id, wiring, fifo_dir)?;
+    let mut io = Io::new(id, wiring, fifo_dir)?;
     let resp = client
         .tasks()
         .create(CreateTaskRequest {
@@ -229,6 +229,7 @@ pub async fn create_task(
         })
         .await?
         .into_inner();
+    io.start_stdin();
     Ok((io, resp.pid))
 }
 
@@ -475,7 +476,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                     fifo_dir: fifo_dir.clone(),
                 },
             )?;
-            let io = Io::new(&exec_id, w, fifo_dir.as_deref())?;
+            let mut io = Io::new(&exec_id, w, fifo_dir.as_deref())?;
             client
                 .tasks()
                 .exec(ExecProcessRequest {
@@ -491,6 +492,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                     exec_id: exec_id.clone(),
                 })
                 .await?;
+            io.start_stdin();
             if detach {
                 io.keep();
                 client
@@ -573,6 +575,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                 if force {
                     force_kill(&client, &id).await;
                 }
+                let stdio = task_stdio(&client, &id).await;
                 match client
                     .tasks()
                     .delete(DeleteTaskRequest {
@@ -586,6 +589,8 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                         if ec != 0 {
                             eprintln!("berth: task {id} exit with non-zero exit code {ec}");
                         }
+                        let refs: Vec<&str> = stdio.iter().map(String::as_str).collect();
+                        cio::remove_fifo_dir(&refs);
                     }
                     Err(status) => {
                         eprintln!("berth: unable to delete {id}: {}", status.message());
@@ -649,7 +654,8 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                 .into_inner()
                 .process
                 .unwrap_or_default();
-            let io = Io::attach(&p.stdin, &p.stdout, &p.stderr, p.terminal)?;
+            let mut io = Io::attach(&p.stdin, &p.stdout, &p.stderr, p.terminal)?;
+            io.start_stdin();
             let code = drive(&client, &id, "", io, p.terminal, false).await?;
             return Ok(i32::try_from(code).unwrap_or(1));
         }
@@ -692,6 +698,21 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
         }
     }
     Ok(0)
+}
+
+/// The stdio paths of a task's init process (empty when unknown).
+pub async fn task_stdio(client: &client::Client, id: &str) -> Vec<String> {
+    client
+        .tasks()
+        .get(GetRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().process)
+        .map(|p| vec![p.stdin, p.stdout, p.stderr])
+        .unwrap_or_default()
 }
 
 /// containerd's `WithProcessKill`: SIGKILL everything and wait for the exit.

@@ -1,0 +1,359 @@
+//! `berth run` and the container/task commands against a private Debian containerd 1.6.20
+//! (Debian's Go shim, real runc) and against berthd: output and exit status propagate,
+//! `--rm` leaves nothing behind, env/cwd/user/mounts/stdin reach the process, `--null-io`
+//! and `--log-uri`, a pty with the caller's size, and the detached lifecycle through
+//! `tasks ls/exec/ps/pause/resume/kill/rm` and `containers create/info/ls/rm`.
+
+mod cli_common;
+
+use std::io::{Read as _, Write as _};
+use std::process::Stdio;
+
+use cli_common::{busybox_archives, s, stderr, stdout, Daemon};
+use integration::image::BUSYBOX_NAME as IMG;
+
+fn setup(d: &Daemon) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, oci, _) = busybox_archives(dir.path());
+    d.berth_ok(&["images", "import", s(&oci)]);
+    dir
+}
+
+fn assert_nothing_left(d: &Daemon) {
+    assert_eq!(d.berth_ok(&["containers", "ls", "-q"]), "");
+    assert_eq!(d.berth_ok(&["tasks", "ls", "-q"]), "");
+    let snaps = d.berth_ok(&["snapshots", "ls"]);
+    assert!(
+        snaps.lines().skip(1).all(|l| l.starts_with("sha256:")),
+        "container snapshots left: {snaps}"
+    );
+}
+
+fn run_foreground(d: &Daemon) {
+    let dir = setup(d);
+
+    let o = d.berth(&["run", "--rm", IMG, "cli-r1", "echo", "hello"]);
+    assert_eq!(stdout(&o), "hello\n", "stderr: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0));
+
+    // Exit status and stderr propagate; arguments after the id are the command's own.
+    let o = d.berth(&[
+        "run",
+        "--rm",
+        IMG,
+        "cli-r2",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+
+    // Env, working directory, user (resolved from the image's /etc/passwd) and a bind mount.
+    let host = dir.path().join("shared");
+    std::fs::create_dir(&host).expect("mkdir");
+    std::fs::write(host.join("f"), "from host").expect("write");
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        host.display()
+    );
+    let o = d.berth(&[
+        "run",
+        "--rm",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "--user",
+        "nobody",
+        "--mount",
+        &mount,
+        IMG,
+        "cli-r3",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; cat /data/f",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "bar\n/tmp\n65534\nfrom host",
+        "stderr: {}",
+        stderr(&o)
+    );
+
+    // Our stdin reaches the process, and its end closes the process's stdin.
+    let mut child = d
+        .berth_command()
+        .args(["run", "--rm", IMG, "cli-r4", "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn berth run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"piped\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\ndone\n");
+
+    // --null-io prints nothing; --log-uri file:// sends output to the file.
+    let o = d.berth(&["run", "--rm", "--null-io", IMG, "cli-r5", "echo", "lost"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let log = dir.path().join("out.log");
+    let uri = format!("file://{}", log.display());
+    let o = d.berth(&[
+        "run",
+        "--rm",
+        "--log-uri",
+        &uri,
+        IMG,
+        "cli-r6",
+        "echo",
+        "logged",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&log).expect("log file"), "logged\n");
+
+    assert_nothing_left(d);
+
+    // Bad input: clear messages, status 1, nothing created.
+    let o = d.berth(&["run", "--rm", "no/such:image", "cli-bad", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "berth: image \"no/such:image\": not found\n");
+    let o = d.berth(&["run", "--rm", "-d", IMG, "cli-bad", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "berth: flags --detach and --rm cannot be specified together\n"
+    );
+    let o = d.berth(&[
+        "run",
+        "--mount",
+        "type=bind,bogus=1",
+        IMG,
+        "cli-bad",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "berth: mount option \"bogus\" not supported\n");
+    assert_nothing_left(d);
+}
+
+fn status_of(d: &Daemon, id: &str) -> String {
+    let ls = d.berth_ok(&["tasks", "ls"]);
+    ls.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no task {id} in:\n{ls}"))
+        .to_string()
+}
+
+fn detached_lifecycle(d: &Daemon) {
+    let dir = setup(d);
+    // Detached stdio fifos stay (for `tasks attach`) until the task is deleted.
+    let fifos = dir.path().join("fifos");
+    assert_eq!(
+        d.berth_ok(&[
+            "run",
+            "-d",
+            "--fifo-dir",
+            s(&fifos),
+            IMG,
+            "cli-d1",
+            "sleep",
+            "1000"
+        ]),
+        ""
+    );
+    assert_eq!(std::fs::read_dir(&fifos).expect("fifo dir").count(), 1);
+    assert_eq!(status_of(d, "cli-d1"), "RUNNING");
+    let ls = d.berth_ok(&["tasks", "ls"]);
+    assert!(
+        ls.starts_with("TASK    PID      STATUS    \n") || ls.starts_with("TASK "),
+        "{ls}"
+    );
+
+    let o = d.berth(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        "cli-d1",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
+    assert_eq!(stdout(&o), "hi\n", "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3));
+
+    let ps = d.berth_ok(&["tasks", "ps", "cli-d1"]);
+    assert!(ps.starts_with("PID "), "{ps}");
+    assert_eq!(ps.lines().count(), 2, "{ps}");
+
+    d.berth_ok(&["tasks", "pause", "cli-d1"]);
+    assert_eq!(status_of(d, "cli-d1"), "PAUSED");
+    d.berth_ok(&["tasks", "resume", "cli-d1"]);
+    assert_eq!(status_of(d, "cli-d1"), "RUNNING");
+
+    // A running container cannot be removed.
+    let o = d.berth(&["containers", "rm", "cli-d1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot delete a non stopped container"),
+        "{}",
+        stderr(&o)
+    );
+
+    d.berth_ok(&["tasks", "kill", "-s", "SIGKILL", "cli-d1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_of(d, "cli-d1") != "STOPPED" {
+        assert!(std::time::Instant::now() < deadline, "task did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = d.berth(&["tasks", "rm", "cli-d1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "berth: task cli-d1 exit with non-zero exit code 137\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(&fifos).expect("fifo dir").count(),
+        0,
+        "fifo directory left after tasks rm"
+    );
+    d.berth_ok(&["containers", "rm", "cli-d1"]);
+
+    // kill -a reaches every process; containers create + tasks start in the foreground.
+    d.berth_ok(&["containers", "create", IMG, "cli-d2", "sh", "-c", "exit 4"]);
+    let ls = d.berth_ok(&["containers", "ls"]);
+    assert!(
+        ls.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["cli-d2", IMG, "io.containerd.runc.v2"]),
+        "{ls}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&d.berth_ok(&["containers", "info", "cli-d2"])).expect("JSON");
+    assert_eq!(info["ID"], "cli-d2");
+    assert_eq!(
+        info["Spec"]["process"]["args"],
+        serde_json::json!(["sh", "-c", "exit 4"])
+    );
+    let o = d.berth(&["tasks", "start", "cli-d2"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    d.berth_ok(&["containers", "rm", "cli-d2"]);
+
+    d.berth_ok(&[
+        "run",
+        "-d",
+        "--fifo-dir",
+        s(&fifos),
+        IMG,
+        "cli-d3",
+        "sh",
+        "-c",
+        "sleep 1000 & sleep 1000",
+    ]);
+    d.berth_ok(&["tasks", "kill", "-a", "-s", "9", "cli-d3"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_of(d, "cli-d3") != "STOPPED" {
+        assert!(std::time::Instant::now() < deadline, "task did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = d.berth(&["tasks", "kill", "-s", "NOPE", "cli-d3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("invalid signal \"NOPE\""),
+        "{}",
+        stderr(&o)
+    );
+    d.berth_ok(&["tasks", "rm", "cli-d3"]);
+    d.berth_ok(&["containers", "rm", "cli-d3"]);
+    assert_eq!(std::fs::read_dir(&fifos).expect("fifo dir").count(), 0);
+    assert_nothing_left(d);
+}
+
+/// `run -t`: the process gets a pty of our terminal's size; raw mode; status propagates.
+fn tty(d: &Daemon) {
+    use nix::pty::{openpty, Winsize};
+    let _dir = setup(d);
+    let ws = Winsize {
+        ws_row: 45,
+        ws_col: 123,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(Some(&ws), None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = d
+        .berth_command()
+        .args([
+            "run",
+            "-t",
+            "--rm",
+            IMG,
+            "cli-t1",
+            "sh",
+            "-c",
+            "tty; stty size; exit 5",
+        ])
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("spawn berth run -t");
+    let mut master = std::fs::File::from(pty.master);
+    let status = child.wait().expect("wait");
+    // The child has exited: everything it wrote is in the pty buffer. Read without blocking.
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("nonblock");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status.code(), Some(5), "output: {text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("45 123"), "{text:?}");
+    assert_nothing_left(d);
+}
+
+#[test]
+fn run_foreground_against_containerd() {
+    run_foreground(&Daemon::containerd());
+}
+
+#[test]
+fn detached_lifecycle_against_containerd() {
+    detached_lifecycle(&Daemon::containerd());
+}
+
+#[test]
+fn run_tty_against_containerd() {
+    tty(&Daemon::containerd());
+}
+
+#[test]
+fn run_foreground_against_berthd() {
+    run_foreground(&Daemon::berthd());
+}
+
+#[test]
+fn detached_lifecycle_against_berthd() {
+    detached_lifecycle(&Daemon::berthd());
+}
+
+#[test]
+fn run_tty_against_berthd() {
+    tty(&Daemon::berthd());
+}
