@@ -814,6 +814,19 @@ fn unpack_layer(tar_bytes: &[u8], rootfs: &Path) -> Result<(), ImageError> {
     for entry in entries {
         let mut entry = entry.map_err(|e| werr(rootfs, e))?;
         let rel = entry.path().map_err(|e| werr(rootfs, e))?.into_owned();
+        // Whiteouts are applied by path below, outside tar's own traversal checks: refuse
+        // anything that could leave the rootfs.
+        if rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        }) {
+            return Err(werr(
+                &rootfs.join(&rel),
+                std::io::Error::other("layer entry escapes the rootfs (absolute or `..` path)"),
+            ));
+        }
         let name = rel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -865,6 +878,28 @@ mod tests {
         assert_eq!(img.tag(), "test");
         assert_eq!(img.repository(), "library/busybox");
         assert_eq!(img.familiar_name(), "busybox:test");
+    }
+
+    #[test]
+    fn unpacker_refuses_entries_escaping_the_rootfs() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        // `set_path` refuses `..`, so write the raw name bytes as a hostile layer would.
+        h.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"../.wh.victim");
+        h.set_cksum();
+        b.append(&h, std::io::empty()).expect("append");
+        let tar = b.into_inner().expect("tar");
+        let dir = tempfile::tempdir().expect("tmp");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").expect("victim");
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir(&rootfs).expect("rootfs");
+        let err = unpack_layer(&tar, &rootfs).expect_err("must refuse");
+        assert!(err.to_string().contains("escapes"), "{err}");
+        assert!(victim.exists());
     }
 
     #[test]

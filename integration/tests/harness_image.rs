@@ -212,7 +212,10 @@ fn skopeo_reads_the_docker_archive() {
     img.write_docker_archive(&path).expect("write");
     let out = Command::new(skopeo)
         // Selecting the image by its RepoTags entry proves manifest.json names it.
-        .args(["inspect", &format!("docker-archive:{}:busybox:test", path.display())])
+        .args([
+            "inspect",
+            &format!("docker-archive:{}:busybox:test", path.display()),
+        ])
         .output()
         .expect("run skopeo");
     assert!(
