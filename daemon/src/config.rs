@@ -93,7 +93,14 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.key,
+            self.message
+        )
     }
 }
 
@@ -276,7 +283,9 @@ pub struct BoltConfig {
 
 impl Default for BoltConfig {
     fn default() -> Self {
-        Self { content_sharing_policy: "shared".into() }
+        Self {
+            content_sharing_policy: "shared".into(),
+        }
     }
 }
 
@@ -304,11 +313,34 @@ pub struct NativeConfig {
 
 // Known keys per table, for unknown-key warnings. `*` accepts any key below.
 const TOP: &[&str] = &[
-    "version", "root", "state", "temp", "plugin_dir", "disabled_plugins", "required_plugins", "oom_score", "imports",
-    "grpc", "ttrpc", "debug", "metrics", "cgroup", "timeouts", "plugins", "proxy_plugins", "stream_processors",
+    "version",
+    "root",
+    "state",
+    "temp",
+    "plugin_dir",
+    "disabled_plugins",
+    "required_plugins",
+    "oom_score",
+    "imports",
+    "grpc",
+    "ttrpc",
+    "debug",
+    "metrics",
+    "cgroup",
+    "timeouts",
+    "plugins",
+    "proxy_plugins",
+    "stream_processors",
 ];
 const GRPC: &[&str] = &[
-    "address", "tcp_address", "tcp_tls_ca", "tcp_tls_cert", "tcp_tls_key", "uid", "gid", "max_recv_message_size",
+    "address",
+    "tcp_address",
+    "tcp_tls_ca",
+    "tcp_tls_cert",
+    "tcp_tls_key",
+    "uid",
+    "gid",
+    "max_recv_message_size",
     "max_send_message_size",
 ];
 const TTRPC: &[&str] = &["address", "uid", "gid"];
@@ -317,9 +349,20 @@ const METRICS: &[&str] = &["address", "grpc_histogram"];
 const CGROUP: &[&str] = &["path"];
 const PROXY: &[&str] = &["type", "address", "platform", "exports", "capabilities"];
 const BOLT: &[&str] = &["content_sharing_policy"];
-const OVERLAYFS: &[&str] = &["root_path", "upperdir_label", "mount_options", "sync_remove"];
+const OVERLAYFS: &[&str] = &[
+    "root_path",
+    "upperdir_label",
+    "mount_options",
+    "sync_remove",
+];
 const NATIVE: &[&str] = &["root_path"];
-const GC: &[&str] = &["pause_threshold", "deletion_threshold", "mutation_threshold", "schedule_delay", "startup_delay"];
+const GC: &[&str] = &[
+    "pause_threshold",
+    "deletion_threshold",
+    "mutation_threshold",
+    "schedule_delay",
+    "startup_delay",
+];
 
 /// Plugin ids whose sections berthd reads or knows to be harmless. Anything else warns.
 const KNOWN_PLUGINS: &[&str] = &[
@@ -346,7 +389,11 @@ const KNOWN_PLUGINS: &[&str] = &[
 ];
 
 fn line_of(src: &str, offset: usize) -> usize {
-    src[..offset.min(src.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    src[..offset.min(src.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn check_keys(
@@ -359,7 +406,11 @@ fn check_keys(
 ) {
     for (k, v) in table {
         let name = k.get_ref().as_ref();
-        let path = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        };
         if !known.contains(&name) {
             out.push(Warning {
                 file: file.to_path_buf(),
@@ -369,7 +420,9 @@ fn check_keys(
             });
             continue;
         }
-        let toml::de::DeValue::Table(sub) = v.get_ref() else { continue };
+        let toml::de::DeValue::Table(sub) = v.get_ref() else {
+            continue;
+        };
         match path.as_str() {
             "grpc" => check_keys(src, file, sub, &path, GRPC, out),
             "ttrpc" => check_keys(src, file, sub, &path, TTRPC, out),
@@ -379,7 +432,14 @@ fn check_keys(
             "proxy_plugins" => {
                 for (pk, pv) in sub {
                     if let toml::de::DeValue::Table(p) = pv.get_ref() {
-                        check_keys(src, file, p, &format!("proxy_plugins.{}", pk.get_ref().as_ref()), PROXY, out);
+                        check_keys(
+                            src,
+                            file,
+                            p,
+                            &format!("proxy_plugins.{}", pk.get_ref().as_ref()),
+                            PROXY,
+                            out,
+                        );
                     }
                 }
             }
@@ -395,7 +455,9 @@ fn check_keys(
                         _ => None,
                     };
                     match (keys, pv.get_ref()) {
-                        (Some(keys), toml::de::DeValue::Table(p)) => check_keys(src, file, p, &ppath, keys, out),
+                        (Some(keys), toml::de::DeValue::Table(p)) => {
+                            check_keys(src, file, p, &ppath, keys, out)
+                        }
                         _ if KNOWN_PLUGINS.contains(&id) => {}
                         _ => out.push(Warning {
                             file: file.to_path_buf(),
@@ -421,7 +483,11 @@ fn merge(dst: &mut toml::Table, src: toml::Table) {
                     d.insert(pk, pv);
                 }
             }
-            ("disabled_plugins" | "required_plugins", Some(toml::Value::Array(d)), toml::Value::Array(s)) => {
+            (
+                "disabled_plugins" | "required_plugins",
+                Some(toml::Value::Array(d)),
+                toml::Value::Array(s),
+            ) => {
                 for x in s {
                     if !d.contains(&x) {
                         d.push(x);
@@ -437,9 +503,15 @@ fn merge(dst: &mut toml::Table, src: toml::Table) {
 }
 
 fn parse_file(path: &Path, src: &str, warnings: &mut Vec<Warning>) -> Result<toml::Table, Error> {
-    let de = toml::de::DeTable::parse(src).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let de = toml::de::DeTable::parse(src).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     check_keys(src, path, de.get_ref(), "", TOP, warnings);
-    toml::from_str::<toml::Table>(src).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })
+    toml::from_str::<toml::Table>(src).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 fn load_into(
@@ -453,21 +525,39 @@ fn load_into(
         return Ok(());
     }
     seen.push(canon);
-    let src = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let src = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut table = parse_file(path, &src, warnings)?;
     let imports: Vec<String> = match table.remove("imports") {
-        Some(toml::Value::Array(a)) => a.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         Some(_) => {
-            return Err(Error::Invalid { path: path.to_path_buf(), key: "imports".into(), reason: "must be an array of strings".into() })
+            return Err(Error::Invalid {
+                path: path.to_path_buf(),
+                key: "imports".into(),
+                reason: "must be an array of strings".into(),
+            })
         }
         None => vec![],
     };
     merge(acc, table);
     let base = path.parent().unwrap_or(Path::new("/"));
     for pat in &imports {
-        let full = if Path::new(pat).is_absolute() { pat.clone() } else { base.join(pat).to_string_lossy().into_owned() };
+        let full = if Path::new(pat).is_absolute() {
+            pat.clone()
+        } else {
+            base.join(pat).to_string_lossy().into_owned()
+        };
         let mut files: Vec<PathBuf> = glob::glob(&full)
-            .map_err(|e| Error::Import { path: path.to_path_buf(), pattern: pat.clone(), reason: e.to_string() })?
+            .map_err(|e| Error::Import {
+                path: path.to_path_buf(),
+                pattern: pat.clone(),
+                reason: e.to_string(),
+            })?
             .filter_map(Result::ok)
             .collect();
         files.sort();
@@ -475,7 +565,9 @@ fn load_into(
             load_into(&f, acc, seen, warnings)?;
         }
     }
-    let list = acc.entry("imports").or_insert_with(|| toml::Value::Array(vec![]));
+    let list = acc
+        .entry("imports")
+        .or_insert_with(|| toml::Value::Array(vec![]));
     if let toml::Value::Array(a) = list {
         for i in imports {
             a.push(toml::Value::String(i));
@@ -496,7 +588,10 @@ impl Config {
         load_into(path, &mut acc, &mut vec![], &mut warnings)?;
         let cfg: Config = toml::Value::Table(acc)
             .try_into()
-            .map_err(|e: toml::de::Error| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+            .map_err(|e: toml::de::Error| Error::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         cfg.validate(path)?;
         Ok((cfg, warnings))
     }
@@ -507,57 +602,110 @@ impl Config {
         let table = parse_file(name, src, &mut warnings)?;
         let cfg: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| Error::Parse { path: name.to_path_buf(), message: e.to_string() })?;
+            .map_err(|e: toml::de::Error| Error::Parse {
+                path: name.to_path_buf(),
+                message: e.to_string(),
+            })?;
         cfg.validate(name)?;
         Ok((cfg, warnings))
     }
 
     fn validate(&self, path: &Path) -> Result<(), Error> {
-        let bad = |key: &str, reason: String| Error::Invalid { path: path.to_path_buf(), key: key.into(), reason };
+        let bad = |key: &str, reason: String| Error::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            reason,
+        };
         if !matches!(self.version, 2 | 3) {
-            return Err(bad("version", format!("{} is not supported: use version = 2 or 3", self.version)));
+            return Err(bad(
+                "version",
+                format!("{} is not supported: use version = 2 or 3", self.version),
+            ));
         }
         if self.root.is_empty() || !Path::new(&self.root).is_absolute() {
-            return Err(bad("root", format!("{:?} must be an absolute path", self.root)));
+            return Err(bad(
+                "root",
+                format!("{:?} must be an absolute path", self.root),
+            ));
         }
         if self.state.is_empty() || !Path::new(&self.state).is_absolute() {
-            return Err(bad("state", format!("{:?} must be an absolute path", self.state)));
+            return Err(bad(
+                "state",
+                format!("{:?} must be an absolute path", self.state),
+            ));
         }
         if self.root == self.state {
-            return Err(bad("state", "root and state must be different paths".into()));
+            return Err(bad(
+                "state",
+                "root and state must be different paths".into(),
+            ));
         }
         if self.grpc.address.is_empty() {
             return Err(bad("grpc.address", "must not be empty".into()));
         }
         if !(-1000..=1000).contains(&self.oom_score) {
-            return Err(bad("oom_score", format!("{} is outside -1000..=1000", self.oom_score)));
+            return Err(bad(
+                "oom_score",
+                format!("{} is outside -1000..=1000", self.oom_score),
+            ));
         }
-        for (k, v) in [("grpc.max_recv_message_size", self.grpc.max_recv_message_size), ("grpc.max_send_message_size", self.grpc.max_send_message_size)] {
+        for (k, v) in [
+            (
+                "grpc.max_recv_message_size",
+                self.grpc.max_recv_message_size,
+            ),
+            (
+                "grpc.max_send_message_size",
+                self.grpc.max_send_message_size,
+            ),
+        ] {
             if v <= 0 || v > i64::from(u32::MAX) {
                 return Err(bad(k, format!("{v} must be between 1 and {}", u32::MAX)));
             }
         }
         if !self.debug.level.is_empty() && parse_level(&self.debug.level).is_none() {
-            return Err(bad("debug.level", format!("{:?}: want trace, debug, info, warn, error, fatal or panic", self.debug.level)));
+            return Err(bad(
+                "debug.level",
+                format!(
+                    "{:?}: want trace, debug, info, warn, error, fatal or panic",
+                    self.debug.level
+                ),
+            ));
         }
         if !matches!(self.debug.format.as_str(), "" | "text" | "json") {
-            return Err(bad("debug.format", format!("{:?}: want \"text\" or \"json\"", self.debug.format)));
+            return Err(bad(
+                "debug.format",
+                format!("{:?}: want \"text\" or \"json\"", self.debug.format),
+            ));
         }
-        let bolt = self.plugin_config::<BoltConfig>(ids::BOLT).map_err(|r| bad(&format!("plugins.{:?}", ids::BOLT), r))?;
+        let bolt = self
+            .plugin_config::<BoltConfig>(ids::BOLT)
+            .map_err(|r| bad(&format!("plugins.{:?}", ids::BOLT), r))?;
         if !matches!(bolt.content_sharing_policy.as_str(), "shared" | "isolated") {
             return Err(bad(
                 &format!("plugins.{:?}.content_sharing_policy", ids::BOLT),
-                format!("{:?}: want \"shared\" or \"isolated\"", bolt.content_sharing_policy),
+                format!(
+                    "{:?}: want \"shared\" or \"isolated\"",
+                    bolt.content_sharing_policy
+                ),
             ));
         }
-        self.plugin_config::<OverlayfsConfig>(ids::OVERLAYFS).map_err(|r| bad(&format!("plugins.{:?}", ids::OVERLAYFS), r))?;
-        self.plugin_config::<NativeConfig>(ids::NATIVE).map_err(|r| bad(&format!("plugins.{:?}", ids::NATIVE), r))?;
+        self.plugin_config::<OverlayfsConfig>(ids::OVERLAYFS)
+            .map_err(|r| bad(&format!("plugins.{:?}", ids::OVERLAYFS), r))?;
+        self.plugin_config::<NativeConfig>(ids::NATIVE)
+            .map_err(|r| bad(&format!("plugins.{:?}", ids::NATIVE), r))?;
         for (name, p) in &self.proxy_plugins {
             if !matches!(p.r#type.as_str(), "snapshot" | "content") {
-                return Err(bad(&format!("proxy_plugins.{name}.type"), format!("{:?}: want \"snapshot\" or \"content\"", p.r#type)));
+                return Err(bad(
+                    &format!("proxy_plugins.{name}.type"),
+                    format!("{:?}: want \"snapshot\" or \"content\"", p.r#type),
+                ));
             }
             if p.address.is_empty() {
-                return Err(bad(&format!("proxy_plugins.{name}.address"), "must not be empty".into()));
+                return Err(bad(
+                    &format!("proxy_plugins.{name}.address"),
+                    "must not be empty".into(),
+                ));
             }
         }
         Ok(())
@@ -568,7 +716,10 @@ impl Config {
     pub fn plugin_config<T: DeserializeOwned + Default>(&self, id: &str) -> Result<T, String> {
         match self.plugins.get(id) {
             None => Ok(T::default()),
-            Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| e.to_string()),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| e.to_string()),
         }
     }
 
@@ -743,12 +894,17 @@ mod tests {
         let cases = [
             ("oom_score = 5000", "oom_score"),
             ("[grpc]\nuid = \"root\"", "uid"),
-            ("[plugins.\"io.containerd.metadata.v1.bolt\"]\ncontent_sharing_policy = \"x\"", "content_sharing_policy"),
+            (
+                "[plugins.\"io.containerd.metadata.v1.bolt\"]\ncontent_sharing_policy = \"x\"",
+                "content_sharing_policy",
+            ),
             ("[debug]\nlevel = \"loud\"", "debug.level"),
             ("version = 1", "version"),
         ];
         for (src, key) in cases {
-            let e = Config::parse(src, Path::new("c.toml")).unwrap_err().to_string();
+            let e = Config::parse(src, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(key), "{src:?}: {e}");
         }
     }
@@ -757,9 +913,21 @@ mod tests {
     fn imports_merge_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("conf.d")).unwrap();
-        std::fs::write(tmp.path().join("conf.d/10-a.toml"), "oom_score = -10\ndisabled_plugins = [\"a\"]\n").unwrap();
-        std::fs::write(tmp.path().join("conf.d/20-b.toml"), "oom_score = -20\ndisabled_plugins = [\"b\"]\n").unwrap();
-        std::fs::write(tmp.path().join("main.toml"), "version = 2\nimports = [\"conf.d/*.toml\"]\ndisabled_plugins = [\"m\"]\n").unwrap();
+        std::fs::write(
+            tmp.path().join("conf.d/10-a.toml"),
+            "oom_score = -10\ndisabled_plugins = [\"a\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join("conf.d/20-b.toml"),
+            "oom_score = -20\ndisabled_plugins = [\"b\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join("main.toml"),
+            "version = 2\nimports = [\"conf.d/*.toml\"]\ndisabled_plugins = [\"m\"]\n",
+        )
+        .unwrap();
         let (cfg, w) = Config::load(&tmp.path().join("main.toml"), false).unwrap();
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(cfg.oom_score, -20);

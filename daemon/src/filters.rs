@@ -128,11 +128,19 @@ fn is_field_char(c: char) -> bool {
 
 impl<'a> Parser<'a> {
     fn new(input: &'a str) -> Self {
-        Self { input, pos: 0, value_mode: false }
+        Self {
+            input,
+            pos: 0,
+            value_mode: false,
+        }
     }
 
     fn err(&self, pos: usize, msg: impl Into<String>) -> ParseError {
-        ParseError { input: self.input.to_string(), pos, msg: msg.into() }
+        ParseError {
+            input: self.input.to_string(),
+            pos,
+            msg: msg.into(),
+        }
     }
 
     fn peek_char(&self) -> Option<char> {
@@ -173,7 +181,10 @@ impl<'a> Parser<'a> {
                     self.pos += n.len_utf8();
                 }
                 self.value_mode = true;
-                Ok((start, Tok::Operator(self.input[start..self.pos].to_string())))
+                Ok((
+                    start,
+                    Tok::Operator(self.input[start..self.pos].to_string()),
+                ))
             }
             _ if self.value_mode => {
                 while let Some(n) = self.peek_char() {
@@ -233,12 +244,15 @@ impl<'a> Parser<'a> {
                                     'u' => 4,
                                     _ => 8,
                                 };
-                                let digits: String = chars.by_ref().take(n).map(|(_, d)| d).collect();
+                                let digits: String =
+                                    chars.by_ref().take(n).map(|(_, d)| d).collect();
                                 let ch = u32::from_str_radix(&digits, 16)
                                     .ok()
                                     .filter(|_| digits.len() == n)
                                     .and_then(char::from_u32)
-                                    .ok_or_else(|| self.err(start, "illegal numeric escape sequence"))?;
+                                    .ok_or_else(|| {
+                                        self.err(start, "illegal numeric escape sequence")
+                                    })?;
                                 out.push(ch);
                             }
                             _ => return Err(self.err(start, "illegal escape sequence")),
@@ -266,7 +280,12 @@ impl<'a> Parser<'a> {
     fn selector(&mut self) -> Result<Selector, ParseError> {
         let path = self.fieldpath()?;
         match self.peek_nonspace() {
-            None | Some(',') => return Ok(Selector { path, op: Op::Present }),
+            None | Some(',') => {
+                return Ok(Selector {
+                    path,
+                    op: Op::Present,
+                })
+            }
             _ => {}
         }
         let (pos, tok) = self.scan()?;
@@ -346,13 +365,19 @@ mod tests {
     fn obj(name: &'static str, labels: &[(&str, &str)]) -> Obj {
         Obj {
             name,
-            labels: labels.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
         }
     }
 
     #[test]
     fn table() {
-        let a = obj("docker.io/library/busybox:latest", &[("foo", "bar"), ("a.b", "c"), ("empty", "")]);
+        let a = obj(
+            "docker.io/library/busybox:latest",
+            &[("foo", "bar"), ("a.b", "c"), ("empty", "")],
+        );
         let cases: &[(&str, bool)] = &[
             ("", true),
             ("name", true),
@@ -392,7 +417,16 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        for bad in ["name==", "==x", "name==x,", "name=x!", "\"unterminated", "name,,x", "labels.", "a b"] {
+        for bad in [
+            "name==",
+            "==x",
+            "name==x,",
+            "name=x!",
+            "\"unterminated",
+            "name,,x",
+            "labels.",
+            "a b",
+        ] {
             assert!(Filter::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "berthd", about = "berth: containerd's API, in Rust", disable_version_flag = true)]
+#[command(
+    name = "berthd",
+    about = "berth: containerd's API, in Rust",
+    disable_version_flag = true
+)]
 struct Cli {
     /// Path to the configuration file.
     #[arg(short = 'c', long = "config", global = true, default_value = config::DEFAULT_CONFIG_PATH)]
@@ -90,21 +94,36 @@ fn logger(cfg: &Config) -> Result<slog::Logger, String> {
     let level = if cfg.debug.level.is_empty() {
         slog::Level::Info
     } else {
-        config::parse_level(&cfg.debug.level).ok_or_else(|| format!("invalid log level {:?}", cfg.debug.level))?
+        config::parse_level(&cfg.debug.level)
+            .ok_or_else(|| format!("invalid log level {:?}", cfg.debug.level))?
     };
     let log = if cfg.debug.format == "json" {
-        let d = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
-        slog::Logger::root(std::sync::Mutex::new(d.filter_level(level)).map(slog::IgnoreResult::new), o!())
+        let d = slog_json::Json::new(std::io::stderr())
+            .add_default_keys()
+            .build()
+            .fuse();
+        slog::Logger::root(
+            std::sync::Mutex::new(d.filter_level(level)).map(slog::IgnoreResult::new),
+            o!(),
+        )
     } else {
-        let d = slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr())).build().fuse();
-        slog::Logger::root(std::sync::Mutex::new(d.filter_level(level)).map(slog::IgnoreResult::new), o!())
+        let d = slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
+            .build()
+            .fuse();
+        slog::Logger::root(
+            std::sync::Mutex::new(d.filter_level(level)).map(slog::IgnoreResult::new),
+            o!(),
+        )
     };
     Ok(log)
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the daemon can still be stopped with SIGKILL.
         std::future::pending::<()>().await;
         return;
@@ -136,7 +155,10 @@ fn serve(cli: &Cli) -> ExitCode {
         slog::warn!(log, "config: {}", w.message; "file" => w.file.display().to_string(), "line" => w.line, "key" => &w.key);
     }
     slog::info!(log, "starting berthd"; "version" => daemon::api::version::VERSION, "config" => cli.config.display().to_string());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             slog::crit!(log, "tokio runtime: {e}");
@@ -158,63 +180,105 @@ fn serve(cli: &Cli) -> ExitCode {
 fn publish(address: &str, topic: &str, namespace: &str) -> Result<(), String> {
     use prost::Message;
     let mut buf = Vec::new();
-    std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("read event from stdin: {e}"))?;
-    let event = prost_types::Any::decode(buf.as_slice()).map_err(|e| format!("decode event payload: {e}"))?;
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("read event from stdin: {e}"))?;
+    let event = prost_types::Any::decode(buf.as_slice())
+        .map_err(|e| format!("decode event payload: {e}"))?;
     daemon::events::validate_topic(topic).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let path = PathBuf::from(address);
         let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
             .map_err(|e| e.to_string())?
             .connect_with_connector(tower::service_fn(move |_| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
             }))
             .await
             .map_err(|e| format!("connect to {address}: {e}"))?;
-        let mut client = protos::containerd::services::events::v1::events_client::EventsClient::new(channel);
+        let mut client =
+            protos::containerd::services::events::v1::events_client::EventsClient::new(channel);
         let env = protos::containerd::types::Envelope {
             timestamp: Some(daemon::metadata::Ts::now().to_proto()),
             namespace: namespace.to_string(),
             topic: topic.to_string(),
             event: Some(event),
         };
-        let mut req = tonic::Request::new(protos::containerd::services::events::v1::ForwardRequest { envelope: Some(env) });
+        let mut req =
+            tonic::Request::new(protos::containerd::services::events::v1::ForwardRequest {
+                envelope: Some(env),
+            });
         if let Ok(v) = namespace.parse() {
             req.metadata_mut().insert(daemon::api::NAMESPACE_HEADER, v);
         }
-        client.forward(req).await.map_err(|s| format!("forward event: {}", s.message()))?;
+        client
+            .forward(req)
+            .await
+            .map_err(|s| format!("forward event: {}", s.message()))?;
         Ok(())
     })
 }
 
 fn oci_hook(command: &[String]) -> Result<i32, String> {
     let mut state = String::new();
-    std::io::stdin().read_to_string(&mut state).map_err(|e| format!("read state from stdin: {e}"))?;
-    let st: serde_json::Value = serde_json::from_str(&state).map_err(|e| format!("parse OCI state: {e}"))?;
-    let s = |k: &str| st.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default();
+    std::io::stdin()
+        .read_to_string(&mut state)
+        .map_err(|e| format!("read state from stdin: {e}"))?;
+    let st: serde_json::Value =
+        serde_json::from_str(&state).map_err(|e| format!("parse OCI state: {e}"))?;
+    let s = |k: &str| {
+        st.get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
     let bundle = s("bundle");
     let rootfs = {
-        let spec = std::fs::read_to_string(Path::new(&bundle).join("config.json")).unwrap_or_default();
+        let spec =
+            std::fs::read_to_string(Path::new(&bundle).join("config.json")).unwrap_or_default();
         let root = serde_json::from_str::<serde_json::Value>(&spec)
             .ok()
-            .and_then(|v| v.pointer("/root/path").and_then(|p| p.as_str().map(str::to_string)))
+            .and_then(|v| {
+                v.pointer("/root/path")
+                    .and_then(|p| p.as_str().map(str::to_string))
+            })
             .unwrap_or_default();
-        if root.is_empty() || Path::new(&root).is_absolute() { root } else { Path::new(&bundle).join(root).display().to_string() }
+        if root.is_empty() || Path::new(&root).is_absolute() {
+            root
+        } else {
+            Path::new(&bundle).join(root).display().to_string()
+        }
     };
-    let re = regex::Regex::new(r#"\{\{\s*annotation\s+"([^"]*)"\s*\}\}"#).map_err(|e| e.to_string())?;
+    let re =
+        regex::Regex::new(r#"\{\{\s*annotation\s+"([^"]*)"\s*\}\}"#).map_err(|e| e.to_string())?;
     let expand = |a: &str| {
-        let a = a.replace("{{id}}", &s("id")).replace("{{pid}}", &s("pid")).replace("{{bundle}}", &bundle).replace("{{rootfs}}", &rootfs);
+        let a = a
+            .replace("{{id}}", &s("id"))
+            .replace("{{pid}}", &s("pid"))
+            .replace("{{bundle}}", &bundle)
+            .replace("{{rootfs}}", &rootfs);
         re.replace_all(&a, |c: &regex::Captures<'_>| {
-            st.pointer(&format!("/annotations/{}", c[1].replace('~', "~0").replace('/', "~1")))
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
+            st.pointer(&format!(
+                "/annotations/{}",
+                c[1].replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
         })
         .into_owned()
     };
     let args: Vec<String> = command.iter().map(|a| expand(a)).collect();
-    let (prog, rest) = args.split_first().ok_or("oci-hook needs a command after --")?;
+    let (prog, rest) = args
+        .split_first()
+        .ok_or("oci-hook needs a command after --")?;
     let mut child = std::process::Command::new(prog)
         .args(rest)
         .stdin(std::process::Stdio::piped())
@@ -224,23 +288,33 @@ fn oci_hook(command: &[String]) -> Result<i32, String> {
         use std::io::Write;
         let _ = stdin.write_all(state.as_bytes());
     }
-    let status = child.wait().map_err(|e| format!("wait for hook {prog}: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("wait for hook {prog}: {e}"))?;
     Ok(status.code().unwrap_or(1))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.version {
-        println!("berthd github.com/berth/berth v{} {}", daemon::api::version::VERSION, daemon::api::version::REVISION);
+        println!(
+            "berthd github.com/berth/berth v{} {}",
+            daemon::api::version::VERSION,
+            daemon::api::version::REVISION
+        );
         return ExitCode::SUCCESS;
     }
     match &cli.command {
         None => serve(&cli),
-        Some(Command::Config { what: ConfigCmd::Default }) => {
+        Some(Command::Config {
+            what: ConfigCmd::Default,
+        }) => {
             print!("{}", config::default_toml());
             ExitCode::SUCCESS
         }
-        Some(Command::Config { what: ConfigCmd::Dump }) => match load_config(&cli) {
+        Some(Command::Config {
+            what: ConfigCmd::Dump,
+        }) => match load_config(&cli) {
             Ok((cfg, warnings)) => {
                 for w in warnings {
                     eprintln!("warning: {w}");
@@ -254,7 +328,10 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Publish { topic, namespace }) => {
-            let address = cli.address.clone().unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
+            let address = cli
+                .address
+                .clone()
+                .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
             match publish(&address, topic, namespace) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -62,7 +62,11 @@ pub enum Error {
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { what, path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn mkdir_mode(path: &Path, mode: u32) -> Result<(), Error> {
@@ -82,7 +86,7 @@ pub fn apply_oom_score(score: i32) -> Result<(), Error> {
 fn fs_name(path: &Path) -> String {
     match nix::sys::statfs::statfs(path) {
         Ok(s) => {
-            let magic = s.filesystem_type().0 as i64;
+            let magic = s.filesystem_type().0;
             match magic {
                 0xEF53 => "ext4".into(),
                 0x5846_5342 => "xfs".into(),
@@ -99,7 +103,11 @@ fn fs_name(path: &Path) -> String {
 
 /// The snapshotter plugins: loaded backends plus the rows `ctr plugins ls` shows for the
 /// ones berthd does not have, with containerd's skip/error reasons.
-fn snapshotters(cfg: &Config, root: &Path, disabled: &dyn Fn(&str) -> bool) -> (Vec<SnapshotterEntry>, Vec<PluginInfo>) {
+fn snapshotters(
+    cfg: &Config,
+    root: &Path,
+    disabled: &dyn Fn(&str) -> bool,
+) -> (Vec<SnapshotterEntry>, Vec<PluginInfo>) {
     const T: &str = "io.containerd.snapshotter.v1";
     let mut entries = Vec::new();
     let mut infos = Vec::new();
@@ -119,16 +127,33 @@ fn snapshotters(cfg: &Config, root: &Path, disabled: &dyn Fn(&str) -> bool) -> (
     ];
     for (id, why) in unsupported {
         if !disabled(&format!("{T}.{id}")) {
-            infos.push(PluginInfo { platform: true, ..PluginInfo::ok(T, id, &[]) }.failed(why));
+            infos.push(
+                PluginInfo {
+                    platform: true,
+                    ..PluginInfo::ok(T, id, &[])
+                }
+                .failed(why),
+            );
         }
     }
     if !disabled(ids::NATIVE) {
         let c = cfg.native();
-        let dir = if c.root_path.is_empty() { root.join(ids::NATIVE) } else { PathBuf::from(c.root_path) };
-        let info = PluginInfo { platform: true, ..PluginInfo::ok(T, "native", &[]) }.export("root", dir.display().to_string());
+        let dir = if c.root_path.is_empty() {
+            root.join(ids::NATIVE)
+        } else {
+            PathBuf::from(c.root_path)
+        };
+        let info = PluginInfo {
+            platform: true,
+            ..PluginInfo::ok(T, "native", &[])
+        }
+        .export("root", dir.display().to_string());
         match sn::NativeSnapshotter::open(&dir) {
             Ok(s) => {
-                entries.push(SnapshotterEntry { name: "native".into(), backend: Arc::new(Backend::Native(s)) });
+                entries.push(SnapshotterEntry {
+                    name: "native".into(),
+                    backend: Arc::new(Backend::Native(s)),
+                });
                 infos.push(info);
             }
             Err(e) => infos.push(info.failed(e.to_string())),
@@ -136,13 +161,30 @@ fn snapshotters(cfg: &Config, root: &Path, disabled: &dyn Fn(&str) -> bool) -> (
     }
     if !disabled(ids::OVERLAYFS) {
         let c = cfg.overlayfs();
-        let dir = if c.root_path.is_empty() { root.join(ids::OVERLAYFS) } else { PathBuf::from(c.root_path) };
-        let info = PluginInfo { platform: true, ..PluginInfo::ok(T, "overlayfs", &[]) }.export("root", dir.display().to_string());
-        let opened = sn::overlay::overlay_supported()
-            .and_then(|()| sn::OverlaySnapshotter::open(&dir, sn::OverlayConfig { upperdir_label: c.upperdir_label }));
+        let dir = if c.root_path.is_empty() {
+            root.join(ids::OVERLAYFS)
+        } else {
+            PathBuf::from(c.root_path)
+        };
+        let info = PluginInfo {
+            platform: true,
+            ..PluginInfo::ok(T, "overlayfs", &[])
+        }
+        .export("root", dir.display().to_string());
+        let opened = sn::overlay::overlay_supported().and_then(|()| {
+            sn::OverlaySnapshotter::open(
+                &dir,
+                sn::OverlayConfig {
+                    upperdir_label: c.upperdir_label,
+                },
+            )
+        });
         match opened {
             Ok(s) => {
-                entries.push(SnapshotterEntry { name: "overlayfs".into(), backend: Arc::new(Backend::Overlay(s)) });
+                entries.push(SnapshotterEntry {
+                    name: "overlayfs".into(),
+                    backend: Arc::new(Backend::Overlay(s)),
+                });
                 infos.push(info);
             }
             Err(e) => infos.push(info.failed(e.to_string())),
@@ -165,12 +207,21 @@ fn runtime_services(
 macro_rules! limited {
     ($server:expr, $cfg:expr) => {
         $server
-            .max_decoding_message_size(usize::try_from($cfg.grpc.max_recv_message_size).unwrap_or(usize::MAX))
-            .max_encoding_message_size(usize::try_from($cfg.grpc.max_send_message_size).unwrap_or(usize::MAX))
+            .max_decoding_message_size(
+                usize::try_from($cfg.grpc.max_recv_message_size).unwrap_or(usize::MAX),
+            )
+            .max_encoding_message_size(
+                usize::try_from($cfg.grpc.max_send_message_size).unwrap_or(usize::MAX),
+            )
     };
 }
 
-fn bind_unix(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<tokio::net::UnixListener, Error> {
+fn bind_unix(
+    path: &Path,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<tokio::net::UnixListener, Error> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("create socket directory", dir))?;
     }
@@ -180,7 +231,8 @@ fn bind_unix(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<tokio::net::U
         Err(e) => return Err(io("remove stale socket", path)(e)),
     }
     let l = tokio::net::UnixListener::bind(path).map_err(io("bind", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod socket", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("chmod socket", path))?;
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown socket", path))?;
     Ok(l)
 }
@@ -197,32 +249,53 @@ impl containerd_shim_protos::shim_async::Events for TtrpcEvents {
         req: containerd_shim_protos::api::ForwardRequest,
     ) -> ttrpc::Result<containerd_shim_protos::protobuf::well_known_types::empty::Empty> {
         let env = req.envelope.into_option().ok_or_else(|| {
-            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, "envelope must be set"))
+            ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                "envelope must be set",
+            ))
         })?;
         let event = env.event.into_option().unwrap_or_default();
         let timestamp = env
             .timestamp
             .into_option()
-            .map(|t| metadata::Ts(t.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(t.nanos))))
+            .map(|t| {
+                metadata::Ts(
+                    t.seconds
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(i64::from(t.nanos)),
+                )
+            })
             .unwrap_or_else(metadata::Ts::now);
         let e = crate::events::Envelope {
             timestamp,
             namespace: env.namespace,
             topic: env.topic,
-            event: prost_types::Any { type_url: event.type_url, value: event.value },
+            event: prost_types::Any {
+                type_url: event.type_url,
+                value: event.value,
+            },
         };
-        if !self.1.forwarded_event_is_new(&e.namespace, &e.topic, &e.event) {
+        if !self
+            .1
+            .forwarded_event_is_new(&e.namespace, &e.topic, &e.event)
+        {
             return Ok(Default::default());
         }
-        self.0
-            .forward(e)
-            .map_err(|e| ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, e.to_string())))?;
+        self.0.forward(e).map_err(|e| {
+            ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                e.to_string(),
+            ))
+        })?;
         Ok(Default::default())
     }
 }
 
 /// Builds everything from `cfg`, serves until `shutdown` resolves, then closes.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let root = PathBuf::from(&cfg.root);
     let state = PathBuf::from(&cfg.state);
     mkdir_mode(&root, 0o700)?;
@@ -238,7 +311,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let mut plugins = Vec::new();
     let content_root = root.join("io.containerd.content.v1.content");
     let cs = content::Store::open(&content_root)?;
-    plugins.push(PluginInfo::ok("io.containerd.content.v1", "content", &[]).export("root", content_root.display().to_string()));
+    plugins.push(
+        PluginInfo::ok("io.containerd.content.v1", "content", &[])
+            .export("root", content_root.display().to_string()),
+    );
 
     let (snaps, snap_infos) = snapshotters(&cfg, &root, &disabled);
     plugins.extend(snap_infos);
@@ -250,16 +326,35 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let meta_dir = root.join(ids::BOLT);
     let db = Arc::new(metadata::Db::open(&meta_dir, cs, snaps, policy)?);
     plugins.push(
-        PluginInfo::ok("io.containerd.metadata.v1", "bolt", &["io.containerd.content.v1", "io.containerd.snapshotter.v1"])
-            .export("root", meta_dir.display().to_string())
-            .export("policy", cfg.bolt().content_sharing_policy),
+        PluginInfo::ok(
+            "io.containerd.metadata.v1",
+            "bolt",
+            &["io.containerd.content.v1", "io.containerd.snapshotter.v1"],
+        )
+        .export("root", meta_dir.display().to_string())
+        .export("policy", cfg.bolt().content_sharing_policy),
     );
     let exchange = Exchange::new();
     plugins.push(PluginInfo::ok("io.containerd.event.v1", "exchange", &[]));
     let gc = Scheduler::new(Arc::clone(&db));
-    plugins.push(PluginInfo::ok("io.containerd.gc.v1", "scheduler", &["io.containerd.metadata.v1"]));
-    plugins.push(PluginInfo::ok("io.containerd.lease.v1", "manager", &["io.containerd.metadata.v1"]));
-    plugins.push(PluginInfo { platform: true, ..PluginInfo::ok("io.containerd.differ.v1", "walking", &["io.containerd.metadata.v1"]) });
+    plugins.push(PluginInfo::ok(
+        "io.containerd.gc.v1",
+        "scheduler",
+        &["io.containerd.metadata.v1"],
+    ));
+    plugins.push(PluginInfo::ok(
+        "io.containerd.lease.v1",
+        "manager",
+        &["io.containerd.metadata.v1"],
+    ));
+    plugins.push(PluginInfo {
+        platform: true,
+        ..PluginInfo::ok(
+            "io.containerd.differ.v1",
+            "walking",
+            &["io.containerd.metadata.v1"],
+        )
+    });
     // Collect once before serving: reclaims what a crash left unreferenced, and cannot race
     // with the first clients' writes (containerd delays its first run by `startup_delay`).
     match gc.collect_now().await {
@@ -268,24 +363,68 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     }
     let gc_task = tokio::spawn(gc.clone().run());
 
-    let core = Core { db: Arc::clone(&db), events: exchange.clone(), gc };
-    for id in ["content", "diff", "images", "introspection", "leases", "namespaces", "snapshots"] {
-        plugins.push(PluginInfo::ok("io.containerd.service.v1", &format!("{id}-service"), &["io.containerd.metadata.v1"]));
+    let core = Core {
+        db: Arc::clone(&db),
+        events: exchange.clone(),
+        gc,
+    };
+    for id in [
+        "content",
+        "diff",
+        "images",
+        "introspection",
+        "leases",
+        "namespaces",
+        "snapshots",
+    ] {
+        plugins.push(PluginInfo::ok(
+            "io.containerd.service.v1",
+            &format!("{id}-service"),
+            &["io.containerd.metadata.v1"],
+        ));
     }
 
     let mut routes = tonic::service::RoutesBuilder::default();
     let (runtime_plugins, tasks) = runtime_services(&core, &cfg, &mut routes);
     plugins.extend(runtime_plugins);
-    for id in ["content", "diff", "events", "healthcheck", "images", "introspection", "leases", "namespaces", "snapshots", "version"] {
-        plugins.push(PluginInfo::ok("io.containerd.grpc.v1", id, &["io.containerd.service.v1"]));
+    for id in [
+        "content",
+        "diff",
+        "events",
+        "healthcheck",
+        "images",
+        "introspection",
+        "leases",
+        "namespaces",
+        "snapshots",
+        "version",
+    ] {
+        plugins.push(PluginInfo::ok(
+            "io.containerd.grpc.v1",
+            id,
+            &["io.containerd.service.v1"],
+        ));
     }
-    let plugins: Vec<PluginInfo> =
-        plugins.into_iter().filter(|p| !disabled(&format!("{}.{}", p.r#type, p.id))).collect();
+    let plugins: Vec<PluginInfo> = plugins
+        .into_iter()
+        .filter(|p| !disabled(&format!("{}.{}", p.r#type, p.id)))
+        .collect();
     for req in &cfg.required_plugins {
-        match plugins.iter().find(|p| format!("{}.{}", p.r#type, p.id) == *req) {
-            None => return Err(Error::Required { id: req.clone(), reason: "is not loaded (unknown or disabled)".into() }),
+        match plugins
+            .iter()
+            .find(|p| format!("{}.{}", p.r#type, p.id) == *req)
+        {
+            None => {
+                return Err(Error::Required {
+                    id: req.clone(),
+                    reason: "is not loaded (unknown or disabled)".into(),
+                })
+            }
             Some(p) if !p.is_ok() => {
-                return Err(Error::Required { id: req.clone(), reason: format!("failed: {}", p.init_err.clone().unwrap_or_default()) })
+                return Err(Error::Required {
+                    id: req.clone(),
+                    reason: format!("failed: {}", p.init_err.clone().unwrap_or_default()),
+                })
             }
             Some(_) => {}
         }
@@ -294,45 +433,98 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let uuid = api::introspection::load_uuid(&root.join("io.containerd.grpc.v1.introspection"))
         .map_err(io("server uuid", &root))?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
 
     routes
-        .add_service(limited!(svc::version::v1::version_server::VersionServer::new(api::version::Service), cfg))
-        .add_service(health)
         .add_service(limited!(
-            svc::introspection::v1::introspection_server::IntrospectionServer::new(api::introspection::Service::new(plugins, uuid)),
+            svc::version::v1::version_server::VersionServer::new(api::version::Service),
             cfg
         ))
-        .add_service(limited!(svc::namespaces::v1::namespaces_server::NamespacesServer::new(api::namespaces::Service(core.clone())), cfg))
-        .add_service(limited!(svc::content::v1::content_server::ContentServer::new(api::content::Service(core.clone())), cfg))
-        .add_service(limited!(svc::images::v1::images_server::ImagesServer::new(api::images::Service(core.clone())), cfg))
-        .add_service(limited!(svc::leases::v1::leases_server::LeasesServer::new(api::leases::Service(core.clone())), cfg))
-        .add_service(limited!(svc::events::v1::events_server::EventsServer::new(api::events::Service(exchange.clone())), cfg))
-        .add_service(limited!(svc::snapshots::v1::snapshots_server::SnapshotsServer::new(api::snapshots::Service(core.clone())), cfg))
-        .add_service(limited!(svc::diff::v1::diff_server::DiffServer::new(api::diff::Service(core.clone())), cfg));
+        .add_service(health)
+        .add_service(limited!(
+            svc::introspection::v1::introspection_server::IntrospectionServer::new(
+                api::introspection::Service::new(plugins, uuid)
+            ),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::namespaces::v1::namespaces_server::NamespacesServer::new(
+                api::namespaces::Service(core.clone())
+            ),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::content::v1::content_server::ContentServer::new(api::content::Service(
+                core.clone()
+            )),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::images::v1::images_server::ImagesServer::new(api::images::Service(core.clone())),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::leases::v1::leases_server::LeasesServer::new(api::leases::Service(core.clone())),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::events::v1::events_server::EventsServer::new(api::events::Service(
+                exchange.clone()
+            )),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::snapshots::v1::snapshots_server::SnapshotsServer::new(api::snapshots::Service(
+                core.clone()
+            )),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::diff::v1::diff_server::DiffServer::new(api::diff::Service(core.clone())),
+            cfg
+        ));
 
     let address = PathBuf::from(&cfg.grpc.address);
     let listener = bind_unix(&address, 0o660, cfg.grpc.uid, cfg.grpc.gid)?;
     let ttrpc_path = PathBuf::from(cfg.ttrpc_address());
     // ttrpc binds itself: clear a stale socket first, then fix the mode afterwards.
     let _ = std::fs::remove_file(&ttrpc_path);
-    let ttrpc_err = |msg: String| Error::Ttrpc { path: ttrpc_path.clone(), msg };
+    let ttrpc_err = |msg: String| Error::Ttrpc {
+        path: ttrpc_path.clone(),
+        msg,
+    };
     let mut ttrpc_server = ttrpc::asynchronous::Server::new()
         .bind(&format!("unix://{}", ttrpc_path.display()))
         .map_err(|e| ttrpc_err(e.to_string()))?
-        .register_service(containerd_shim_protos::shim_async::create_events(Arc::new(TtrpcEvents(exchange.clone(), tasks))));
-    ttrpc_server.start().await.map_err(|e| ttrpc_err(e.to_string()))?;
-    std::fs::set_permissions(&ttrpc_path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod socket", &ttrpc_path))?;
-    std::os::unix::fs::chown(&ttrpc_path, Some(cfg.ttrpc.uid), Some(cfg.ttrpc.gid)).map_err(io("chown socket", &ttrpc_path))?;
+        .register_service(containerd_shim_protos::shim_async::create_events(Arc::new(
+            TtrpcEvents(exchange.clone(), tasks),
+        )));
+    ttrpc_server
+        .start()
+        .await
+        .map_err(|e| ttrpc_err(e.to_string()))?;
+    std::fs::set_permissions(&ttrpc_path, std::fs::Permissions::from_mode(0o660))
+        .map_err(io("chmod socket", &ttrpc_path))?;
+    std::os::unix::fs::chown(&ttrpc_path, Some(cfg.ttrpc.uid), Some(cfg.ttrpc.gid))
+        .map_err(io("chown socket", &ttrpc_path))?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     let mut grpc = tokio::spawn(grpc);
-    log::info!("berthd serving on {} (ttrpc {})", address.display(), ttrpc_path.display());
+    log::info!(
+        "berthd serving on {} (ttrpc {})",
+        address.display(),
+        ttrpc_path.display()
+    );
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         log::warn!("sd_notify READY=1: {e}");
     }
@@ -361,6 +553,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     match res {
         Ok(r) => r.map_err(Error::from),
         Err(e) if e.is_cancelled() => Ok(()),
-        Err(e) => Err(Error::Io { what: "grpc task", path: address, source: std::io::Error::other(e.to_string()) }),
+        Err(e) => Err(Error::Io {
+            what: "grpc task",
+            path: address,
+            source: std::io::Error::other(e.to_string()),
+        }),
     }
 }

@@ -16,7 +16,11 @@ fn berthd() -> std::path::PathBuf {
 }
 
 fn mode(p: &std::path::Path) -> u32 {
-    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o7777
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 const TEMPLATE: &str = r#"version = 2
@@ -33,7 +37,11 @@ fn ctr_version_and_plugins_ls_render() {
     let d = TestDaemon::start().expect("start berthd");
     let v = d.ctr_ok(&["version"]);
     assert!(v.contains("Server:") && v.contains("berth"), "{v}");
-    let uuid = v.lines().find_map(|l| l.trim().strip_prefix("UUID: ")).expect("uuid line").to_string();
+    let uuid = v
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("UUID: "))
+        .expect("uuid line")
+        .to_string();
     assert_eq!(uuid.len(), 36, "{uuid}");
 
     let plugins = d.ctr_ok(&["plugins", "ls"]);
@@ -49,7 +57,11 @@ fn ctr_version_and_plugins_ls_render() {
             .to_string()
     };
     let overlay = row("io.containerd.snapshotter.v1", "overlayfs");
-    assert!(overlay.ends_with("ok"), "{overlay}\n{}", d.ctr_ok(&["plugins", "ls", "-d", "id==overlayfs"]));
+    assert!(
+        overlay.ends_with("ok"),
+        "{overlay}\n{}",
+        d.ctr_ok(&["plugins", "ls", "-d", "id==overlayfs"])
+    );
     assert!(row("io.containerd.snapshotter.v1", "native").ends_with("ok"));
     assert!(row("io.containerd.snapshotter.v1", "btrfs").ends_with("skip"));
     assert!(row("io.containerd.snapshotter.v1", "zfs").ends_with("skip"));
@@ -57,9 +69,18 @@ fn ctr_version_and_plugins_ls_render() {
     assert!(row("io.containerd.snapshotter.v1", "devmapper").ends_with("error"));
     assert!(row("io.containerd.grpc.v1", "content").ends_with("ok"));
     let detailed = d.ctr_ok(&["plugins", "ls", "-d", "id==btrfs"]);
-    assert!(detailed.contains("must be a btrfs filesystem"), "{detailed}");
+    assert!(
+        detailed.contains("must be a btrfs filesystem"),
+        "{detailed}"
+    );
     let filtered = d.ctr_ok(&["plugins", "ls", "type==io.containerd.grpc.v1"]);
-    assert!(filtered.lines().skip(1).all(|l| l.starts_with("io.containerd.grpc.v1")), "{filtered}");
+    assert!(
+        filtered
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with("io.containerd.grpc.v1")),
+        "{filtered}"
+    );
 
     // The server UUID survives a restart (persisted in root).
     let mut d = d;
@@ -75,8 +96,14 @@ fn namespaces_create_label_list_and_refuse_to_remove_non_empty() {
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
     d.ctr_ok(&["namespaces", "label", "team-a", "tier=gold"]);
     let ls = d.ctr_ok(&["namespaces", "ls"]);
-    let line = ls.lines().find(|l| l.starts_with("team-a")).expect("listed");
-    assert!(line.contains("owner=me") && line.contains("tier=gold"), "{line}");
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with("team-a"))
+        .expect("listed");
+    assert!(
+        line.contains("owner=me") && line.contains("tier=gold"),
+        "{line}"
+    );
     let bad = d.ctr(&["namespaces", "create", "bad/name"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid argument"));
 
@@ -84,16 +111,30 @@ fn namespaces_create_label_list_and_refuse_to_remove_non_empty() {
     d.ctr_ok(&["--namespace", "team-a", "leases", "create", "--id", "keep"]);
     let refused = d.ctr(&["namespaces", "rm", "team-a"]);
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("must be empty") && err.contains("leases") && err.contains("failed precondition"), "{err}");
-    assert!(d.ctr_ok(&["namespaces", "ls", "-q"]).lines().any(|l| l == "team-a"));
+    assert!(
+        err.contains("must be empty")
+            && err.contains("leases")
+            && err.contains("failed precondition"),
+        "{err}"
+    );
+    assert!(d
+        .ctr_ok(&["namespaces", "ls", "-q"])
+        .lines()
+        .any(|l| l == "team-a"));
     d.ctr_ok(&["--namespace", "team-a", "leases", "rm", "keep"]);
     d.ctr_ok(&["namespaces", "rm", "team-a"]);
-    assert!(!d.ctr_ok(&["namespaces", "ls", "-q"]).lines().any(|l| l == "team-a"));
+    assert!(!d
+        .ctr_ok(&["namespaces", "ls", "-q"])
+        .lines()
+        .any(|l| l == "team-a"));
 }
 
 #[test]
 fn config_default_output_starts_berthd_unchanged() {
-    let out = Command::new(berthd()).args(["config", "default"]).output().expect("run berthd");
+    let out = Command::new(berthd())
+        .args(["config", "default"])
+        .output()
+        .expect("run berthd");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).expect("utf8");
     assert!(text.contains("content_sharing_policy") && text.lines().any(|l| l.starts_with('#')));
@@ -121,16 +162,31 @@ fn config_default_output_starts_berthd_unchanged() {
         std::thread::sleep(Duration::from_millis(25));
     }
     let ctr = integration::require_bin("ctr", "containerd");
-    let v = Command::new(ctr).arg("--address").arg(&sock).arg("version").output().expect("ctr");
-    let _ = kill(Pid::from_raw(i32::try_from(child.id()).expect("pid")), Signal::SIGTERM);
+    let v = Command::new(ctr)
+        .arg("--address")
+        .arg(&sock)
+        .arg("version")
+        .output()
+        .expect("ctr");
+    let _ = kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        Signal::SIGTERM,
+    );
     let status = child.wait().expect("wait");
     let mut log = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
         let _ = e.read_to_string(&mut log);
     }
-    assert!(v.status.success(), "ctr version failed: {}\nberthd log:\n{log}", String::from_utf8_lossy(&v.stderr));
-    assert!(!log.contains("unknown key"), "the default config must not warn:\n{log}");
+    assert!(
+        v.status.success(),
+        "ctr version failed: {}\nberthd log:\n{log}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(
+        !log.contains("unknown key"),
+        "the default config must not warn:\n{log}"
+    );
     assert!(status.success(), "SIGTERM exits 0: {status}\n{log}");
     // `config dump` of the default file equals the defaults.
     let dump = |args: &[&str]| {
@@ -139,31 +195,60 @@ fn config_default_output_starts_berthd_unchanged() {
         String::from_utf8(o.stdout).expect("utf8")
     };
     let from_file = dump(&["--config", &cfg.display().to_string(), "config", "dump"]);
-    assert!(from_file.contains("root = \"/var/lib/berth\"") && from_file.contains("content_sharing_policy = \"shared\""), "{from_file}");
+    assert!(
+        from_file.contains("root = \"/var/lib/berth\"")
+            && from_file.contains("content_sharing_policy = \"shared\""),
+        "{from_file}"
+    );
 }
 
 #[test]
 fn typo_in_config_warns_with_file_and_line() {
     let tmpl = format!("{TEMPLATE}  adress = \"/nowhere\"\n\n[metrics]\n  adress = \"x\"\n");
-    let d = TestDaemon::builder().config(&tmpl).start().expect("berthd starts despite unknown keys");
+    let d = TestDaemon::builder()
+        .config(&tmpl)
+        .start()
+        .expect("berthd starts despite unknown keys");
     let log = d.logs();
     let cfg = d.config_path().display().to_string();
-    let warn1 = log.lines().find(|l| l.contains("grpc.adress")).unwrap_or_else(|| panic!("no warning in\n{log}"));
-    assert!(warn1.contains("line: 8") && warn1.contains(&cfg) && warn1.contains("unknown key"), "{warn1}");
-    let warn2 = log.lines().find(|l| l.contains("metrics.adress")).expect("second warning");
+    let warn1 = log
+        .lines()
+        .find(|l| l.contains("grpc.adress"))
+        .unwrap_or_else(|| panic!("no warning in\n{log}"));
+    assert!(
+        warn1.contains("line: 8") && warn1.contains(&cfg) && warn1.contains("unknown key"),
+        "{warn1}"
+    );
+    let warn2 = log
+        .lines()
+        .find(|l| l.contains("metrics.adress"))
+        .expect("second warning");
     assert!(warn2.contains("line: 11"), "{warn2}");
 }
 
 #[test]
 fn invalid_config_value_fails_startup_naming_the_key() {
     let tmpl = TEMPLATE.replace("oom_score = 321", "oom_score = \"high\"");
-    let err = TestDaemon::builder().config(&tmpl).start().expect_err("must refuse");
-    let DaemonError::EarlyExit { tail, .. } = &err else { panic!("expected EarlyExit, got {err}") };
+    let err = TestDaemon::builder()
+        .config(&tmpl)
+        .start()
+        .expect_err("must refuse");
+    let DaemonError::EarlyExit { tail, .. } = &err else {
+        panic!("expected EarlyExit, got {err}")
+    };
     assert!(tail.contains("oom_score"), "{tail}");
     let tmpl = format!("{TEMPLATE}\n[plugins.\"io.containerd.metadata.v1.bolt\"]\n  content_sharing_policy = \"sometimes\"\n");
-    let err = TestDaemon::builder().config(&tmpl).start().expect_err("must refuse");
-    let DaemonError::EarlyExit { tail, .. } = &err else { panic!("expected EarlyExit, got {err}") };
-    assert!(tail.contains("content_sharing_policy") && tail.contains("isolated"), "{tail}");
+    let err = TestDaemon::builder()
+        .config(&tmpl)
+        .start()
+        .expect_err("must refuse");
+    let DaemonError::EarlyExit { tail, .. } = &err else {
+        panic!("expected EarlyExit, got {err}")
+    };
+    assert!(
+        tail.contains("content_sharing_policy") && tail.contains("isolated"),
+        "{tail}"
+    );
 }
 
 #[test]
@@ -171,8 +256,14 @@ fn sockets_dirs_and_oom_score_are_set_and_sigterm_is_graceful_with_sd_notify() {
     let tmp = tempfile::tempdir().expect("tmp");
     let notify_path = tmp.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    notify.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut d = TestDaemon::builder().config(TEMPLATE).env("NOTIFY_SOCKET", &notify_path).start().expect("start berthd");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut d = TestDaemon::builder()
+        .config(TEMPLATE)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .start()
+        .expect("start berthd");
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 from berthd");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
@@ -184,11 +275,19 @@ fn sockets_dirs_and_oom_score_are_set_and_sigterm_is_graceful_with_sd_notify() {
     let pid = d.pid().expect("pid");
     let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("oom_score_adj");
     assert_eq!(adj.trim(), "321");
-    assert!(d.root().join("io.containerd.metadata.v1.bolt/meta.redb").is_file(), "metadata database");
+    assert!(
+        d.root()
+            .join("io.containerd.metadata.v1.bolt/meta.redb")
+            .is_file(),
+        "metadata database"
+    );
 
     let status = d.stop_daemon().expect("was running");
     assert!(status.contains("exit status: 0"), "{status}");
     let n = notify.recv(&mut buf).expect("STOPPING=1 from berthd");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
-    assert!(!d.address().exists() && !d.ttrpc_address().exists(), "sockets removed on shutdown");
+    assert!(
+        !d.address().exists() && !d.ttrpc_address().exists(),
+        "sockets removed on shutdown"
+    );
 }

@@ -15,9 +15,23 @@ fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-fn ingest(d: &TestDaemon, r#ref: &str, stdin: std::fs::File, size: usize, dgst: &str) -> std::process::Output {
+fn ingest(
+    d: &TestDaemon,
+    r#ref: &str,
+    stdin: std::fs::File,
+    size: usize,
+    dgst: &str,
+) -> std::process::Output {
     d.ctr_command()
-        .args(["content", "ingest", "--expected-size", &size.to_string(), "--expected-digest", dgst, r#ref])
+        .args([
+            "content",
+            "ingest",
+            "--expected-size",
+            &size.to_string(),
+            "--expected-digest",
+            dgst,
+            r#ref,
+        ])
         .stdin(Stdio::from(stdin))
         .output()
         .expect("run ctr content ingest")
@@ -31,24 +45,47 @@ fn content_ingest_ls_get_label_rm() {
     let dgst = digest(&data);
     let f = tmp.path().join("blob");
     std::fs::write(&f, &data).expect("write");
-    let o = ingest(&d, "ref-a", std::fs::File::open(&f).expect("open"), data.len(), &dgst);
+    let o = ingest(
+        &d,
+        "ref-a",
+        std::fs::File::open(&f).expect("open"),
+        data.len(),
+        &dgst,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ls = d.ctr_ok(&["content", "ls"]);
     assert!(ls.contains(&dgst) && ls.contains("1.9kB"), "{ls}");
-    assert_eq!(d.ctr_ok(&["content", "get", &dgst]).as_bytes(), data.as_slice());
+    assert_eq!(
+        d.ctr_ok(&["content", "get", &dgst]).as_bytes(),
+        data.as_slice()
+    );
     d.ctr_ok(&["content", "label", &dgst, "team=storage", "tier=hot"]);
     let ls = d.ctr_ok(&["content", "ls"]);
-    assert!(ls.contains("team=storage") && ls.contains("tier=hot"), "{ls}");
+    assert!(
+        ls.contains("team=storage") && ls.contains("tier=hot"),
+        "{ls}"
+    );
     d.ctr_ok(&["content", "label", &dgst, "tier="]);
     let ls = d.ctr_ok(&["content", "ls"]);
-    assert!(ls.contains("team=storage") && !ls.contains("tier=hot"), "{ls}");
+    assert!(
+        ls.contains("team=storage") && !ls.contains("tier=hot"),
+        "{ls}"
+    );
     // Same bytes again: already exists, which ctr treats as success.
-    let o = ingest(&d, "ref-b", std::fs::File::open(&f).expect("open"), data.len(), &dgst);
+    let o = ingest(
+        &d,
+        "ref-b",
+        std::fs::File::open(&f).expect("open"),
+        data.len(),
+        &dgst,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     d.ctr_ok(&["content", "rm", &dgst]);
     assert!(d.ctr_ok(&["content", "ls", "-q"]).trim().is_empty());
     let missing = d.ctr(&["content", "get", &dgst]);
-    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    assert!(
+        !missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("not found")
+    );
     // A digest that is not one never reaches the filesystem.
     let bad = d.ctr(&["content", "get", "sha256:../../etc/passwd"]);
     assert!(!bad.status.success());
@@ -63,10 +100,19 @@ fn interrupted_ingest_resumes_at_its_offset() {
     let cut = 100_000;
     let partial = tmp.path().join("partial");
     std::fs::write(&partial, &data[..cut]).expect("write");
-    let o = ingest(&d, "resume-me", std::fs::File::open(&partial).expect("open"), data.len(), &dgst);
+    let o = ingest(
+        &d,
+        "resume-me",
+        std::fs::File::open(&partial).expect("open"),
+        data.len(),
+        &dgst,
+    );
     assert!(!o.status.success(), "a short ingest must not commit");
     let active = d.ctr_ok(&["content", "active"]);
-    let line = active.lines().find(|l| l.starts_with("resume-me")).unwrap_or_else(|| panic!("ingest kept:\n{active}"));
+    let line = active
+        .lines()
+        .find(|l| l.starts_with("resume-me"))
+        .unwrap_or_else(|| panic!("ingest kept:\n{active}"));
     assert!(line.contains("100kB"), "{line}");
 
     // Second attempt: the first `cut` bytes are garbage. ctr seeks past what berthd already
@@ -75,11 +121,29 @@ fn interrupted_ingest_resumes_at_its_offset() {
     second.extend_from_slice(&data[cut..]);
     let full = tmp.path().join("second");
     std::fs::write(&full, &second).expect("write");
-    let o = ingest(&d, "resume-me", std::fs::File::open(&full).expect("open"), data.len(), &dgst);
-    assert!(o.status.success(), "resume failed: {}\n{}", String::from_utf8_lossy(&o.stderr), d.log_tail(20));
-    assert!(d.ctr_ok(&["content", "ls", "-q"]).lines().any(|l| l == dgst));
+    let o = ingest(
+        &d,
+        "resume-me",
+        std::fs::File::open(&full).expect("open"),
+        data.len(),
+        &dgst,
+    );
+    assert!(
+        o.status.success(),
+        "resume failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        d.log_tail(20)
+    );
+    assert!(d
+        .ctr_ok(&["content", "ls", "-q"])
+        .lines()
+        .any(|l| l == dgst));
     assert!(!d.ctr_ok(&["content", "active"]).contains("resume-me"));
-    assert_eq!(d.ctr(&["content", "get", &dgst]).stdout, data, "content get returns the original bytes");
+    assert_eq!(
+        d.ctr(&["content", "get", &dgst]).stdout,
+        data,
+        "content get returns the original bytes"
+    );
 }
 
 fn snapshot_cycle(d: &TestDaemon, snapshotter: &str) {
@@ -91,27 +155,64 @@ fn snapshot_cycle(d: &TestDaemon, snapshotter: &str) {
     s(&["prepare", "base-active", ""]);
     // Write through the mounts, then commit.
     let target = tempfile::tempdir().expect("mountpoint");
-    let mount = s(&["mounts", &target.path().display().to_string(), "base-active"]);
-    let o = Command::new("sh").arg("-c").arg(mount.trim()).output().expect("mount");
-    assert!(o.status.success(), "{mount}: {}", String::from_utf8_lossy(&o.stderr));
+    let mount = s(&[
+        "mounts",
+        &target.path().display().to_string(),
+        "base-active",
+    ]);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(mount.trim())
+        .output()
+        .expect("mount");
+    assert!(
+        o.status.success(),
+        "{mount}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::write(target.path().join("hello"), b"from berth\n").expect("write into snapshot");
-    assert!(Command::new("umount").arg(target.path()).status().expect("umount").success());
+    assert!(Command::new("umount")
+        .arg(target.path())
+        .status()
+        .expect("umount")
+        .success());
     s(&["commit", "base", "base-active"]);
     s(&["prepare", "child", "base"]);
     s(&["view", "look", "base"]);
     let tree = s(&["tree"]);
-    assert!(tree.contains("base") && tree.contains("\\_ child") && tree.contains("\\_ look"), "{tree}");
+    assert!(
+        tree.contains("base") && tree.contains("\\_ child") && tree.contains("\\_ look"),
+        "{tree}"
+    );
     let ls = s(&["ls"]);
-    let kind = |key: &str| ls.lines().find(|l| l.starts_with(key)).map(|l| l.split_whitespace().last().unwrap_or("").to_string());
+    let kind = |key: &str| {
+        ls.lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+    };
     assert_eq!(kind("base ").as_deref(), Some("Committed"), "{ls}");
     assert_eq!(kind("child").as_deref(), Some("Active"), "{ls}");
     assert_eq!(kind("look").as_deref(), Some("View"), "{ls}");
     let usage = s(&["usage", "base"]);
-    assert!(usage.lines().nth(1).is_some_and(|l| l.starts_with("base") && !l.contains(" 0.0 B")), "{usage}");
+    assert!(
+        usage
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("base") && !l.contains(" 0.0 B")),
+        "{usage}"
+    );
     // The view shows the committed file.
     let mount = s(&["mounts", &target.path().display().to_string(), "look"]);
-    let o = Command::new("sh").arg("-c").arg(mount.trim()).output().expect("mount");
-    assert!(o.status.success(), "{mount}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(mount.trim())
+        .output()
+        .expect("mount");
+    assert!(
+        o.status.success(),
+        "{mount}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let seen = std::fs::read_to_string(target.path().join("hello"));
     let _ = Command::new("umount").arg(target.path()).status();
     assert_eq!(seen.expect("file in view"), "from berth\n");
@@ -143,11 +244,25 @@ fn snapshots_commands_on_native() {
 #[test]
 fn leases_create_list_remove() {
     let d = TestDaemon::start().expect("start berthd");
-    d.ctr_ok(&["leases", "create", "--id", "l1", "--expires", "1h", "purpose=test"]);
+    d.ctr_ok(&[
+        "leases",
+        "create",
+        "--id",
+        "l1",
+        "--expires",
+        "1h",
+        "purpose=test",
+    ]);
     let generated = d.ctr_ok(&["leases", "create"]);
     let ls = d.ctr_ok(&["leases", "ls"]);
-    let l1 = ls.lines().find(|l| l.starts_with("l1 ")).unwrap_or_else(|| panic!("{ls}"));
-    assert!(l1.contains("purpose=test") && l1.contains("containerd.io/gc.expire="), "{l1}");
+    let l1 = ls
+        .lines()
+        .find(|l| l.starts_with("l1 "))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert!(
+        l1.contains("purpose=test") && l1.contains("containerd.io/gc.expire="),
+        "{l1}"
+    );
     assert!(ls.contains(generated.trim()), "{ls}");
     let dup = d.ctr(&["leases", "create", "--id", "l1"]);
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
@@ -174,7 +289,13 @@ fn task_oom_any(container_id: &str) -> Vec<u8> {
 #[test]
 fn ctr_events_shows_every_service_topic() {
     let d = TestDaemon::start().expect("start berthd");
-    let mut events = d.ctr_command().arg("events").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("ctr events");
+    let mut events = d
+        .ctr_command()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr events");
     std::thread::sleep(Duration::from_millis(500));
     let ns = d.namespace().to_string();
     d.ctr_ok(&["namespaces", "create", "ev-ns"]);
@@ -198,13 +319,23 @@ fn ctr_events_shows_every_service_topic() {
         .stdin(Stdio::piped())
         .spawn()
         .expect("berthd publish");
-    publish.stdin.take().expect("stdin").write_all(&task_oom_any("c-oom")).expect("write event");
+    publish
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&task_oom_any("c-oom"))
+        .expect("write event");
     assert!(publish.wait().expect("wait").success());
     std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let _ = events.wait();
     let mut out = String::new();
-    events.stdout.take().expect("stdout").read_to_string(&mut out).expect("read events");
+    events
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read events");
     for topic in [
         "/namespaces/create",
         "/namespaces/update",
@@ -215,7 +346,10 @@ fn ctr_events_shows_every_service_topic() {
         "/snapshot/remove",
         "/tasks/oom",
     ] {
-        assert!(out.lines().any(|l| l.contains(topic)), "no {topic} in ctr events output:\n{out}");
+        assert!(
+            out.lines().any(|l| l.contains(topic)),
+            "no {topic} in ctr events output:\n{out}"
+        );
     }
     assert!(out.contains("c-oom") && out.contains(&ns), "{out}");
 }

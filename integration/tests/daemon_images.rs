@@ -282,7 +282,12 @@ fn export_then_reimport_gives_the_same_digests() {
     let row = |s: &str| {
         s.lines()
             .find(|l| l.starts_with("docker.io/library/berth-layers:test"))
-            .map(|l| l.split_whitespace().take(3).map(str::to_string).collect::<Vec<String>>())
+            .map(|l| {
+                l.split_whitespace()
+                    .take(3)
+                    .map(str::to_string)
+                    .collect::<Vec<String>>()
+            })
     };
     assert_eq!(
         row(&before),
@@ -325,7 +330,7 @@ async fn gc_after_rm_removes_unreferenced_content_and_snapshots_but_keeps_leased
     d.ctr_ok(&["images", "rm", "--sync", "docker.io/library/busybox:test"]);
     assert_eq!(
         content_digests(&d),
-        [layer.clone()],
+        std::slice::from_ref(&layer),
         "only the leased blob stays"
     );
     assert!(blob_path.is_file());

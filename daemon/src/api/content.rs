@@ -8,9 +8,10 @@ use crate::metadata::{content::Info as MInfo, content::NsWriter, Ctx, Labels, Ts
 use futures::Stream;
 use protos::containerd::events as ev;
 use protos::containerd::services::content::v1::{
-    content_server::Content, AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
-    ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest, ReadContentResponse, Status as PStatus,
-    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
+    content_server::Content, AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse,
+    ListContentRequest, ListContentResponse, ListStatusesRequest, ListStatusesResponse,
+    ReadContentRequest, ReadContentResponse, Status as PStatus, StatusRequest, StatusResponse,
+    UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
@@ -30,7 +31,13 @@ fn digest(s: &str) -> Result<Digest, Status> {
 }
 
 fn info_to(i: MInfo) -> Info {
-    Info { digest: i.digest.to_string(), size: i.size, created_at: ts(i.created), updated_at: ts(i.updated), labels: i.labels }
+    Info {
+        digest: i.digest.to_string(),
+        size: i.size,
+        created_at: ts(i.created),
+        updated_at: ts(i.updated),
+        labels: i.labels,
+    }
 }
 
 fn status_to(s: IngestStatus) -> PStatus {
@@ -53,10 +60,15 @@ impl Content for Service {
         let d = digest(&req.into_inner().digest)?;
         let db = self.0.db.clone();
         let i = blocking(move || db.content_info(&c, &d)).await?;
-        Ok(Response::new(InfoResponse { info: Some(info_to(i)) }))
+        Ok(Response::new(InfoResponse {
+            info: Some(info_to(i)),
+        }))
     }
 
-    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let info = r.info.unwrap_or_default();
@@ -64,19 +76,28 @@ impl Content for Service {
         let fps = paths(r.update_mask);
         let db = self.0.db.clone();
         let i = blocking(move || db.content_update(&c, &d, &info.labels, &fps)).await?;
-        Ok(Response::new(UpdateResponse { info: Some(info_to(i)) }))
+        Ok(Response::new(UpdateResponse {
+            info: Some(info_to(i)),
+        }))
     }
 
     type ListStream = BoxStream<ListContentResponse>;
 
-    async fn list(&self, req: Request<ListContentRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let c = ctx(&req)?;
         let f = filter(&req.into_inner().filters)?;
         let db = self.0.db.clone();
         let all = blocking(move || db.content_list(&c, &f)).await?;
         let batches: Vec<Result<ListContentResponse, Status>> = all
             .chunks(100)
-            .map(|ch| Ok(ListContentResponse { info: ch.iter().cloned().map(info_to).collect() }))
+            .map(|ch| {
+                Ok(ListContentResponse {
+                    info: ch.iter().cloned().map(info_to).collect(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
@@ -87,26 +108,41 @@ impl Content for Service {
         let db = self.0.db.clone();
         let (ns, ds) = (c.ns.to_string(), d.to_string());
         blocking(move || db.content_delete(&c, &d)).await?;
-        self.0.events.publish(&ns, &ev::ContentDelete { digest: ds });
+        self.0
+            .events
+            .publish(&ns, &ev::ContentDelete { digest: ds });
         self.0.gc.schedule();
         Ok(Response::new(()))
     }
 
     type ReadStream = BoxStream<ReadContentResponse>;
 
-    async fn read(&self, req: Request<ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let d = digest(&r.digest)?;
         if r.offset < 0 || r.size < 0 {
-            return Err(Status::invalid_argument(format!("read offset {} and size {} must not be negative", r.offset, r.size)));
+            return Err(Status::invalid_argument(format!(
+                "read offset {} and size {} must not be negative",
+                r.offset, r.size
+            )));
         }
         let db = self.0.db.clone();
         let (file, size) = blocking(move || db.content_open(&c, &d)).await?;
         if r.offset > size {
-            return Err(Status::out_of_range(format!("read offset {} beyond content size {size}", r.offset)));
+            return Err(Status::out_of_range(format!(
+                "read offset {} beyond content size {size}",
+                r.offset
+            )));
         }
-        let end = if r.size == 0 { size } else { (r.offset + r.size).min(size) };
+        let end = if r.size == 0 {
+            size
+        } else {
+            (r.offset + r.size).min(size)
+        };
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut file = file;
@@ -116,13 +152,21 @@ impl Content for Service {
             }
             let mut off = r.offset;
             while off < end {
-                let want = usize::try_from(end - off).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let want = usize::try_from(end - off)
+                    .unwrap_or(READ_CHUNK)
+                    .min(READ_CHUNK);
                 let mut buf = vec![0u8; want];
                 match file.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
-                        if tx.blocking_send(Ok(ReadContentResponse { offset: off, data: buf })).is_err() {
+                        if tx
+                            .blocking_send(Ok(ReadContentResponse {
+                                offset: off,
+                                data: buf,
+                            }))
+                            .is_err()
+                        {
                             return;
                         }
                         off += i64::try_from(n).unwrap_or(0);
@@ -137,35 +181,55 @@ impl Content for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let c = ctx(&req)?;
         let r#ref = req.into_inner().r#ref;
         let db = self.0.db.clone();
         let st = blocking(move || db.content_status(&c, &r#ref)).await?;
-        Ok(Response::new(StatusResponse { status: Some(status_to(st)) }))
+        Ok(Response::new(StatusResponse {
+            status: Some(status_to(st)),
+        }))
     }
 
-    async fn list_statuses(&self, req: Request<ListStatusesRequest>) -> Result<Response<ListStatusesResponse>, Status> {
+    async fn list_statuses(
+        &self,
+        req: Request<ListStatusesRequest>,
+    ) -> Result<Response<ListStatusesResponse>, Status> {
         let c = ctx(&req)?;
         let f = filter(&req.into_inner().filters)?;
         let db = self.0.db.clone();
         let sts = blocking(move || db.content_list_statuses(&c, &f)).await?;
-        Ok(Response::new(ListStatusesResponse { statuses: sts.into_iter().map(status_to).collect() }))
+        Ok(Response::new(ListStatusesResponse {
+            statuses: sts.into_iter().map(status_to).collect(),
+        }))
     }
 
     type WriteStream = BoxStream<WriteContentResponse>;
 
-    async fn write(&self, req: Request<Streaming<WriteContentRequest>>) -> Result<Response<Self::WriteStream>, Status> {
+    async fn write(
+        &self,
+        req: Request<Streaming<WriteContentRequest>>,
+    ) -> Result<Response<Self::WriteStream>, Status> {
         let c = ctx(&req)?;
         let mut stream = req.into_inner();
-        let first = match stream.message().await? {
-            Some(m) => m,
-            None => return Err(Status::invalid_argument("write stream closed before the first message")),
+        let Some(first) = stream.message().await? else {
+            return Err(Status::invalid_argument(
+                "write stream closed before the first message",
+            ));
         };
         if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument("first message must have a reference"));
+            return Err(Status::invalid_argument(
+                "first message must have a reference",
+            ));
         }
-        let expected = if first.expected.is_empty() { None } else { Some(digest(&first.expected)?) };
+        let expected = if first.expected.is_empty() {
+            None
+        } else {
+            Some(digest(&first.expected)?)
+        };
         let db = self.0.db.clone();
         let (c2, r, total) = (c.clone(), first.r#ref.clone(), first.total);
         let w = blocking(move || db.content_writer(&c2, &r, total, expected)).await?;
@@ -219,7 +283,11 @@ async fn write_session(
     let mut req = first;
     loop {
         let ws = w.status();
-        let mut msg = WriteContentResponse { action: req.action, offset: ws.offset, ..Default::default() };
+        let mut msg = WriteContentResponse {
+            action: req.action,
+            offset: ws.offset,
+            ..Default::default()
+        };
         if !req.expected.is_empty() {
             let d = digest(&req.expected)?;
             let (db, c2, d2) = (core.db.clone(), c.clone(), d.clone());
@@ -227,7 +295,9 @@ async fn write_session(
                 drop(w);
                 let (db, c2, r) = (core.db.clone(), c.clone(), req.r#ref.clone());
                 let _ = blocking(move || db.content_abort(&c2, &r)).await;
-                return Err(Status::already_exists(format!("blob with expected digest {d} exists")));
+                return Err(Status::already_exists(format!(
+                    "blob with expected digest {d} exists"
+                )));
             }
             expected = Some(d);
         }
@@ -269,7 +339,13 @@ async fn write_session(
                         .await
                         .map_err(|e| Status::internal(format!("commit worker: {e}")))?;
                     let d = res.map_err(|e| to_status(&e))?;
-                    core.events.publish(c.ns.as_str(), &ev::ContentCreate { digest: d.to_string(), size });
+                    core.events.publish(
+                        c.ns.as_str(),
+                        &ev::ContentCreate {
+                            digest: d.to_string(),
+                            size,
+                        },
+                    );
                     msg.digest = d.to_string();
                     if tx.send(Ok(msg)).await.is_err() {
                         return Ok(());
@@ -279,7 +355,12 @@ async fn write_session(
                     return Ok(());
                 }
             }
-            Err(_) => return Err(Status::invalid_argument(format!("unknown write action {}", req.action))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown write action {}",
+                    req.action
+                )))
+            }
         }
         if tx.send(Ok(msg)).await.is_err() {
             return Ok(());
@@ -306,6 +387,9 @@ mod tests {
             started: std::time::SystemTime::now(),
             updated: std::time::SystemTime::now(),
         });
-        assert_eq!((s.r#ref.as_str(), s.offset, s.total, s.expected.as_str()), ("r", 1, 2, d.as_str()));
+        assert_eq!(
+            (s.r#ref.as_str(), s.offset, s.total, s.expected.as_str()),
+            ("r", 1, 2, d.as_str())
+        );
     }
 }

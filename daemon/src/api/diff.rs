@@ -7,7 +7,9 @@ use super::{blocking, ctx, desc_to, mount_from, Core};
 use crate::content::Digest;
 use crate::errdefs::{HasKind, Kind};
 use crate::metadata::Descriptor;
-use protos::containerd::services::diff::v1::{diff_server::Diff, ApplyRequest, ApplyResponse, DiffRequest, DiffResponse};
+use protos::containerd::services::diff::v1::{
+    diff_server::Diff, ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
+};
 use tonic::{Request, Response, Status};
 
 /// The diff service.
@@ -25,7 +27,7 @@ enum ApplyError {
     Diff {
         digest: String,
         #[source]
-        source: crate::diff::Error,
+        source: Box<crate::diff::Error>,
     },
 }
 
@@ -48,7 +50,9 @@ impl Diff for Service {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
-        let desc = r.diff.ok_or_else(|| Status::invalid_argument("diff descriptor must be set"))?;
+        let desc = r
+            .diff
+            .ok_or_else(|| Status::invalid_argument("diff descriptor must be set"))?;
         if r.mounts.is_empty() {
             return Err(Status::invalid_argument("mounts must not be empty"));
         }
@@ -58,15 +62,28 @@ impl Diff for Service {
             let d = Digest::parse(&desc.digest)?;
             let (file, _) = db.content_open(&c, &d)?;
             let blob = std::io::BufReader::with_capacity(1 << 20, file);
-            let out = crate::diff::apply_to_mounts(&mounts, blob, &desc.media_type, None)
-                .map_err(|source| ApplyError::Diff { digest: desc.digest.clone(), source })?;
-            Ok(Descriptor { media_type: out.media_type, digest: out.digest, size: out.size, annotations: Default::default() })
+            let out = crate::diff::apply_to_mounts(&mounts, blob, &desc.media_type, None).map_err(
+                |e| ApplyError::Diff {
+                    digest: desc.digest.clone(),
+                    source: Box::new(e),
+                },
+            )?;
+            Ok(Descriptor {
+                media_type: out.media_type,
+                digest: out.digest,
+                size: out.size,
+                annotations: Default::default(),
+            })
         })
         .await?;
-        Ok(Response::new(ApplyResponse { applied: Some(desc_to(&applied)) }))
+        Ok(Response::new(ApplyResponse {
+            applied: Some(desc_to(&applied)),
+        }))
     }
 
     async fn diff(&self, _req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
-        Err(Status::unimplemented("diff: the walking differ is not wired yet"))
+        Err(Status::unimplemented(
+            "diff: the walking differ is not wired yet",
+        ))
     }
 }

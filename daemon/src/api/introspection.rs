@@ -4,8 +4,8 @@
 
 use crate::filters::{Adaptor, Filter};
 use protos::containerd::services::introspection::v1::{
-    introspection_server::Introspection, Plugin, PluginInfoRequest, PluginInfoResponse, PluginsRequest,
-    PluginsResponse, ServerResponse,
+    introspection_server::Introspection, Plugin, PluginInfoRequest, PluginInfoResponse,
+    PluginsRequest, PluginsResponse, ServerResponse,
 };
 use protos::containerd::types::Platform;
 use std::collections::HashMap;
@@ -85,7 +85,12 @@ fn host_platform() -> Platform {
         "aarch64" => "arm64",
         other => other,
     };
-    Platform { os: "linux".into(), architecture: arch.into(), variant: String::new(), os_version: String::new() }
+    Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: String::new(),
+        os_version: String::new(),
+    }
 }
 
 fn to_proto(p: &PluginInfo) -> Plugin {
@@ -93,7 +98,11 @@ fn to_proto(p: &PluginInfo) -> Plugin {
         r#type: p.r#type.clone(),
         id: p.id.clone(),
         requires: p.requires.clone(),
-        platforms: if p.platform { vec![host_platform()] } else { vec![] },
+        platforms: if p.platform {
+            vec![host_platform()]
+        } else {
+            vec![]
+        },
         exports: p.exports.clone(),
         capabilities: p.capabilities.clone(),
         init_err: p.init_err.as_ref().map(|m| protos::google::rpc::Status {
@@ -136,15 +145,25 @@ impl Service {
 
 fn pidns() -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0)
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
 }
 
 #[tonic::async_trait]
 impl Introspection for Service {
-    async fn plugins(&self, req: Request<PluginsRequest>) -> Result<Response<PluginsResponse>, Status> {
+    async fn plugins(
+        &self,
+        req: Request<PluginsRequest>,
+    ) -> Result<Response<PluginsResponse>, Status> {
         let f: Filter = super::filter(&req.into_inner().filters)?;
         Ok(Response::new(PluginsResponse {
-            plugins: self.plugins.iter().filter(|p| f.matches(*p)).map(to_proto).collect(),
+            plugins: self
+                .plugins
+                .iter()
+                .filter(|p| f.matches(*p))
+                .map(to_proto)
+                .collect(),
         }))
     }
 
@@ -157,13 +176,19 @@ impl Introspection for Service {
         }))
     }
 
-    async fn plugin_info(&self, req: Request<PluginInfoRequest>) -> Result<Response<PluginInfoResponse>, Status> {
+    async fn plugin_info(
+        &self,
+        req: Request<PluginInfoRequest>,
+    ) -> Result<Response<PluginInfoResponse>, Status> {
         let r = req.into_inner();
         let p = self
             .plugins
             .iter()
             .find(|p| p.r#type == r.r#type && p.id == r.id)
             .ok_or_else(|| Status::not_found(format!("plugin {}.{}: not found", r.r#type, r.id)))?;
-        Ok(Response::new(PluginInfoResponse { plugin: Some(to_proto(p)), extra: None }))
+        Ok(Response::new(PluginInfoResponse {
+            plugin: Some(to_proto(p)),
+            extra: None,
+        }))
     }
 }

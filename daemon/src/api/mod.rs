@@ -47,9 +47,16 @@ pub fn to_status<E: HasKind + ?Sized>(e: &E) -> Status {
 /// Namespace (required) and lease (optional) of a request.
 pub fn ctx<T>(req: &tonic::Request<T>) -> Result<Ctx, Status> {
     let md = req.metadata();
-    let ns = md.get(NAMESPACE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ns = md
+        .get(NAMESPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let ns = Namespace::new(ns).map_err(|e| to_status(&e))?;
-    let lease = md.get(LEASE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(str::to_string);
+    let lease = md
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     Ok(Ctx { ns, lease })
 }
 
@@ -75,7 +82,12 @@ pub(crate) fn paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
 }
 
 pub(crate) fn desc_from(d: pt::Descriptor) -> Descriptor {
-    Descriptor { media_type: d.media_type, digest: d.digest, size: d.size, annotations: d.annotations.into_iter().collect() }
+    Descriptor {
+        media_type: d.media_type,
+        digest: d.digest,
+        size: d.size,
+        annotations: d.annotations.into_iter().collect(),
+    }
 }
 
 pub(crate) fn desc_to(d: &Descriptor) -> pt::Descriptor {
@@ -83,16 +95,29 @@ pub(crate) fn desc_to(d: &Descriptor) -> pt::Descriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),
         size: d.size,
-        annotations: d.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>(),
+        annotations: d
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>(),
     }
 }
 
 pub(crate) fn mount_to(m: crate::snapshots::Mount) -> pt::Mount {
-    pt::Mount { r#type: m.fs_type, source: m.source, target: String::new(), options: m.options }
+    pt::Mount {
+        r#type: m.fs_type,
+        source: m.source,
+        target: String::new(),
+        options: m.options,
+    }
 }
 
 pub(crate) fn mount_from(m: pt::Mount) -> crate::snapshots::Mount {
-    crate::snapshots::Mount { fs_type: m.r#type, source: m.source, options: m.options }
+    crate::snapshots::Mount {
+        fs_type: m.r#type,
+        source: m.source,
+        options: m.options,
+    }
 }
 
 pub(crate) fn filter(ss: &[String]) -> Result<crate::filters::Filter, Status> {
@@ -118,15 +143,33 @@ mod tests {
     fn codes_match_errdefs() {
         let cases = [
             (metadata::Error::NamespaceRequired, Code::FailedPrecondition),
-            (metadata::Error::NotFound { what: "image", id: "x".into() }, Code::NotFound),
-            (metadata::Error::AlreadyExists { what: "image", id: "x".into() }, Code::AlreadyExists),
+            (
+                metadata::Error::NotFound {
+                    what: "image",
+                    id: "x".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                metadata::Error::AlreadyExists {
+                    what: "image",
+                    id: "x".into(),
+                },
+                Code::AlreadyExists,
+            ),
             (metadata::Error::Invalid("x".into()), Code::InvalidArgument),
-            (metadata::Error::NotImplemented("x".into()), Code::Unimplemented),
+            (
+                metadata::Error::NotImplemented("x".into()),
+                Code::Unimplemented,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(to_status(&e).code(), code, "{e}");
         }
-        let st = to_status(&metadata::Error::NotFound { what: "image", id: "x".into() });
+        let st = to_status(&metadata::Error::NotFound {
+            what: "image",
+            id: "x".into(),
+        });
         assert_eq!(st.message(), "image \"x\": not found");
     }
 }

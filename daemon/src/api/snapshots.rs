@@ -7,10 +7,11 @@ use crate::snapshots::{Kind, Snapshotter as _};
 use futures::Stream;
 use protos::containerd::events as ev;
 use protos::containerd::services::snapshots::v1::{
-    snapshots_server::Snapshots, CleanupRequest, CommitSnapshotRequest, Info, Kind as PKind, ListSnapshotsRequest,
-    ListSnapshotsResponse, MountsRequest, MountsResponse, PrepareSnapshotRequest, PrepareSnapshotResponse,
-    RemoveSnapshotRequest, StatSnapshotRequest, StatSnapshotResponse, UpdateSnapshotRequest, UpdateSnapshotResponse,
-    UsageRequest, UsageResponse, ViewSnapshotRequest, ViewSnapshotResponse,
+    snapshots_server::Snapshots, CleanupRequest, CommitSnapshotRequest, Info, Kind as PKind,
+    ListSnapshotsRequest, ListSnapshotsResponse, MountsRequest, MountsResponse,
+    PrepareSnapshotRequest, PrepareSnapshotResponse, RemoveSnapshotRequest, StatSnapshotRequest,
+    StatSnapshotResponse, UpdateSnapshotRequest, UpdateSnapshotResponse, UsageRequest,
+    UsageResponse, ViewSnapshotRequest, ViewSnapshotResponse,
 };
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
@@ -44,7 +45,10 @@ fn snapshotter(name: &str) -> Result<String, Status> {
 
 #[tonic::async_trait]
 impl Snapshots for Service {
-    async fn prepare(&self, req: Request<PrepareSnapshotRequest>) -> Result<Response<PrepareSnapshotResponse>, Status> {
+    async fn prepare(
+        &self,
+        req: Request<PrepareSnapshotRequest>,
+    ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let sn = snapshotter(&r.snapshotter)?;
@@ -52,26 +56,47 @@ impl Snapshots for Service {
         let ns = c.ns.to_string();
         let (k, p, s2) = (r.key.clone(), r.parent.clone(), sn.clone());
         let mounts = blocking(move || db.snapshot_create(&c, &s2, &k, &p, r.labels, false)).await?;
-        self.0.events.publish(&ns, &ev::SnapshotPrepare { key: r.key, parent: r.parent, snapshotter: sn });
-        Ok(Response::new(PrepareSnapshotResponse { mounts: mounts.into_iter().map(mount_to).collect() }))
+        self.0.events.publish(
+            &ns,
+            &ev::SnapshotPrepare {
+                key: r.key,
+                parent: r.parent,
+                snapshotter: sn,
+            },
+        );
+        Ok(Response::new(PrepareSnapshotResponse {
+            mounts: mounts.into_iter().map(mount_to).collect(),
+        }))
     }
 
-    async fn view(&self, req: Request<ViewSnapshotRequest>) -> Result<Response<ViewSnapshotResponse>, Status> {
+    async fn view(
+        &self,
+        req: Request<ViewSnapshotRequest>,
+    ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let sn = snapshotter(&r.snapshotter)?;
         let db = self.0.db.clone();
-        let mounts = blocking(move || db.snapshot_create(&c, &sn, &r.key, &r.parent, r.labels, true)).await?;
-        Ok(Response::new(ViewSnapshotResponse { mounts: mounts.into_iter().map(mount_to).collect() }))
+        let mounts =
+            blocking(move || db.snapshot_create(&c, &sn, &r.key, &r.parent, r.labels, true))
+                .await?;
+        Ok(Response::new(ViewSnapshotResponse {
+            mounts: mounts.into_iter().map(mount_to).collect(),
+        }))
     }
 
-    async fn mounts(&self, req: Request<MountsRequest>) -> Result<Response<MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        req: Request<MountsRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let sn = snapshotter(&r.snapshotter)?;
         let db = self.0.db.clone();
         let mounts = blocking(move || db.snapshot_mounts(&c, &sn, &r.key)).await?;
-        Ok(Response::new(MountsResponse { mounts: mounts.into_iter().map(mount_to).collect() }))
+        Ok(Response::new(MountsResponse {
+            mounts: mounts.into_iter().map(mount_to).collect(),
+        }))
     }
 
     async fn commit(&self, req: Request<CommitSnapshotRequest>) -> Result<Response<()>, Status> {
@@ -82,7 +107,14 @@ impl Snapshots for Service {
         let ns = c.ns.to_string();
         let (n, k, s2) = (r.name.clone(), r.key.clone(), sn.clone());
         blocking(move || db.snapshot_commit(&c, &s2, &n, &k, r.labels)).await?;
-        self.0.events.publish(&ns, &ev::SnapshotCommit { key: r.key, name: r.name, snapshotter: sn });
+        self.0.events.publish(
+            &ns,
+            &ev::SnapshotCommit {
+                key: r.key,
+                name: r.name,
+                snapshotter: sn,
+            },
+        );
         Ok(Response::new(()))
     }
 
@@ -94,34 +126,55 @@ impl Snapshots for Service {
         let ns = c.ns.to_string();
         let (k, s2) = (r.key.clone(), sn.clone());
         blocking(move || db.snapshot_remove(&c, &s2, &k)).await?;
-        self.0.events.publish(&ns, &ev::SnapshotRemove { key: r.key, snapshotter: sn });
+        self.0.events.publish(
+            &ns,
+            &ev::SnapshotRemove {
+                key: r.key,
+                snapshotter: sn,
+            },
+        );
         self.0.gc.schedule();
         Ok(Response::new(()))
     }
 
-    async fn stat(&self, req: Request<StatSnapshotRequest>) -> Result<Response<StatSnapshotResponse>, Status> {
+    async fn stat(
+        &self,
+        req: Request<StatSnapshotRequest>,
+    ) -> Result<Response<StatSnapshotResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let sn = snapshotter(&r.snapshotter)?;
         let db = self.0.db.clone();
         let i = blocking(move || db.snapshot_stat(&c, &sn, &r.key)).await?;
-        Ok(Response::new(StatSnapshotResponse { info: Some(info_to(i)) }))
+        Ok(Response::new(StatSnapshotResponse {
+            info: Some(info_to(i)),
+        }))
     }
 
-    async fn update(&self, req: Request<UpdateSnapshotRequest>) -> Result<Response<UpdateSnapshotResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateSnapshotRequest>,
+    ) -> Result<Response<UpdateSnapshotResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let sn = snapshotter(&r.snapshotter)?;
         let info = r.info.unwrap_or_default();
         let fps = paths(r.update_mask);
         let db = self.0.db.clone();
-        let i = blocking(move || db.snapshot_update(&c, &sn, &info.name, &info.labels, &fps)).await?;
-        Ok(Response::new(UpdateSnapshotResponse { info: Some(info_to(i)) }))
+        let i =
+            blocking(move || db.snapshot_update(&c, &sn, &info.name, &info.labels, &fps)).await?;
+        Ok(Response::new(UpdateSnapshotResponse {
+            info: Some(info_to(i)),
+        }))
     }
 
-    type ListStream = Pin<Box<dyn Stream<Item = Result<ListSnapshotsResponse, Status>> + Send + 'static>>;
+    type ListStream =
+        Pin<Box<dyn Stream<Item = Result<ListSnapshotsResponse, Status>> + Send + 'static>>;
 
-    async fn list(&self, req: Request<ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let sn = snapshotter(&r.snapshotter)?;
@@ -130,7 +183,11 @@ impl Snapshots for Service {
         let all = blocking(move || db.snapshot_list(&c, &sn, &f)).await?;
         let batches: Vec<Result<ListSnapshotsResponse, Status>> = all
             .chunks(100)
-            .map(|ch| Ok(ListSnapshotsResponse { info: ch.iter().cloned().map(info_to).collect() }))
+            .map(|ch| {
+                Ok(ListSnapshotsResponse {
+                    info: ch.iter().cloned().map(info_to).collect(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
@@ -141,7 +198,10 @@ impl Snapshots for Service {
         let sn = snapshotter(&r.snapshotter)?;
         let db = self.0.db.clone();
         let u = blocking(move || db.snapshot_usage(&c, &sn, &r.key)).await?;
-        Ok(Response::new(UsageResponse { size: u.size, inodes: u.inodes }))
+        Ok(Response::new(UsageResponse {
+            size: u.size,
+            inodes: u.inodes,
+        }))
     }
 
     async fn cleanup(&self, req: Request<CleanupRequest>) -> Result<Response<()>, Status> {
@@ -149,7 +209,10 @@ impl Snapshots for Service {
         let sn = snapshotter(&req.into_inner().snapshotter)?;
         self.0.gc.collect_now().await.map_err(|e| to_status(&e))?;
         let db = self.0.db.clone();
-        blocking(move || -> Result<(), crate::metadata::Error> { Ok(db.snapshotter(&sn)?.cleanup()?) }).await?;
+        blocking(move || -> Result<(), crate::metadata::Error> {
+            Ok(db.snapshotter(&sn)?.cleanup()?)
+        })
+        .await?;
         Ok(Response::new(()))
     }
 }

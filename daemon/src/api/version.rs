@@ -18,6 +18,9 @@ pub struct Service;
 #[tonic::async_trait]
 impl Version for Service {
     async fn version(&self, _: Request<()>) -> Result<Response<VersionResponse>, Status> {
-        Ok(Response::new(VersionResponse { version: format!("v{VERSION}-berth"), revision: REVISION.to_string() }))
+        Ok(Response::new(VersionResponse {
+            version: format!("v{VERSION}-berth"),
+            revision: REVISION.to_string(),
+        }))
     }
 }

@@ -28,13 +28,19 @@ pub struct Digest(String);
 impl Digest {
     /// Parses and validates a digest string.
     pub fn parse(s: &str) -> Result<Self, DigestError> {
-        let (algo, hex) = s.split_once(':').ok_or_else(|| DigestError::Invalid(s.to_string()))?;
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::Invalid(s.to_string()))?;
         match algo {
             "sha256" => {}
             "sha384" | "sha512" => return Err(DigestError::Unsupported(s.to_string())),
             _ => return Err(DigestError::Invalid(s.to_string())),
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Invalid(s.to_string()));
         }
         Ok(Self(s.to_string()))

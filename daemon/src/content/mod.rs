@@ -95,7 +95,10 @@ impl HasKind for Error {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What the store knows about a committed blob.
@@ -140,7 +143,10 @@ impl Store {
         for d in [root.join("blobs").join("sha256"), root.join("ingest")] {
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        Ok(Self { root, locks: Arc::default() })
+        Ok(Self {
+            root,
+            locks: Arc::default(),
+        })
     }
 
     /// The store's root directory.
@@ -155,7 +161,9 @@ impl Store {
 
     fn ingest_dir(&self, r#ref: &str) -> PathBuf {
         // The ref is caller-chosen text: hash it so it never becomes a path component.
-        self.root.join("ingest").join(Digest::from_bytes(r#ref.as_bytes()).hex())
+        self.root
+            .join("ingest")
+            .join(Digest::from_bytes(r#ref.as_bytes()).hex())
     }
 
     /// Size and commit time of a blob.
@@ -163,7 +171,9 @@ impl Store {
         let p = self.blob_path(d);
         let md = match fs::metadata(&p) {
             Ok(md) => md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(d.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(d.clone()))
+            }
             Err(e) => return Err(io_err(&p)(e)),
         };
         Ok(BlobInfo {
@@ -177,15 +187,22 @@ impl Store {
     pub fn read_at(&self, d: &Digest, offset: i64, size: i64) -> Result<Vec<u8>, Error> {
         let info = self.info(d)?;
         if offset < 0 || offset > info.size {
-            return Err(Error::OutOfRange { digest: d.clone(), offset, size: info.size });
+            return Err(Error::OutOfRange {
+                digest: d.clone(),
+                offset,
+                size: info.size,
+            });
         }
         let avail = info.size - offset;
         let n = if size <= 0 { avail } else { size.min(avail) };
         let p = self.blob_path(d);
         let mut f = fs::File::open(&p).map_err(io_err(&p))?;
-        f.seek(SeekFrom::Start(offset.unsigned_abs())).map_err(io_err(&p))?;
+        f.seek(SeekFrom::Start(offset.unsigned_abs()))
+            .map_err(io_err(&p))?;
         let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 20));
-        f.take(n.unsigned_abs()).read_to_end(&mut buf).map_err(io_err(&p))?;
+        f.take(n.unsigned_abs())
+            .read_to_end(&mut buf)
+            .map_err(io_err(&p))?;
         Ok(buf)
     }
 
@@ -217,8 +234,12 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let e = e.map_err(io_err(&dir))?;
-            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
-            let Ok(d) = Digest::parse(&format!("sha256:{name}")) else { continue };
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
+                continue;
+            };
             if let Ok(i) = self.info(&d) {
                 out.push(i);
             }
@@ -228,7 +249,12 @@ impl Store {
 
     /// Opens a writer for `ref`, resuming an existing ingest. `expected`, if given, is checked
     /// first: a blob already committed gives `AlreadyExists` (the client then skips the copy).
-    pub fn writer(&self, r#ref: &str, total: i64, expected: Option<Digest>) -> Result<Writer, Error> {
+    pub fn writer(
+        &self,
+        r#ref: &str,
+        total: i64,
+        expected: Option<Digest>,
+    ) -> Result<Writer, Error> {
         if r#ref.is_empty() {
             return Err(Error::Invalid("ref must not be empty".into()));
         }
@@ -238,18 +264,31 @@ impl Store {
             }
         }
         {
-            let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if !locks.insert(r#ref.to_string()) {
                 return Err(Error::Locked(r#ref.to_string()));
             }
         }
-        let unlock = RefLock { r#ref: r#ref.to_string(), locks: Arc::clone(&self.locks) };
-        Writer::open(self.clone(), self.ingest_dir(r#ref), unlock, total, expected)
+        let unlock = RefLock {
+            r#ref: r#ref.to_string(),
+            locks: Arc::clone(&self.locks),
+        };
+        Writer::open(
+            self.clone(),
+            self.ingest_dir(r#ref),
+            unlock,
+            total,
+            expected,
+        )
     }
 
     /// Status of one ingest.
     pub fn status(&self, r#ref: &str) -> Result<IngestStatus, Error> {
-        writer::read_status(&self.ingest_dir(r#ref))?.ok_or_else(|| Error::IngestNotFound(r#ref.to_string()))
+        writer::read_status(&self.ingest_dir(r#ref))?
+            .ok_or_else(|| Error::IngestNotFound(r#ref.to_string()))
     }
 
     /// Status of every ingest.
@@ -270,7 +309,9 @@ impl Store {
         let dir = self.ingest_dir(r#ref);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::IngestNotFound(r#ref.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::IngestNotFound(r#ref.to_string()))
+            }
             Err(e) => Err(io_err(&dir)(e)),
         }
     }
@@ -291,7 +332,10 @@ impl RefLock {
 
 impl Drop for RefLock {
     fn drop(&mut self) {
-        self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.r#ref);
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.r#ref);
     }
 }
 
@@ -305,17 +349,28 @@ mod tests {
         let s = Store::open(tmp.path()).unwrap();
         let data = b"hello berth";
         let d = Digest::from_bytes(data);
-        let mut w = s.writer("ref1", data.len() as i64, Some(d.clone())).unwrap();
+        let mut w = s
+            .writer("ref1", data.len() as i64, Some(d.clone()))
+            .unwrap();
         w.write(&data[..5]).unwrap();
         w.write(&data[5..]).unwrap();
         assert_eq!(w.commit(data.len() as i64, Some(&d)).unwrap(), d);
         assert_eq!(s.info(&d).unwrap().size, data.len() as i64);
         assert_eq!(s.read_at(&d, 6, 0).unwrap(), b"berth");
         assert_eq!(s.read_at(&d, 0, 5).unwrap(), b"hello");
-        assert!(matches!(s.read_at(&d, 100, 1), Err(Error::OutOfRange { .. })));
+        assert!(matches!(
+            s.read_at(&d, 100, 1),
+            Err(Error::OutOfRange { .. })
+        ));
         // Re-writing committed content is AlreadyExists, as containerd.
-        assert!(matches!(s.writer("ref2", 0, Some(d.clone())), Err(Error::AlreadyExists(_))));
-        assert!(s.list_statuses().unwrap().is_empty(), "commit removes the ingest");
+        assert!(matches!(
+            s.writer("ref2", 0, Some(d.clone())),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(
+            s.list_statuses().unwrap().is_empty(),
+            "commit removes the ingest"
+        );
         s.delete(&d).unwrap();
         assert!(matches!(s.info(&d), Err(Error::NotFound(_))));
     }
@@ -330,7 +385,10 @@ mod tests {
             let mut w = s.writer("resume", 10, Some(d.clone())).unwrap();
             w.write(&data[..4]).unwrap();
             // Locked while held.
-            assert!(matches!(s.writer("resume", 10, None), Err(Error::Locked(_))));
+            assert!(matches!(
+                s.writer("resume", 10, None),
+                Err(Error::Locked(_))
+            ));
         }
         let st = s.status("resume").unwrap();
         assert_eq!((st.offset, st.total), (4, 10));
@@ -348,10 +406,19 @@ mod tests {
         let s = Store::open(tmp.path()).unwrap();
         let mut w = s.writer("bad", 0, None).unwrap();
         w.write(b"abc").unwrap();
-        assert!(matches!(w.commit(4, None), Err(Error::SizeMismatch { expected: 4, actual: 3 })));
-        let mut w = s.writer("bad", 0, None).unwrap();
+        assert!(matches!(
+            w.commit(4, None),
+            Err(Error::SizeMismatch {
+                expected: 4,
+                actual: 3
+            })
+        ));
+        let w = s.writer("bad", 0, None).unwrap();
         let wrong = Digest::from_bytes(b"xyz");
-        assert!(matches!(w.commit(3, Some(&wrong)), Err(Error::DigestMismatch { .. })));
+        assert!(matches!(
+            w.commit(3, Some(&wrong)),
+            Err(Error::DigestMismatch { .. })
+        ));
         // The failed commit leaves the ingest for a retry or an abort.
         s.abort("bad").unwrap();
         assert!(matches!(s.status("bad"), Err(Error::IngestNotFound(_))));

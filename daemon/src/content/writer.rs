@@ -103,8 +103,21 @@ impl Writer {
             write_small(&dir.join("expected"), e.as_str())?;
             expected_saved = Some(e);
         }
-        let data = OpenOptions::new().append(true).open(&data_path).map_err(io_err(&data_path))?;
-        Ok(Self { store, dir, data, hasher, offset, total, expected: expected_saved, started, lock })
+        let data = OpenOptions::new()
+            .append(true)
+            .open(&data_path)
+            .map_err(io_err(&data_path))?;
+        Ok(Self {
+            store,
+            dir,
+            data,
+            hasher,
+            offset,
+            total,
+            expected: expected_saved,
+            started,
+            lock,
+        })
     }
 
     /// Bytes written so far.
@@ -159,12 +172,18 @@ impl Writer {
         self.data.flush().map_err(io_err(&p))?;
         self.data.sync_all().map_err(io_err(&p))?;
         if size > 0 && size != self.offset {
-            return Err(Error::SizeMismatch { expected: size, actual: self.offset });
+            return Err(Error::SizeMismatch {
+                expected: size,
+                actual: self.offset,
+            });
         }
         let actual = self.digest();
         if let Some(e) = expected.or(self.expected.as_ref()) {
             if *e != actual {
-                return Err(Error::DigestMismatch { expected: e.clone(), actual });
+                return Err(Error::DigestMismatch {
+                    expected: e.clone(),
+                    actual,
+                });
             }
         }
         let target = self.store.blob_path(&actual);
@@ -178,7 +197,9 @@ impl Writer {
         fs::set_permissions(&p, perms).map_err(io_err(&p))?;
         fs::rename(&p, &target).map_err(io_err(&target))?;
         if let Some(parent) = target.parent() {
-            File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))?;
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(parent))?;
         }
         let _ = fs::remove_dir_all(&self.dir);
         Ok(actual)

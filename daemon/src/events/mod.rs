@@ -58,7 +58,10 @@ impl Adaptor for Envelope {
 
 /// containerd's `validateTopic`: `/` followed by identifier components.
 pub fn validate_topic(topic: &str) -> Result<(), Error> {
-    let bad = |reason: &str| Error::BadTopic { topic: topic.to_string(), reason: reason.to_string() };
+    let bad = |reason: &str| Error::BadTopic {
+        topic: topic.to_string(),
+        reason: reason.to_string(),
+    };
     if topic.is_empty() {
         return Err(bad("must not be empty"));
     }
@@ -85,7 +88,10 @@ pub trait Event: prost::Message + Sized {
 
     /// Packs into an `Any`.
     fn to_any(&self) -> Any {
-        Any { type_url: Self::TYPE_URL.to_string(), value: self.encode_to_vec() }
+        Any {
+            type_url: Self::TYPE_URL.to_string(),
+            value: self.encode_to_vec(),
+        }
     }
 }
 
@@ -100,20 +106,76 @@ macro_rules! event {
 
 use protos::containerd::events as ev;
 use protos::containerd::services::images::v1 as imgev;
-event!(ev::NamespaceCreate, "containerd.events.NamespaceCreate", "/namespaces/create");
-event!(ev::NamespaceUpdate, "containerd.events.NamespaceUpdate", "/namespaces/update");
-event!(ev::NamespaceDelete, "containerd.events.NamespaceDelete", "/namespaces/delete");
-event!(ev::ContentCreate, "containerd.events.ContentCreate", "/content/create");
-event!(ev::ContentDelete, "containerd.events.ContentDelete", "/content/delete");
-event!(ev::SnapshotPrepare, "containerd.events.SnapshotPrepare", "/snapshot/prepare");
-event!(ev::SnapshotCommit, "containerd.events.SnapshotCommit", "/snapshot/commit");
-event!(ev::SnapshotRemove, "containerd.events.SnapshotRemove", "/snapshot/remove");
-event!(ev::ContainerCreate, "containerd.events.ContainerCreate", "/containers/create");
-event!(ev::ContainerUpdate, "containerd.events.ContainerUpdate", "/containers/update");
-event!(ev::ContainerDelete, "containerd.events.ContainerDelete", "/containers/delete");
-event!(imgev::ImageCreate, "containerd.services.images.v1.ImageCreate", "/images/create");
-event!(imgev::ImageUpdate, "containerd.services.images.v1.ImageUpdate", "/images/update");
-event!(imgev::ImageDelete, "containerd.services.images.v1.ImageDelete", "/images/delete");
+event!(
+    ev::NamespaceCreate,
+    "containerd.events.NamespaceCreate",
+    "/namespaces/create"
+);
+event!(
+    ev::NamespaceUpdate,
+    "containerd.events.NamespaceUpdate",
+    "/namespaces/update"
+);
+event!(
+    ev::NamespaceDelete,
+    "containerd.events.NamespaceDelete",
+    "/namespaces/delete"
+);
+event!(
+    ev::ContentCreate,
+    "containerd.events.ContentCreate",
+    "/content/create"
+);
+event!(
+    ev::ContentDelete,
+    "containerd.events.ContentDelete",
+    "/content/delete"
+);
+event!(
+    ev::SnapshotPrepare,
+    "containerd.events.SnapshotPrepare",
+    "/snapshot/prepare"
+);
+event!(
+    ev::SnapshotCommit,
+    "containerd.events.SnapshotCommit",
+    "/snapshot/commit"
+);
+event!(
+    ev::SnapshotRemove,
+    "containerd.events.SnapshotRemove",
+    "/snapshot/remove"
+);
+event!(
+    ev::ContainerCreate,
+    "containerd.events.ContainerCreate",
+    "/containers/create"
+);
+event!(
+    ev::ContainerUpdate,
+    "containerd.events.ContainerUpdate",
+    "/containers/update"
+);
+event!(
+    ev::ContainerDelete,
+    "containerd.events.ContainerDelete",
+    "/containers/delete"
+);
+event!(
+    imgev::ImageCreate,
+    "containerd.services.images.v1.ImageCreate",
+    "/images/create"
+);
+event!(
+    imgev::ImageUpdate,
+    "containerd.services.images.v1.ImageUpdate",
+    "/images/update"
+);
+event!(
+    imgev::ImageDelete,
+    "containerd.services.images.v1.ImageDelete",
+    "/images/delete"
+);
 
 /// The exchange. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -148,21 +210,30 @@ impl Exchange {
     pub fn publish_any(&self, namespace: &str, topic: &str, event: Any) -> Result<(), Error> {
         validate_topic(topic)?;
         validate_identifier("namespace", namespace).map_err(|e| Error::Invalid(e.to_string()))?;
-        let _ = self.tx.send(Envelope { timestamp: Ts::now(), namespace: namespace.to_string(), topic: topic.to_string(), event });
+        let _ = self.tx.send(Envelope {
+            timestamp: Ts::now(),
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
+            event,
+        });
         Ok(())
     }
 
     /// Forwards an envelope as-is (the `Forward` RPC, used by shims).
     pub fn forward(&self, env: Envelope) -> Result<(), Error> {
         validate_topic(&env.topic)?;
-        validate_identifier("namespace", &env.namespace).map_err(|e| Error::Invalid(e.to_string()))?;
+        validate_identifier("namespace", &env.namespace)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let _ = self.tx.send(env);
         Ok(())
     }
 
     /// A subscription; call [`Subscription::next`] to receive matching events.
     pub fn subscribe(&self, filter: Filter) -> Subscription {
-        Subscription { rx: self.tx.subscribe(), filter }
+        Subscription {
+            rx: self.tx.subscribe(),
+            filter,
+        }
     }
 }
 
@@ -180,7 +251,9 @@ impl Subscription {
             match self.rx.recv().await {
                 Ok(env) if self.filter.matches(&env) => return Some(env),
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => log::warn!("event subscriber lagged, {n} events dropped"),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!("event subscriber lagged, {n} events dropped")
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -205,11 +278,26 @@ mod tests {
     async fn subscribe_filters() {
         let x = Exchange::new();
         let mut sub = x.subscribe(Filter::parse_all(["topic~=/images/", "namespace==b"]).unwrap());
-        x.publish("a", &ev::NamespaceCreate { name: "a".into(), labels: Default::default() });
-        x.publish("a", &imgev::ImageCreate { name: "img".into(), labels: Default::default() });
+        x.publish(
+            "a",
+            &ev::NamespaceCreate {
+                name: "a".into(),
+                labels: Default::default(),
+            },
+        );
+        x.publish(
+            "a",
+            &imgev::ImageCreate {
+                name: "img".into(),
+                labels: Default::default(),
+            },
+        );
         let env = sub.next().await.unwrap();
         assert_eq!(env.topic, "/images/create");
-        assert_eq!(env.event.type_url, "containerd.services.images.v1.ImageCreate");
+        assert_eq!(
+            env.event.type_url,
+            "containerd.services.images.v1.ImageCreate"
+        );
         x.publish_any("b", "/custom/x", Any::default()).unwrap();
         assert_eq!(sub.next().await.unwrap().topic, "/custom/x");
         assert!(x.publish_any("b", "nope", Any::default()).is_err());

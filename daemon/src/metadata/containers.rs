@@ -4,8 +4,8 @@
 //! `containerd.io/gc.ref.*` labels.
 
 use super::{
-    apply_label_path, db_err, encode, get, key, scan, validate_identifier, validate_labels, Ctx, Db, Error, Labels,
-    Result, Ts, CONTAINERS,
+    apply_label_path, db_err, encode, get, key, scan, validate_identifier, validate_labels, Ctx,
+    Db, Error, Labels, Result, Ts, CONTAINERS,
 };
 use crate::filters::{label_field, non_empty, Adaptor, Filter};
 use redb::ReadableTable;
@@ -92,7 +92,9 @@ fn validate(c: &Container) -> Result<()> {
         return Err(Error::Invalid("must specify a spec".into()));
     }
     if !c.snapshot_key.is_empty() && c.snapshotter.is_empty() {
-        return Err(Error::Invalid("must set snapshotter when snapshot key is set".into()));
+        return Err(Error::Invalid(
+            "must set snapshotter when snapshot key is set".into(),
+        ));
     }
     Ok(())
 }
@@ -102,8 +104,11 @@ impl Db {
     pub fn container_get(&self, ctx: &Ctx, id: &str) -> Result<Container> {
         let r = self.read()?;
         let t = r.open_table(CONTAINERS).map_err(db_err(&self.path))?;
-        let mut c: Container = get(&t, &key(&[ctx.ns.as_str(), id])?, &self.path)?
-            .ok_or_else(|| Error::NotFound { what: "container", id: id.to_string() })?;
+        let mut c: Container =
+            get(&t, &key(&[ctx.ns.as_str(), id])?, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "container",
+                id: id.to_string(),
+            })?;
         c.id = id.to_string();
         Ok(c)
     }
@@ -131,12 +136,16 @@ impl Db {
             let mut t = txn.open_table(CONTAINERS).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), &c.id])?;
             if t.get(k.as_str()).map_err(db_err(&self.path))?.is_some() {
-                return Err(Error::AlreadyExists { what: "container", id: c.id });
+                return Err(Error::AlreadyExists {
+                    what: "container",
+                    id: c.id,
+                });
             }
             let now = Ts::now();
             c.created = now;
             c.updated = now;
-            t.insert(k.as_str(), encode(&c).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&c).as_slice())
+                .map_err(db_err(&self.path))?;
         }
         self.commit(txn)?;
         Ok(c)
@@ -144,20 +153,33 @@ impl Db {
 
     /// Updates by field paths: `labels[.k]`, `extensions[.k]`, `spec`, `image`, `snapshotkey`
     /// (none = all of them). Runtime and snapshotter are immutable, as containerd.
-    pub fn container_update(&self, ctx: &Ctx, c: Container, paths: &[String]) -> Result<Container> {
+    pub fn container_update(
+        &self,
+        ctx: &Ctx,
+        c: &Container,
+        paths: &[String],
+    ) -> Result<Container> {
         let txn = self.write()?;
         let out = {
             let mut t = txn.open_table(CONTAINERS).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), &c.id])?;
-            let mut cur: Container =
-                get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound { what: "container", id: c.id.clone() })?;
+            let mut cur: Container = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "container",
+                id: c.id.clone(),
+            })?;
             cur.id = c.id.clone();
             if paths.is_empty() {
                 if c.runtime.name != cur.runtime.name {
-                    return Err(Error::Invalid(format!("container {:?}: runtime field is immutable", c.id)));
+                    return Err(Error::Invalid(format!(
+                        "container {:?}: runtime field is immutable",
+                        c.id
+                    )));
                 }
                 if c.snapshotter != cur.snapshotter {
-                    return Err(Error::Invalid(format!("container {:?}: snapshotter field is immutable", c.id)));
+                    return Err(Error::Invalid(format!(
+                        "container {:?}: snapshotter field is immutable",
+                        c.id
+                    )));
                 }
                 cur.labels = c.labels.clone();
                 cur.spec = c.spec.clone();
@@ -179,12 +201,19 @@ impl Db {
                         };
                     }
                     p if apply_label_path(&mut cur.labels, &c.labels, p) => {}
-                    _ => return Err(Error::BadField { field: p.clone(), what: "container", id: c.id.clone() }),
+                    _ => {
+                        return Err(Error::BadField {
+                            field: p.clone(),
+                            what: "container",
+                            id: c.id.clone(),
+                        })
+                    }
                 }
             }
             validate(&cur)?;
             cur.updated = Ts::now();
-            t.insert(k.as_str(), encode(&cur).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&cur).as_slice())
+                .map_err(db_err(&self.path))?;
             cur
         };
         self.commit(txn)?;
@@ -196,8 +225,14 @@ impl Db {
         let txn = self.write()?;
         {
             let mut t = txn.open_table(CONTAINERS).map_err(db_err(&self.path))?;
-            if t.remove(key(&[ctx.ns.as_str(), id])?.as_str()).map_err(db_err(&self.path))?.is_none() {
-                return Err(Error::NotFound { what: "container", id: id.to_string() });
+            if t.remove(key(&[ctx.ns.as_str(), id])?.as_str())
+                .map_err(db_err(&self.path))?
+                .is_none()
+            {
+                return Err(Error::NotFound {
+                    what: "container",
+                    id: id.to_string(),
+                });
             }
         }
         self.commit(txn)
@@ -216,20 +251,37 @@ mod tests {
         let c = testutil::ctx("default");
         let rec = Container {
             id: "c1".into(),
-            runtime: Runtime { name: "io.containerd.runc.v2".into(), options: None },
-            spec: Some(AnyValue { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(), value: b"{}".to_vec() }),
+            runtime: Runtime {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            },
+            spec: Some(AnyValue {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                value: b"{}".to_vec(),
+            }),
             snapshotter: "native".into(),
             snapshot_key: "c1".into(),
             ..Default::default()
         };
         db.container_create(&c, rec.clone()).unwrap();
-        assert_eq!(db.container_create(&c, rec.clone()).unwrap_err().kind(), Kind::AlreadyExists);
+        assert_eq!(
+            db.container_create(&c, rec.clone()).unwrap_err().kind(),
+            Kind::AlreadyExists
+        );
         let mut u = rec.clone();
         u.image = "busybox".into();
-        db.container_update(&c, u, &["image".into()]).unwrap();
+        db.container_update(&c, &u, &["image".into()]).unwrap();
         assert_eq!(db.container_get(&c, "c1").unwrap().image, "busybox");
-        assert_eq!(db.container_list(&c, &Filter::parse("image==busybox").unwrap()).unwrap().len(), 1);
+        assert_eq!(
+            db.container_list(&c, &Filter::parse("image==busybox").unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
         db.container_delete(&c, "c1").unwrap();
-        assert_eq!(db.container_get(&c, "c1").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(
+            db.container_get(&c, "c1").unwrap_err().kind(),
+            Kind::NotFound
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! live in the namespace-agnostic [`crate::content::Store`].
 
 use super::{
-    apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels, Result,
-    SharingPolicy, Ts, CONTENT, INGESTS, LEASES,
+    apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels,
+    Result, SharingPolicy, Ts, CONTENT, INGESTS, LEASES,
 };
 use crate::content::{self as cs, Digest, IngestStatus};
 use crate::filters::{label_field, Adaptor, Filter};
@@ -81,39 +81,67 @@ impl Db {
     fn content_record(&self, ctx: &Ctx, d: &Digest) -> Result<ContentRecord> {
         let r = self.read()?;
         let t = r.open_table(CONTENT).map_err(db_err(&self.path))?;
-        get(&t, &key(&[ctx.ns.as_str(), d.as_str()])?, &self.path)?
-            .ok_or_else(|| Error::NotFound { what: "content digest", id: d.to_string() })
+        get(&t, &key(&[ctx.ns.as_str(), d.as_str()])?, &self.path)?.ok_or_else(|| Error::NotFound {
+            what: "content digest",
+            id: d.to_string(),
+        })
     }
 
     /// Info of a blob owned by the namespace.
     pub fn content_info(&self, ctx: &Ctx, d: &Digest) -> Result<Info> {
         let rec = self.content_record(ctx, d)?;
-        Ok(Info { digest: d.clone(), size: rec.size, labels: rec.labels, created: rec.created, updated: rec.updated })
+        Ok(Info {
+            digest: d.clone(),
+            size: rec.size,
+            labels: rec.labels,
+            created: rec.created,
+            updated: rec.updated,
+        })
     }
 
     /// Updates labels (paths `labels`, `labels.<k>`; none = replace all).
-    pub fn content_update(&self, ctx: &Ctx, d: &Digest, labels: &Labels, paths: &[String]) -> Result<Info> {
+    pub fn content_update(
+        &self,
+        ctx: &Ctx,
+        d: &Digest,
+        labels: &Labels,
+        paths: &[String],
+    ) -> Result<Info> {
         validate_labels(labels)?;
         let txn = self.write()?;
         let rec = {
             let mut t = txn.open_table(CONTENT).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), d.as_str()])?;
             let mut rec: ContentRecord =
-                get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound { what: "content digest", id: d.to_string() })?;
+                get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                    what: "content digest",
+                    id: d.to_string(),
+                })?;
             if paths.is_empty() {
                 rec.labels = labels.clone();
             }
             for p in paths {
                 if !apply_label_path(&mut rec.labels, labels, p) {
-                    return Err(Error::BadField { field: p.clone(), what: "content info", id: d.to_string() });
+                    return Err(Error::BadField {
+                        field: p.clone(),
+                        what: "content info",
+                        id: d.to_string(),
+                    });
                 }
             }
             rec.updated = Ts::now();
-            t.insert(k.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
             rec
         };
         self.commit(txn)?;
-        Ok(Info { digest: d.clone(), size: rec.size, labels: rec.labels, created: rec.created, updated: rec.updated })
+        Ok(Info {
+            digest: d.clone(),
+            size: rec.size,
+            labels: rec.labels,
+            created: rec.created,
+            updated: rec.updated,
+        })
     }
 
     /// Blobs of the namespace passing the filter, sorted by digest.
@@ -122,8 +150,16 @@ impl Db {
         let t = r.open_table(CONTENT).map_err(db_err(&self.path))?;
         let mut out = Vec::new();
         for (k, rec) in scan::<ContentRecord>(&t, ctx.ns.as_str(), &self.path)? {
-            let Ok(digest) = Digest::parse(&k) else { continue };
-            let info = Info { digest, size: rec.size, labels: rec.labels, created: rec.created, updated: rec.updated };
+            let Ok(digest) = Digest::parse(&k) else {
+                continue;
+            };
+            let info = Info {
+                digest,
+                size: rec.size,
+                labels: rec.labels,
+                created: rec.created,
+                updated: rec.updated,
+            };
             if filter.matches(&info) {
                 out.push(info);
             }
@@ -139,7 +175,10 @@ impl Db {
             let mut t = txn.open_table(CONTENT).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), d.as_str()])?;
             if t.remove(k.as_str()).map_err(db_err(&self.path))?.is_none() {
-                return Err(Error::NotFound { what: "content digest", id: d.to_string() });
+                return Err(Error::NotFound {
+                    what: "content digest",
+                    id: d.to_string(),
+                });
             }
         }
         self.commit(txn)
@@ -161,8 +200,13 @@ impl Db {
     pub fn content_status(&self, ctx: &Ctx, r#ref: &str) -> Result<IngestStatus> {
         let r = self.read()?;
         let t = r.open_table(INGESTS).map_err(db_err(&self.path))?;
-        let rec: IngestRecord = get(&t, &key(&[ctx.ns.as_str(), r#ref])?, &self.path)?
-            .ok_or_else(|| Error::NotFound { what: "ingest ref", id: r#ref.to_string() })?;
+        let rec: IngestRecord =
+            get(&t, &key(&[ctx.ns.as_str(), r#ref])?, &self.path)?.ok_or_else(|| {
+                Error::NotFound {
+                    what: "ingest ref",
+                    id: r#ref.to_string(),
+                }
+            })?;
         let mut st = self.content.status(&rec.backend_ref)?;
         st.r#ref = r#ref.to_string();
         Ok(st)
@@ -190,7 +234,10 @@ impl Db {
         let rec: IngestRecord = {
             let mut t = txn.open_table(INGESTS).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), r#ref])?;
-            let rec = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound { what: "ingest ref", id: r#ref.to_string() })?;
+            let rec = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "ingest ref",
+                id: r#ref.to_string(),
+            })?;
             t.remove(k.as_str()).map_err(db_err(&self.path))?;
             rec
         };
@@ -204,13 +251,22 @@ impl Db {
     /// Opens a namespaced writer. If the namespace already has `expected`, or (shared policy)
     /// the store has it from another namespace — which is then adopted into this namespace and
     /// the context's lease — the result is AlreadyExists, as containerd's.
-    pub fn content_writer(self: &Arc<Self>, ctx: &Ctx, r#ref: &str, total: i64, expected: Option<Digest>) -> Result<NsWriter> {
+    pub fn content_writer(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        r#ref: &str,
+        total: i64,
+        expected: Option<Digest>,
+    ) -> Result<NsWriter> {
         if r#ref.is_empty() {
             return Err(Error::Invalid("ref must not be empty".into()));
         }
         if let Some(d) = &expected {
             if self.content_record(ctx, d).is_ok() {
-                return Err(Error::AlreadyExists { what: "content", id: d.to_string() });
+                return Err(Error::AlreadyExists {
+                    what: "content",
+                    id: d.to_string(),
+                });
             }
             if self.policy == SharingPolicy::Shared {
                 if let Ok(bi) = self.content.info(d) {
@@ -220,13 +276,24 @@ impl Db {
                         {
                             let mut t = txn.open_table(CONTENT).map_err(db_err(&self.path))?;
                             let now = Ts::now();
-                            let rec = ContentRecord { size: bi.size, labels: Labels::new(), created: now, updated: now };
-                            t.insert(key(&[ctx.ns.as_str(), d.as_str()])?.as_str(), encode(&rec).as_slice())
-                                .map_err(db_err(&self.path))?;
+                            let rec = ContentRecord {
+                                size: bi.size,
+                                labels: Labels::new(),
+                                created: now,
+                                updated: now,
+                            };
+                            t.insert(
+                                key(&[ctx.ns.as_str(), d.as_str()])?.as_str(),
+                                encode(&rec).as_slice(),
+                            )
+                            .map_err(db_err(&self.path))?;
                         }
                         self.add_to_ctx_lease(&txn, ctx, "content", d.as_str())?;
                         self.commit(txn)?;
-                        return Err(Error::AlreadyExists { what: "content", id: d.to_string() });
+                        return Err(Error::AlreadyExists {
+                            what: "content",
+                            id: d.to_string(),
+                        });
                     }
                 }
             }
@@ -241,12 +308,25 @@ impl Db {
         self.ensure_namespace(&txn, &ctx.ns)?;
         {
             let mut t = txn.open_table(INGESTS).map_err(db_err(&self.path))?;
-            let rec = IngestRecord { backend_ref: bref, expected: expected.as_ref().map(ToString::to_string) };
-            t.insert(key(&[ctx.ns.as_str(), r#ref])?.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            let rec = IngestRecord {
+                backend_ref: bref,
+                expected: expected.as_ref().map(ToString::to_string),
+            };
+            t.insert(
+                key(&[ctx.ns.as_str(), r#ref])?.as_str(),
+                encode(&rec).as_slice(),
+            )
+            .map_err(db_err(&self.path))?;
         }
         self.add_to_ctx_lease(&txn, ctx, "ingests", r#ref)?;
         self.commit(txn)?;
-        Ok(NsWriter { db: Arc::clone(self), ctx: ctx.clone(), r#ref: r#ref.to_string(), inner, expected })
+        Ok(NsWriter {
+            db: Arc::clone(self),
+            ctx: ctx.clone(),
+            r#ref: r#ref.to_string(),
+            inner,
+            expected,
+        })
     }
 }
 
@@ -303,14 +383,21 @@ impl NsWriter {
         db.ensure_namespace(&txn, &self.ctx.ns)?;
         let existed = {
             let mut t = txn.open_table(INGESTS).map_err(db_err(&db.path))?;
-            t.remove(key(&[self.ctx.ns.as_str(), &self.r#ref])?.as_str()).map_err(db_err(&db.path))?;
+            t.remove(key(&[self.ctx.ns.as_str(), &self.r#ref])?.as_str())
+                .map_err(db_err(&db.path))?;
             let mut t = txn.open_table(CONTENT).map_err(db_err(&db.path))?;
             let k = key(&[self.ctx.ns.as_str(), d.as_str()])?;
             let existed = t.get(k.as_str()).map_err(db_err(&db.path))?.is_some();
             if !existed {
                 let now = Ts::now();
-                let rec = ContentRecord { size, labels, created: now, updated: now };
-                t.insert(k.as_str(), encode(&rec).as_slice()).map_err(db_err(&db.path))?;
+                let rec = ContentRecord {
+                    size,
+                    labels,
+                    created: now,
+                    updated: now,
+                };
+                t.insert(k.as_str(), encode(&rec).as_slice())
+                    .map_err(db_err(&db.path))?;
             }
             existed
         };
@@ -318,14 +405,19 @@ impl NsWriter {
             let mut t = txn.open_table(LEASES).map_err(db_err(&db.path))?;
             let k = key(&[self.ctx.ns.as_str(), lease])?;
             if let Some(mut rec) = get::<super::leases::LeaseRecord>(&t, &k, &db.path)? {
-                rec.resources.remove(&("ingests".to_string(), self.r#ref.clone()));
+                rec.resources
+                    .remove(&("ingests".to_string(), self.r#ref.clone()));
                 rec.resources.insert(("content".to_string(), d.to_string()));
-                t.insert(k.as_str(), encode(&rec).as_slice()).map_err(db_err(&db.path))?;
+                t.insert(k.as_str(), encode(&rec).as_slice())
+                    .map_err(db_err(&db.path))?;
             }
         }
         db.commit(txn)?;
         if existed {
-            return Err(Error::AlreadyExists { what: "content", id: d.to_string() });
+            return Err(Error::AlreadyExists {
+                what: "content",
+                id: d.to_string(),
+            });
         }
         Ok(d)
     }
@@ -339,7 +431,8 @@ mod tests {
 
     fn put(db: &Arc<Db>, ctx: &Ctx, data: &[u8]) -> Result<Digest> {
         let d = Digest::from_bytes(data);
-        let mut w = db.content_writer(ctx, &format!("ref-{d}"), data.len() as i64, Some(d.clone()))?;
+        let mut w =
+            db.content_writer(ctx, &format!("ref-{d}"), data.len() as i64, Some(d.clone()))?;
         w.write(data)?;
         w.commit(data.len() as i64, Some(d), Labels::new())
     }
@@ -353,7 +446,10 @@ mod tests {
         let d = put(&db, &a, b"blob").unwrap();
         assert_eq!(db.content_info(&b, &d).unwrap_err().kind(), Kind::NotFound);
         // Shared: writing in b finds it and adopts it without new bytes.
-        assert_eq!(put(&db, &b, b"blob").unwrap_err().kind(), Kind::AlreadyExists);
+        assert_eq!(
+            put(&db, &b, b"blob").unwrap_err().kind(),
+            Kind::AlreadyExists
+        );
         assert_eq!(db.content_info(&b, &d).unwrap().size, 4);
         assert_eq!(db.content_list(&a, &Filter::default()).unwrap().len(), 1);
         db.content_delete(&a, &d).unwrap();
@@ -379,10 +475,21 @@ mod tests {
         let a = testutil::ctx("a");
         let d = put(&db, &a, b"x").unwrap();
         let l: Labels = [("containerd.io/gc.ref.content.m.0".into(), "v".into())].into();
-        db.content_update(&a, &d, &l, &["labels.containerd.io/gc.ref.content.m.0".into()]).unwrap();
+        db.content_update(
+            &a,
+            &d,
+            &l,
+            &["labels.containerd.io/gc.ref.content.m.0".into()],
+        )
+        .unwrap();
         let f = Filter::parse("labels.\"containerd.io/gc.ref.content.m.0\"==v").unwrap();
         assert_eq!(db.content_list(&a, &f).unwrap().len(), 1);
-        assert_eq!(db.content_update(&a, &d, &l, &["size".into()]).unwrap_err().kind(), Kind::InvalidArgument);
+        assert_eq!(
+            db.content_update(&a, &d, &l, &["size".into()])
+                .unwrap_err()
+                .kind(),
+            Kind::InvalidArgument
+        );
     }
 
     #[test]
@@ -396,8 +503,16 @@ mod tests {
         }
         let st = db.content_status(&a, "my-ref").unwrap();
         assert_eq!((st.r#ref.as_str(), st.offset, st.total), ("my-ref", 3, 10));
-        assert_eq!(db.content_list_statuses(&testutil::ctx("b"), &Filter::default()).unwrap().len(), 0);
+        assert_eq!(
+            db.content_list_statuses(&testutil::ctx("b"), &Filter::default())
+                .unwrap()
+                .len(),
+            0
+        );
         db.content_abort(&a, "my-ref").unwrap();
-        assert_eq!(db.content_status(&a, "my-ref").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(
+            db.content_status(&a, "my-ref").unwrap_err().kind(),
+            Kind::NotFound
+        );
     }
 }

@@ -9,12 +9,14 @@
 //! tables is deleted, expired leases with it; after the commit, blobs that no namespace
 //! references and backend snapshots no record points at are removed from disk.
 
-use super::content::{ContentRecord, IngestRecord};
 use super::containers::Container;
+use super::content::{ContentRecord, IngestRecord};
 use super::images::Image;
 use super::leases::LeaseRecord;
 use super::snapshots::{sweep_backend, SnapshotRecord};
-use super::{db_err, scan_all, Db, Result, CONTAINERS, CONTENT, IMAGES, INGESTS, LEASES, SNAPSHOTS};
+use super::{
+    db_err, scan_all, Db, Result, CONTAINERS, CONTENT, IMAGES, INGESTS, LEASES, SNAPSHOTS,
+};
 use crate::content::Digest;
 use std::collections::{HashSet, VecDeque};
 
@@ -62,7 +64,10 @@ fn label_refs(ns: &str, labels: &super::Labels, out: &mut Vec<Node>) {
 
 fn split2(k: &str) -> (String, String) {
     let mut it = k.splitn(2, '\0');
-    (it.next().unwrap_or_default().to_string(), it.next().unwrap_or_default().to_string())
+    (
+        it.next().unwrap_or_default().to_string(),
+        it.next().unwrap_or_default().to_string(),
+    )
 }
 
 fn split3(k: &str) -> (String, String, String) {
@@ -83,14 +88,20 @@ impl Db {
         let p = &self.path;
         let txn = self.write()?;
         let (contents, snaps, ingests, leases) = {
-            let contents: Vec<(String, ContentRecord)> = scan_all(&txn.open_table(CONTENT).map_err(db_err(p))?, p)?;
-            let snaps: Vec<(String, SnapshotRecord)> = scan_all(&txn.open_table(SNAPSHOTS).map_err(db_err(p))?, p)?;
-            let ingests: Vec<(String, IngestRecord)> = scan_all(&txn.open_table(INGESTS).map_err(db_err(p))?, p)?;
-            let leases: Vec<(String, LeaseRecord)> = scan_all(&txn.open_table(LEASES).map_err(db_err(p))?, p)?;
+            let contents: Vec<(String, ContentRecord)> =
+                scan_all(&txn.open_table(CONTENT).map_err(db_err(p))?, p)?;
+            let snaps: Vec<(String, SnapshotRecord)> =
+                scan_all(&txn.open_table(SNAPSHOTS).map_err(db_err(p))?, p)?;
+            let ingests: Vec<(String, IngestRecord)> =
+                scan_all(&txn.open_table(INGESTS).map_err(db_err(p))?, p)?;
+            let leases: Vec<(String, LeaseRecord)> =
+                scan_all(&txn.open_table(LEASES).map_err(db_err(p))?, p)?;
             (contents, snaps, ingests, leases)
         };
-        let images: Vec<(String, Image)> = scan_all(&txn.open_table(IMAGES).map_err(db_err(p))?, p)?;
-        let containers: Vec<(String, Container)> = scan_all(&txn.open_table(CONTAINERS).map_err(db_err(p))?, p)?;
+        let images: Vec<(String, Image)> =
+            scan_all(&txn.open_table(IMAGES).map_err(db_err(p))?, p)?;
+        let containers: Vec<(String, Container)> =
+            scan_all(&txn.open_table(CONTAINERS).map_err(db_err(p))?, p)?;
 
         // Roots.
         let mut queue: VecDeque<Node> = VecDeque::new();
@@ -144,7 +155,11 @@ impl Db {
         for (k, c) in &containers {
             let (ns, _) = split2(k);
             if !c.snapshotter.is_empty() && !c.snapshot_key.is_empty() {
-                queue.push_back(Node::Snapshot(ns.clone(), c.snapshotter.clone(), c.snapshot_key.clone()));
+                queue.push_back(Node::Snapshot(
+                    ns.clone(),
+                    c.snapshotter.clone(),
+                    c.snapshot_key.clone(),
+                ));
             }
             let mut refs = Vec::new();
             label_refs(&ns, &c.labels, &mut refs);
@@ -229,7 +244,10 @@ impl Db {
         let keep_snaps = self.snapshot_backend_keys(&txn)?;
         let keep_blobs: HashSet<String> = {
             let t = txn.open_table(CONTENT).map_err(db_err(p))?;
-            scan_all::<ContentRecord>(&t, p)?.into_iter().map(|(k, _)| split2(&k).1).collect()
+            scan_all::<ContentRecord>(&t, p)?
+                .into_iter()
+                .map(|(k, _)| split2(&k).1)
+                .collect()
         };
         self.commit(txn)?;
 
@@ -248,8 +266,11 @@ impl Db {
             }
         }
         for (name, backend) in &self.snapshotters {
-            let keep: HashSet<String> =
-                keep_snaps.iter().filter(|(s, _)| s == name).map(|(_, k)| k.clone()).collect();
+            let keep: HashSet<String> = keep_snaps
+                .iter()
+                .filter(|(s, _)| s == name)
+                .map(|(_, k)| k.clone())
+                .collect();
             stats.backend_snapshots += sweep_backend(backend, &keep)?;
         }
         Ok(stats)
@@ -277,27 +298,41 @@ mod tests {
         let db = Arc::new(db);
         let c = testutil::ctx("default");
         let layer = put(&db, &c, b"layer", Labels::new());
-        db.snapshot_create(&c, "native", "tmp", "", Labels::new(), false).unwrap();
-        db.snapshot_commit(&c, "native", "chain1", "tmp", Labels::new()).unwrap();
+        db.snapshot_create(&c, "native", "tmp", "", Labels::new(), false)
+            .unwrap();
+        db.snapshot_commit(&c, "native", "chain1", "tmp", Labels::new())
+            .unwrap();
         let manifest = put(
             &db,
             &c,
             b"manifest",
             [
-                ("containerd.io/gc.ref.content.l.0".to_string(), layer.to_string()),
-                ("containerd.io/gc.ref.snapshot.native".to_string(), "chain1".to_string()),
+                (
+                    "containerd.io/gc.ref.content.l.0".to_string(),
+                    layer.to_string(),
+                ),
+                (
+                    "containerd.io/gc.ref.snapshot.native".to_string(),
+                    "chain1".to_string(),
+                ),
             ]
             .into(),
         );
         let orphan = put(&db, &c, b"orphan", Labels::new());
         db.lease_create(&c, "hold", Labels::new()).unwrap();
         let held = put(&db, &c, b"held", Labels::new());
-        db.lease_add_resource(&c, "hold", "content", held.as_str()).unwrap();
+        db.lease_add_resource(&c, "hold", "content", held.as_str())
+            .unwrap();
         db.image_create(
             &c,
             Image {
                 name: "img".into(),
-                target: Descriptor { media_type: "application/vnd.oci.image.manifest.v1+json".into(), digest: manifest.to_string(), size: 8, ..Default::default() },
+                target: Descriptor {
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    digest: manifest.to_string(),
+                    size: 8,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -306,7 +341,10 @@ mod tests {
         let s = db.garbage_collect().unwrap();
         assert_eq!(s.content_records, 1, "only the orphan goes: {s:?}");
         assert!(db.content_info(&c, &orphan).is_err());
-        assert!(db.content_store().info(&orphan).is_err(), "blob removed from disk");
+        assert!(
+            db.content_store().info(&orphan).is_err(),
+            "blob removed from disk"
+        );
         for d in [&layer, &manifest, &held] {
             assert!(db.content_info(&c, d).is_ok());
         }
@@ -314,7 +352,11 @@ mod tests {
 
         db.image_delete(&c, "img").unwrap();
         let s = db.garbage_collect().unwrap();
-        assert_eq!((s.content_records, s.snapshot_records, s.backend_snapshots), (2, 1, 1), "{s:?}");
+        assert_eq!(
+            (s.content_records, s.snapshot_records, s.backend_snapshots),
+            (2, 1, 1),
+            "{s:?}"
+        );
         assert!(db.content_info(&c, &held).is_ok(), "lease keeps it");
         db.lease_delete(&c, "hold").unwrap();
         db.garbage_collect().unwrap();
@@ -326,10 +368,19 @@ mod tests {
         let (_t, db) = testutil::db(Default::default());
         let db = Arc::new(db);
         let c = testutil::ctx("default");
-        db.lease_create(&c, "old", [(super::super::leases::EXPIRE_LABEL.to_string(), "2001-01-01T00:00:00Z".to_string())].into())
-            .unwrap();
+        db.lease_create(
+            &c,
+            "old",
+            [(
+                super::super::leases::EXPIRE_LABEL.to_string(),
+                "2001-01-01T00:00:00Z".to_string(),
+            )]
+            .into(),
+        )
+        .unwrap();
         let d = put(&db, &c, b"x", Labels::new());
-        db.lease_add_resource(&c, "old", "content", d.as_str()).unwrap();
+        db.lease_add_resource(&c, "old", "content", d.as_str())
+            .unwrap();
         let s = db.garbage_collect().unwrap();
         assert_eq!((s.leases, s.content_records), (1, 1));
     }
@@ -346,7 +397,10 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for `db`; call [`Scheduler::run`] once in a task.
     pub fn new(db: std::sync::Arc<Db>) -> Self {
-        Self { db, notify: std::sync::Arc::default() }
+        Self {
+            db,
+            notify: std::sync::Arc::default(),
+        }
     }
 
     /// Asks for a collection soon.

@@ -2,8 +2,8 @@
 //! The target's content is a GC root while the image exists.
 
 use super::{
-    apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Descriptor, Error, Labels, Result,
-    Ts, IMAGES,
+    apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Descriptor, Error,
+    Labels, Result, Ts, IMAGES,
 };
 use crate::content::Digest;
 use crate::filters::{label_field, non_empty, Adaptor, Filter};
@@ -60,8 +60,13 @@ impl Db {
     pub fn image_get(&self, ctx: &Ctx, name: &str) -> Result<Image> {
         let r = self.read()?;
         let t = r.open_table(IMAGES).map_err(db_err(&self.path))?;
-        let mut img: Image = get(&t, &key(&[ctx.ns.as_str(), name])?, &self.path)?
-            .ok_or_else(|| Error::NotFound { what: "image", id: name.to_string() })?;
+        let mut img: Image =
+            get(&t, &key(&[ctx.ns.as_str(), name])?, &self.path)?.ok_or_else(|| {
+                Error::NotFound {
+                    what: "image",
+                    id: name.to_string(),
+                }
+            })?;
         img.name = name.to_string();
         Ok(img)
     }
@@ -89,19 +94,23 @@ impl Db {
             let mut t = txn.open_table(IMAGES).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), &img.name])?;
             if t.get(k.as_str()).map_err(db_err(&self.path))?.is_some() {
-                return Err(Error::AlreadyExists { what: "image", id: img.name });
+                return Err(Error::AlreadyExists {
+                    what: "image",
+                    id: img.name,
+                });
             }
             let now = Ts::now();
             img.created = now;
             img.updated = now;
-            t.insert(k.as_str(), encode(&img).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&img).as_slice())
+                .map_err(db_err(&self.path))?;
         }
         self.commit(txn)?;
         Ok(img)
     }
 
     /// Updates an image by field paths (`labels`, `labels.<k>`, `target`; none = all).
-    pub fn image_update(&self, ctx: &Ctx, img: Image, paths: &[String]) -> Result<Image> {
+    pub fn image_update(&self, ctx: &Ctx, img: &Image, paths: &[String]) -> Result<Image> {
         if img.name.is_empty() {
             return Err(Error::Invalid("image name is required for update".into()));
         }
@@ -109,8 +118,10 @@ impl Db {
         let out = {
             let mut t = txn.open_table(IMAGES).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), &img.name])?;
-            let mut cur: Image =
-                get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound { what: "image", id: img.name.clone() })?;
+            let mut cur: Image = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "image",
+                id: img.name.clone(),
+            })?;
             cur.name = img.name.clone();
             if paths.is_empty() {
                 cur.labels = img.labels.clone();
@@ -120,12 +131,17 @@ impl Db {
                 if p == "target" {
                     cur.target = img.target.clone();
                 } else if !apply_label_path(&mut cur.labels, &img.labels, p) {
-                    return Err(Error::BadField { field: p.clone(), what: "image", id: img.name.clone() });
+                    return Err(Error::BadField {
+                        field: p.clone(),
+                        what: "image",
+                        id: img.name.clone(),
+                    });
                 }
             }
             validate(&cur)?;
             cur.updated = Ts::now();
-            t.insert(k.as_str(), encode(&cur).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&cur).as_slice())
+                .map_err(db_err(&self.path))?;
             cur
         };
         self.commit(txn)?;
@@ -137,8 +153,14 @@ impl Db {
         let txn = self.write()?;
         {
             let mut t = txn.open_table(IMAGES).map_err(db_err(&self.path))?;
-            if t.remove(key(&[ctx.ns.as_str(), name])?.as_str()).map_err(db_err(&self.path))?.is_none() {
-                return Err(Error::NotFound { what: "image", id: name.to_string() });
+            if t.remove(key(&[ctx.ns.as_str(), name])?.as_str())
+                .map_err(db_err(&self.path))?
+                .is_none()
+            {
+                return Err(Error::NotFound {
+                    what: "image",
+                    id: name.to_string(),
+                });
             }
         }
         self.commit(txn)
@@ -168,20 +190,37 @@ mod tests {
     fn crud_and_filters() {
         let (_t, db) = testutil::db(Default::default());
         let c = testutil::ctx("default");
-        db.image_create(&c, img("docker.io/library/busybox:latest")).unwrap();
+        db.image_create(&c, img("docker.io/library/busybox:latest"))
+            .unwrap();
         db.image_create(&c, img("example.com/x:1")).unwrap();
-        assert_eq!(db.image_create(&c, img("example.com/x:1")).unwrap_err().kind(), Kind::AlreadyExists);
+        assert_eq!(
+            db.image_create(&c, img("example.com/x:1"))
+                .unwrap_err()
+                .kind(),
+            Kind::AlreadyExists
+        );
         let mut bad = img("y");
         bad.target.digest = "nope".into();
-        assert_eq!(db.image_create(&c, bad).unwrap_err().kind(), Kind::InvalidArgument);
+        assert_eq!(
+            db.image_create(&c, bad).unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
         let f = Filter::parse("name~=busybox").unwrap();
         assert_eq!(db.image_list(&c, &f).unwrap().len(), 1);
         let mut u = img("example.com/x:1");
         u.labels.insert("k".into(), "v".into());
-        let got = db.image_update(&c, u.clone(), &["labels.k".into()]).unwrap();
+        let got = db.image_update(&c, &u, &["labels.k".into()]).unwrap();
         assert_eq!(got.labels.get("k").map(String::as_str), Some("v"));
-        assert_eq!(db.image_update(&c, u, &["name".into()]).unwrap_err().kind(), Kind::InvalidArgument);
+        assert_eq!(
+            db.image_update(&c, &u, &["name".into()])
+                .unwrap_err()
+                .kind(),
+            Kind::InvalidArgument
+        );
         db.image_delete(&c, "example.com/x:1").unwrap();
-        assert_eq!(db.image_get(&c, "example.com/x:1").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(
+            db.image_get(&c, "example.com/x:1").unwrap_err().kind(),
+            Kind::NotFound
+        );
     }
 }

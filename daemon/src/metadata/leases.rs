@@ -3,7 +3,9 @@
 //! A lease with a `containerd.io/gc.expire` label (RFC 3339) stops protecting at that time
 //! and is removed by the next GC.
 
-use super::{db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels, Result, Ts, LEASES};
+use super::{
+    db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels, Result, Ts, LEASES,
+};
 use crate::content::Digest;
 use crate::filters::{label_field, Adaptor, Filter};
 use redb::ReadableTable;
@@ -74,7 +76,11 @@ fn validate_resource(db: &Db, kind: &str, id: &str) -> Result<()> {
                     return Err(Error::Invalid("snapshot key must not be empty".into()));
                 }
             }
-            None => return Err(Error::NotImplemented(format!("unsupported lease resource type {kind:?}"))),
+            None => {
+                return Err(Error::NotImplemented(format!(
+                    "unsupported lease resource type {kind:?}"
+                )))
+            }
         },
     }
     Ok(())
@@ -94,14 +100,26 @@ impl Db {
             let mut t = txn.open_table(LEASES).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), id])?;
             if t.get(k.as_str()).map_err(db_err(&self.path))?.is_some() {
-                return Err(Error::AlreadyExists { what: "lease", id: id.to_string() });
+                return Err(Error::AlreadyExists {
+                    what: "lease",
+                    id: id.to_string(),
+                });
             }
-            let rec = LeaseRecord { created: Ts::now(), labels, resources: BTreeSet::new() };
-            t.insert(k.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            let rec = LeaseRecord {
+                created: Ts::now(),
+                labels,
+                resources: BTreeSet::new(),
+            };
+            t.insert(k.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
             rec
         };
         self.commit(txn)?;
-        Ok(Lease { id: id.to_string(), created: rec.created, labels: rec.labels })
+        Ok(Lease {
+            id: id.to_string(),
+            created: rec.created,
+            labels: rec.labels,
+        })
     }
 
     /// Deletes a lease (what it held goes at the next GC unless referenced elsewhere).
@@ -109,8 +127,14 @@ impl Db {
         let txn = self.write()?;
         {
             let mut t = txn.open_table(LEASES).map_err(db_err(&self.path))?;
-            if t.remove(key(&[ctx.ns.as_str(), id])?.as_str()).map_err(db_err(&self.path))?.is_none() {
-                return Err(Error::NotFound { what: "lease", id: id.to_string() });
+            if t.remove(key(&[ctx.ns.as_str(), id])?.as_str())
+                .map_err(db_err(&self.path))?
+                .is_none()
+            {
+                return Err(Error::NotFound {
+                    what: "lease",
+                    id: id.to_string(),
+                });
             }
         }
         self.commit(txn)
@@ -122,7 +146,11 @@ impl Db {
         let t = r.open_table(LEASES).map_err(db_err(&self.path))?;
         Ok(scan::<LeaseRecord>(&t, ctx.ns.as_str(), &self.path)?
             .into_iter()
-            .map(|(id, rec)| Lease { id, created: rec.created, labels: rec.labels })
+            .map(|(id, rec)| Lease {
+                id,
+                created: rec.created,
+                labels: rec.labels,
+            })
             .filter(|l| filter.matches(l))
             .collect())
     }
@@ -132,10 +160,13 @@ impl Db {
         {
             let mut t = txn.open_table(LEASES).map_err(db_err(&self.path))?;
             let k = key(&[ctx.ns.as_str(), id])?;
-            let mut rec: LeaseRecord =
-                get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound { what: "lease", id: id.to_string() })?;
+            let mut rec: LeaseRecord = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "lease",
+                id: id.to_string(),
+            })?;
             f(&mut rec);
-            t.insert(k.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
         }
         self.commit(txn)
     }
@@ -160,8 +191,11 @@ impl Db {
     pub fn lease_list_resources(&self, ctx: &Ctx, id: &str) -> Result<Vec<(String, String)>> {
         let r = self.read()?;
         let t = r.open_table(LEASES).map_err(db_err(&self.path))?;
-        let rec: LeaseRecord = get(&t, &key(&[ctx.ns.as_str(), id])?, &self.path)?
-            .ok_or_else(|| Error::NotFound { what: "lease", id: id.to_string() })?;
+        let rec: LeaseRecord =
+            get(&t, &key(&[ctx.ns.as_str(), id])?, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "lease",
+                id: id.to_string(),
+            })?;
         Ok(rec.resources.into_iter().collect())
     }
 }
@@ -177,20 +211,46 @@ mod tests {
         let (_t, db) = testutil::db(Default::default());
         let c = testutil::ctx("default");
         db.lease_create(&c, "l1", Labels::new()).unwrap();
-        db.lease_create(&c, "902342901-_DeT", Labels::new()).unwrap();
-        assert_eq!(db.lease_create(&c, "", Labels::new()).unwrap_err().kind(), Kind::InvalidArgument);
-        assert_eq!(db.lease_create(&c, "l1", Labels::new()).unwrap_err().kind(), Kind::AlreadyExists);
+        db.lease_create(&c, "902342901-_DeT", Labels::new())
+            .unwrap();
+        assert_eq!(
+            db.lease_create(&c, "", Labels::new()).unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
+        assert_eq!(
+            db.lease_create(&c, "l1", Labels::new()).unwrap_err().kind(),
+            Kind::AlreadyExists
+        );
         let d = format!("sha256:{}", "b".repeat(64));
         db.lease_add_resource(&c, "l1", "content", &d).unwrap();
-        db.lease_add_resource(&c, "l1", "snapshots/native", "k").unwrap();
-        assert_eq!(db.lease_add_resource(&c, "l1", "content", "bad").unwrap_err().kind(), Kind::InvalidArgument);
-        assert_eq!(db.lease_add_resource(&c, "l1", "bogus", "x").unwrap_err().kind(), Kind::NotImplemented);
+        db.lease_add_resource(&c, "l1", "snapshots/native", "k")
+            .unwrap();
+        assert_eq!(
+            db.lease_add_resource(&c, "l1", "content", "bad")
+                .unwrap_err()
+                .kind(),
+            Kind::InvalidArgument
+        );
+        assert_eq!(
+            db.lease_add_resource(&c, "l1", "bogus", "x")
+                .unwrap_err()
+                .kind(),
+            Kind::NotImplemented
+        );
         assert_eq!(db.lease_list_resources(&c, "l1").unwrap().len(), 2);
         db.lease_delete_resource(&c, "l1", "content", &d).unwrap();
         assert_eq!(db.lease_list_resources(&c, "l1").unwrap().len(), 1);
-        assert_eq!(db.lease_list(&c, &Filter::parse("id==l1").unwrap()).unwrap().len(), 1);
+        assert_eq!(
+            db.lease_list(&c, &Filter::parse("id==l1").unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
         db.lease_delete(&c, "l1").unwrap();
-        assert_eq!(db.lease_delete(&c, "l1").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(
+            db.lease_delete(&c, "l1").unwrap_err().kind(),
+            Kind::NotFound
+        );
     }
 
     #[test]
@@ -198,9 +258,11 @@ mod tests {
         let mut r = LeaseRecord::default();
         let now = chrono::Utc::now();
         assert!(!r.expired(now));
-        r.labels.insert(EXPIRE_LABEL.into(), "2000-01-01T00:00:00Z".into());
+        r.labels
+            .insert(EXPIRE_LABEL.into(), "2000-01-01T00:00:00Z".into());
         assert!(r.expired(now));
-        r.labels.insert(EXPIRE_LABEL.into(), "2999-01-01T00:00:00Z".into());
+        r.labels
+            .insert(EXPIRE_LABEL.into(), "2999-01-01T00:00:00Z".into());
         assert!(!r.expired(now));
     }
 }

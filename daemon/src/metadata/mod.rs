@@ -45,7 +45,9 @@ pub(crate) const INGESTS: Def = TableDefinition::new("ingests");
 pub(crate) const SNAPSHOTS: Def = TableDefinition::new("snapshots");
 pub(crate) const LEASES: Def = TableDefinition::new("leases");
 pub(crate) const META: Def = TableDefinition::new("meta");
-const ALL_TABLES: [Def; 8] = [NAMESPACES, IMAGES, CONTAINERS, CONTENT, INGESTS, SNAPSHOTS, LEASES, META];
+const ALL_TABLES: [Def; 8] = [
+    NAMESPACES, IMAGES, CONTAINERS, CONTENT, INGESTS, SNAPSHOTS, LEASES, META,
+];
 
 /// Schema version stored under `meta/version` (containerd's bolt schema is "v1", version 3).
 pub const SCHEMA_VERSION: &str = "v1.3-berth-redb";
@@ -179,11 +181,15 @@ pub struct Namespace(String);
 pub fn validate_identifier(what: &'static str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 76
-        && s.split(['.', '_', '-']).all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+        && s.split(['.', '_', '-'])
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()));
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidIdentifier { what, name: s.to_string() })
+        Err(Error::InvalidIdentifier {
+            what,
+            name: s.to_string(),
+        })
     }
 }
 
@@ -230,7 +236,10 @@ impl Ts {
 
     /// As a protobuf timestamp.
     pub fn to_proto(self) -> prost_types::Timestamp {
-        prost_types::Timestamp { seconds: self.0.div_euclid(1_000_000_000), nanos: i32::try_from(self.0.rem_euclid(1_000_000_000)).unwrap_or(0) }
+        prost_types::Timestamp {
+            seconds: self.0.div_euclid(1_000_000_000),
+            nanos: i32::try_from(self.0.rem_euclid(1_000_000_000)).unwrap_or(0),
+        }
     }
 
     /// As a `SystemTime`.
@@ -241,7 +250,11 @@ impl Ts {
 
 impl From<SystemTime> for Ts {
     fn from(t: SystemTime) -> Self {
-        Self(t.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)).unwrap_or(0))
+        Self(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -332,16 +345,24 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Db")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 pub(crate) fn db_err<E: Into<redb::Error>>(path: &Path) -> impl FnOnce(E) -> Error + '_ {
-    move |e| Error::Db { path: path.to_path_buf(), msg: e.into().to_string() }
+    move |e| Error::Db {
+        path: path.to_path_buf(),
+        msg: e.into().to_string(),
+    }
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(k: &str, v: &[u8]) -> Result<T> {
-    serde_json::from_slice(v).map_err(|source| Error::Corrupt { key: k.replace('\0', "/"), source })
+    serde_json::from_slice(v).map_err(|source| Error::Corrupt {
+        key: k.replace('\0', "/"),
+        source,
+    })
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -350,7 +371,11 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// Read-only or read-write table, for the scan helpers.
-pub(crate) fn get<T: DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>, k: &str, path: &Path) -> Result<Option<T>> {
+pub(crate) fn get<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    k: &str,
+    path: &Path,
+) -> Result<Option<T>> {
     match t.get(k).map_err(db_err(path))? {
         Some(v) => Ok(Some(decode(k, v.value())?)),
         None => Ok(None),
@@ -368,7 +393,9 @@ pub(crate) fn scan<T: DeserializeOwned>(
     for item in t.range(p.as_str()..).map_err(db_err(path))? {
         let (k, v) = item.map_err(db_err(path))?;
         let k = k.value();
-        let Some(rest) = k.strip_prefix(p.as_str()) else { break };
+        let Some(rest) = k.strip_prefix(p.as_str()) else {
+            break;
+        };
         out.push((rest.to_string(), decode(k, v.value())?));
     }
     Ok(out)
@@ -395,7 +422,10 @@ impl Db {
         snapshotters: Vec<SnapshotterEntry>,
         policy: SharingPolicy,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Db { path: dir.to_path_buf(), msg: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Db {
+            path: dir.to_path_buf(),
+            msg: e.to_string(),
+        })?;
         let path = dir.join("meta.redb");
         let db = redb::Database::create(&path).map_err(db_err(&path))?;
         let txn = db.begin_write().map_err(db_err(&path))?;
@@ -404,14 +434,18 @@ impl Db {
         }
         {
             let mut meta = txn.open_table(META).map_err(db_err(&path))?;
-            meta.insert("version", SCHEMA_VERSION.as_bytes()).map_err(db_err(&path))?;
+            meta.insert("version", SCHEMA_VERSION.as_bytes())
+                .map_err(db_err(&path))?;
         }
         txn.commit().map_err(db_err(&path))?;
         Ok(Self {
             path,
             db,
             content,
-            snapshotters: snapshotters.into_iter().map(|e| (e.name, e.backend)).collect(),
+            snapshotters: snapshotters
+                .into_iter()
+                .map(|e| (e.name, e.backend))
+                .collect(),
             policy,
             gc_lock: Mutex::new(()),
         })
@@ -434,7 +468,9 @@ impl Db {
 
     /// The backend called `name`.
     pub fn snapshotter(&self, name: &str) -> Result<&Arc<sn::Backend>> {
-        self.snapshotters.get(name).ok_or_else(|| Error::NoSnapshotter(name.to_string()))
+        self.snapshotters
+            .get(name)
+            .ok_or_else(|| Error::NoSnapshotter(name.to_string()))
     }
 
     pub(crate) fn read(&self) -> Result<redb::ReadTransaction> {
@@ -450,30 +486,52 @@ impl Db {
     }
 
     pub(crate) fn gc_guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.gc_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.gc_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Creates the namespace record if missing (containerd creates namespace buckets on the
     /// first write into them). Returns true if it was created.
-    pub(crate) fn ensure_namespace(&self, txn: &redb::WriteTransaction, ns: &Namespace) -> Result<bool> {
+    pub(crate) fn ensure_namespace(
+        &self,
+        txn: &redb::WriteTransaction,
+        ns: &Namespace,
+    ) -> Result<bool> {
         let mut t = txn.open_table(NAMESPACES).map_err(db_err(&self.path))?;
         if t.get(ns.as_str()).map_err(db_err(&self.path))?.is_some() {
             return Ok(false);
         }
-        t.insert(ns.as_str(), encode(&namespaces::NamespaceRecord::default()).as_slice()).map_err(db_err(&self.path))?;
+        t.insert(
+            ns.as_str(),
+            encode(&namespaces::NamespaceRecord::default()).as_slice(),
+        )
+        .map_err(db_err(&self.path))?;
         Ok(true)
     }
 
     /// Adds a resource to the context's lease, if there is one (containerd `addContentLease`,
     /// `addSnapshotLease`, `addIngestLease`). The lease must exist.
-    pub(crate) fn add_to_ctx_lease(&self, txn: &redb::WriteTransaction, ctx: &Ctx, kind: &str, id: &str) -> Result<()> {
-        let Some(lease) = &ctx.lease else { return Ok(()) };
+    pub(crate) fn add_to_ctx_lease(
+        &self,
+        txn: &redb::WriteTransaction,
+        ctx: &Ctx,
+        kind: &str,
+        id: &str,
+    ) -> Result<()> {
+        let Some(lease) = &ctx.lease else {
+            return Ok(());
+        };
         let mut t = txn.open_table(LEASES).map_err(db_err(&self.path))?;
         let k = key(&[ctx.ns.as_str(), lease])?;
         let mut rec: leases::LeaseRecord =
-            get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound { what: "lease", id: lease.clone() })?;
+            get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "lease",
+                id: lease.clone(),
+            })?;
         rec.resources.insert((kind.to_string(), id.to_string()));
-        t.insert(k.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+        t.insert(k.as_str(), encode(&rec).as_slice())
+            .map_err(db_err(&self.path))?;
         Ok(())
     }
 }
@@ -490,7 +548,10 @@ pub(crate) mod testutil {
         let db = Db::open(
             &tmp.path().join("meta"),
             content,
-            vec![SnapshotterEntry { name: "native".into(), backend: Arc::new(sn::Backend::Native(native)) }],
+            vec![SnapshotterEntry {
+                name: "native".into(),
+                backend: Arc::new(sn::Backend::Native(native)),
+            }],
             policy,
         )
         .unwrap();
@@ -498,7 +559,10 @@ pub(crate) mod testutil {
     }
 
     pub fn ctx(ns: &str) -> Ctx {
-        Ctx { ns: Namespace::new(ns).unwrap(), lease: None }
+        Ctx {
+            ns: Namespace::new(ns).unwrap(),
+            lease: None,
+        }
     }
 }
 
@@ -518,7 +582,11 @@ mod tests {
 
     #[test]
     fn label_paths() {
-        let mut cur: Labels = [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into();
+        let mut cur: Labels = [
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ]
+        .into();
         let new: Labels = [("a".to_string(), "9".to_string())].into();
         assert!(apply_label_path(&mut cur, &new, "labels.a"));
         assert!(apply_label_path(&mut cur, &new, "labels.b"));

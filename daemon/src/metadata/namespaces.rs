@@ -3,8 +3,8 @@
 //! anything is refused with FailedPrecondition naming what is left.
 
 use super::{
-    apply_label_path, db_err, encode, get, scan, scan_all, validate_labels, Db, Error, Labels, Namespace, Result,
-    CONTAINERS, CONTENT, IMAGES, LEASES, NAMESPACES, SNAPSHOTS,
+    apply_label_path, db_err, encode, get, scan, scan_all, validate_labels, Db, Error, Labels,
+    Namespace, Result, CONTAINERS, CONTENT, IMAGES, LEASES, NAMESPACES, SNAPSHOTS,
 };
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,13 @@ impl Db {
         {
             let mut t = txn.open_table(NAMESPACES).map_err(db_err(&self.path))?;
             if t.get(ns.as_str()).map_err(db_err(&self.path))?.is_some() {
-                return Err(Error::AlreadyExists { what: "namespace", id: ns.to_string() });
+                return Err(Error::AlreadyExists {
+                    what: "namespace",
+                    id: ns.to_string(),
+                });
             }
-            t.insert(ns.as_str(), encode(&NamespaceRecord { labels }).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(ns.as_str(), encode(&NamespaceRecord { labels }).as_slice())
+                .map_err(db_err(&self.path))?;
         }
         self.commit(txn)
     }
@@ -37,7 +41,10 @@ impl Db {
         let r = self.read()?;
         let t = r.open_table(NAMESPACES).map_err(db_err(&self.path))?;
         let rec: NamespaceRecord =
-            get(&t, ns.as_str(), &self.path)?.ok_or_else(|| Error::NotFound { what: "namespace", id: ns.to_string() })?;
+            get(&t, ns.as_str(), &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "namespace",
+                id: ns.to_string(),
+            })?;
         Ok(rec.labels)
     }
 
@@ -45,26 +52,42 @@ impl Db {
     pub fn namespace_list(&self) -> Result<Vec<(String, Labels)>> {
         let r = self.read()?;
         let t = r.open_table(NAMESPACES).map_err(db_err(&self.path))?;
-        Ok(scan_all::<NamespaceRecord>(&t, &self.path)?.into_iter().map(|(k, v)| (k, v.labels)).collect())
+        Ok(scan_all::<NamespaceRecord>(&t, &self.path)?
+            .into_iter()
+            .map(|(k, v)| (k, v.labels))
+            .collect())
     }
 
     /// Updates labels by field paths (none = replace all labels).
-    pub fn namespace_update(&self, ns: &Namespace, labels: &Labels, paths: &[String]) -> Result<Labels> {
+    pub fn namespace_update(
+        &self,
+        ns: &Namespace,
+        labels: &Labels,
+        paths: &[String],
+    ) -> Result<Labels> {
         validate_labels(labels)?;
         let txn = self.write()?;
         let out = {
             let mut t = txn.open_table(NAMESPACES).map_err(db_err(&self.path))?;
             let mut rec: NamespaceRecord =
-                get(&t, ns.as_str(), &self.path)?.ok_or_else(|| Error::NotFound { what: "namespace", id: ns.to_string() })?;
+                get(&t, ns.as_str(), &self.path)?.ok_or_else(|| Error::NotFound {
+                    what: "namespace",
+                    id: ns.to_string(),
+                })?;
             if paths.is_empty() {
                 rec.labels = labels.clone();
             }
             for p in paths {
                 if !apply_label_path(&mut rec.labels, labels, p) {
-                    return Err(Error::BadField { field: p.clone(), what: "namespace", id: ns.to_string() });
+                    return Err(Error::BadField {
+                        field: p.clone(),
+                        what: "namespace",
+                        id: ns.to_string(),
+                    });
                 }
             }
-            t.insert(ns.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(ns.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
             rec.labels
         };
         self.commit(txn)?;
@@ -106,10 +129,16 @@ impl Db {
             }
             let mut t = txn.open_table(NAMESPACES).map_err(db_err(p))?;
             if t.get(ns.as_str()).map_err(db_err(p))?.is_none() {
-                return Err(Error::NotFound { what: "namespace", id: ns.to_string() });
+                return Err(Error::NotFound {
+                    what: "namespace",
+                    id: ns.to_string(),
+                });
             }
             if !left.is_empty() {
-                return Err(Error::NamespaceNotEmpty { ns: ns.to_string(), left: left.join(", ") });
+                return Err(Error::NamespaceNotEmpty {
+                    ns: ns.to_string(),
+                    left: left.join(", "),
+                });
             }
             t.remove(ns.as_str()).map_err(db_err(p))?;
         }
@@ -127,12 +156,24 @@ mod tests {
     fn lifecycle_and_labels() {
         let (_t, db) = testutil::db(Default::default());
         let ns = Namespace::new("test").unwrap();
-        db.namespace_create(&ns, [("a".into(), "1".into())].into()).unwrap();
-        assert_eq!(db.namespace_create(&ns, Labels::new()).unwrap_err().kind(), Kind::AlreadyExists);
-        let l = db.namespace_update(&ns, &[("b".into(), "2".into())].into(), &["labels.b".into()]).unwrap();
+        db.namespace_create(&ns, [("a".into(), "1".into())].into())
+            .unwrap();
+        assert_eq!(
+            db.namespace_create(&ns, Labels::new()).unwrap_err().kind(),
+            Kind::AlreadyExists
+        );
+        let l = db
+            .namespace_update(
+                &ns,
+                &[("b".into(), "2".into())].into(),
+                &["labels.b".into()],
+            )
+            .unwrap();
         assert_eq!(l.len(), 2);
         assert_eq!(
-            db.namespace_update(&ns, &Labels::new(), &["name".into()]).unwrap_err().kind(),
+            db.namespace_update(&ns, &Labels::new(), &["name".into()])
+                .unwrap_err()
+                .kind(),
             Kind::InvalidArgument
         );
         assert_eq!(db.namespace_list().unwrap().len(), 1);

@@ -7,7 +7,8 @@
 //! each other and against GC, as containerd's bolt `Update` does.
 
 use super::{
-    db_err, encode, get, key, scan, scan_all, validate_labels, Ctx, Db, Error, Labels, Result, Ts, META, SNAPSHOTS,
+    db_err, encode, get, key, scan, scan_all, validate_labels, Ctx, Db, Error, Labels, Result, Ts,
+    META, SNAPSHOTS,
 };
 use crate::filters::{label_field, non_empty, Adaptor, Filter};
 use crate::snapshots::{self as sn, Kind, Mount, Snapshotter as _, Usage};
@@ -63,12 +64,22 @@ impl Adaptor for Info {
 }
 
 fn info(name: String, r: SnapshotRecord) -> Info {
-    Info { name, parent: r.parent, kind: r.kind, labels: r.labels, created: r.created, updated: r.updated }
+    Info {
+        name,
+        parent: r.parent,
+        kind: r.kind,
+        labels: r.labels,
+        created: r.created,
+        updated: r.updated,
+    }
 }
 
 /// Labels passed down to the backend (containerd's `filterInheritedLabels`).
 fn backend_labels(l: &Labels) -> Labels {
-    l.iter().filter(|(k, _)| k.starts_with("containerd.io/snapshot/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+    l.iter()
+        .filter(|(k, _)| k.starts_with("containerd.io/snapshot/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl Db {
@@ -76,8 +87,12 @@ impl Db {
         self.snapshotter(snapshotter)?;
         let r = self.read()?;
         let t = r.open_table(SNAPSHOTS).map_err(db_err(&self.path))?;
-        get(&t, &key(&[ctx.ns.as_str(), snapshotter, k])?, &self.path)?
-            .ok_or_else(|| Error::NotFound { what: "snapshot", id: k.to_string() })
+        get(&t, &key(&[ctx.ns.as_str(), snapshotter, k])?, &self.path)?.ok_or_else(|| {
+            Error::NotFound {
+                what: "snapshot",
+                id: k.to_string(),
+            }
+        })
     }
 
     /// Stat of a snapshot.
@@ -98,7 +113,12 @@ impl Db {
     }
 
     /// Snapshots of the namespace in one snapshotter, passing the filter.
-    pub fn snapshot_list(&self, ctx: &Ctx, snapshotter: &str, filter: &Filter) -> Result<Vec<Info>> {
+    pub fn snapshot_list(
+        &self,
+        ctx: &Ctx,
+        snapshotter: &str,
+        filter: &Filter,
+    ) -> Result<Vec<Info>> {
         self.snapshotter(snapshotter)?;
         let r = self.read()?;
         let t = r.open_table(SNAPSHOTS).map_err(db_err(&self.path))?;
@@ -115,10 +135,15 @@ impl Db {
         let cur = t
             .get("snapshot_seq")
             .map_err(db_err(&self.path))?
-            .and_then(|v| std::str::from_utf8(v.value()).ok().and_then(|s| s.parse::<u64>().ok()))
+            .and_then(|v| {
+                std::str::from_utf8(v.value())
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+            })
             .unwrap_or(0);
         let next = cur + 1;
-        t.insert("snapshot_seq", next.to_string().as_bytes()).map_err(db_err(&self.path))?;
+        t.insert("snapshot_seq", next.to_string().as_bytes())
+            .map_err(db_err(&self.path))?;
         Ok(next)
     }
 
@@ -146,15 +171,27 @@ impl Db {
             let mut t = txn.open_table(SNAPSHOTS).map_err(db_err(&self.path))?;
             let rk = key(&[ctx.ns.as_str(), snapshotter, k])?;
             if t.get(rk.as_str()).map_err(db_err(&self.path))?.is_some() {
-                return Err(Error::AlreadyExists { what: "snapshot", id: k.to_string() });
+                return Err(Error::AlreadyExists {
+                    what: "snapshot",
+                    id: k.to_string(),
+                });
             }
             let parent_bkey = if parent.is_empty() {
                 String::new()
             } else {
-                let p: SnapshotRecord = get(&t, &key(&[ctx.ns.as_str(), snapshotter, parent])?, &self.path)?
-                    .ok_or_else(|| Error::NotFound { what: "parent snapshot", id: parent.to_string() })?;
+                let p: SnapshotRecord = get(
+                    &t,
+                    &key(&[ctx.ns.as_str(), snapshotter, parent])?,
+                    &self.path,
+                )?
+                .ok_or_else(|| Error::NotFound {
+                    what: "parent snapshot",
+                    id: parent.to_string(),
+                })?;
                 if p.kind != Kind::Committed {
-                    return Err(Error::Invalid(format!("parent {parent:?} is not a committed snapshot")));
+                    return Err(Error::Invalid(format!(
+                        "parent {parent:?} is not a committed snapshot"
+                    )));
                 }
                 p.backend_key
             };
@@ -166,8 +203,16 @@ impl Db {
             };
             let now = Ts::now();
             let kind = if readonly { Kind::View } else { Kind::Active };
-            let rec = SnapshotRecord { backend_key: bkey.clone(), parent: parent.to_string(), kind, labels, created: now, updated: now };
-            t.insert(rk.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            let rec = SnapshotRecord {
+                backend_key: bkey.clone(),
+                parent: parent.to_string(),
+                kind,
+                labels,
+                created: now,
+                updated: now,
+            };
+            t.insert(rk.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
             mounts
         };
         let lease = self.add_to_ctx_lease(&txn, ctx, &format!("snapshots/{snapshotter}"), k);
@@ -180,7 +225,14 @@ impl Db {
     }
 
     /// Commits active snapshot `k` as `name`.
-    pub fn snapshot_commit(&self, ctx: &Ctx, snapshotter: &str, name: &str, k: &str, labels: Labels) -> Result<()> {
+    pub fn snapshot_commit(
+        &self,
+        ctx: &Ctx,
+        snapshotter: &str,
+        name: &str,
+        k: &str,
+        labels: Labels,
+    ) -> Result<()> {
         if name.is_empty() {
             return Err(Error::Invalid("snapshot name must not be empty".into()));
         }
@@ -193,13 +245,18 @@ impl Db {
             let mut t = txn.open_table(SNAPSHOTS).map_err(db_err(&self.path))?;
             let kk = key(&[ctx.ns.as_str(), snapshotter, k])?;
             let nk = key(&[ctx.ns.as_str(), snapshotter, name])?;
-            let rec: SnapshotRecord =
-                get(&t, &kk, &self.path)?.ok_or_else(|| Error::NotFound { what: "snapshot", id: k.to_string() })?;
+            let rec: SnapshotRecord = get(&t, &kk, &self.path)?.ok_or_else(|| Error::NotFound {
+                what: "snapshot",
+                id: k.to_string(),
+            })?;
             if rec.kind != Kind::Active {
                 return Err(Error::Precondition(format!("snapshot {k:?} is not active")));
             }
             if t.get(nk.as_str()).map_err(db_err(&self.path))?.is_some() {
-                return Err(Error::AlreadyExists { what: "snapshot", id: name.to_string() });
+                return Err(Error::AlreadyExists {
+                    what: "snapshot",
+                    id: name.to_string(),
+                });
             }
             let nbkey = format!("{}/{}/{}", ctx.ns, seq, name);
             backend.commit(&nbkey, &rec.backend_key, backend_labels(&labels))?;
@@ -213,7 +270,8 @@ impl Db {
                 updated: now,
             };
             t.remove(kk.as_str()).map_err(db_err(&self.path))?;
-            t.insert(nk.as_str(), encode(&new).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(nk.as_str(), encode(&new).as_slice())
+                .map_err(db_err(&self.path))?;
         }
         self.add_to_ctx_lease(&txn, ctx, &format!("snapshots/{snapshotter}"), name)?;
         self.commit(txn)
@@ -229,7 +287,10 @@ impl Db {
             let prefix = key(&[ctx.ns.as_str(), snapshotter])?;
             let rk = key(&[ctx.ns.as_str(), snapshotter, k])?;
             if t.get(rk.as_str()).map_err(db_err(&self.path))?.is_none() {
-                return Err(Error::NotFound { what: "snapshot", id: k.to_string() });
+                return Err(Error::NotFound {
+                    what: "snapshot",
+                    id: k.to_string(),
+                });
             }
             let children: Vec<String> = scan::<SnapshotRecord>(&t, &prefix, &self.path)?
                 .into_iter()
@@ -247,7 +308,14 @@ impl Db {
     }
 
     /// Updates labels (`labels`, `labels.<k>`; none = replace all). Other fields immutable.
-    pub fn snapshot_update(&self, ctx: &Ctx, snapshotter: &str, k: &str, labels: &Labels, paths: &[String]) -> Result<Info> {
+    pub fn snapshot_update(
+        &self,
+        ctx: &Ctx,
+        snapshotter: &str,
+        k: &str,
+        labels: &Labels,
+        paths: &[String],
+    ) -> Result<Info> {
         validate_labels(labels)?;
         self.snapshotter(snapshotter)?;
         let txn = self.write()?;
@@ -255,17 +323,25 @@ impl Db {
             let mut t = txn.open_table(SNAPSHOTS).map_err(db_err(&self.path))?;
             let rk = key(&[ctx.ns.as_str(), snapshotter, k])?;
             let mut rec: SnapshotRecord =
-                get(&t, &rk, &self.path)?.ok_or_else(|| Error::NotFound { what: "snapshot", id: k.to_string() })?;
+                get(&t, &rk, &self.path)?.ok_or_else(|| Error::NotFound {
+                    what: "snapshot",
+                    id: k.to_string(),
+                })?;
             if paths.is_empty() {
                 rec.labels = labels.clone();
             }
             for p in paths {
                 if !super::apply_label_path(&mut rec.labels, labels, p) {
-                    return Err(Error::BadField { field: p.clone(), what: "snapshot", id: k.to_string() });
+                    return Err(Error::BadField {
+                        field: p.clone(),
+                        what: "snapshot",
+                        id: k.to_string(),
+                    });
                 }
             }
             rec.updated = Ts::now();
-            t.insert(rk.as_str(), encode(&rec).as_slice()).map_err(db_err(&self.path))?;
+            t.insert(rk.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
             rec
         };
         self.commit(txn)?;
@@ -273,7 +349,10 @@ impl Db {
     }
 
     /// Every backend key referenced from any namespace, per snapshotter (for GC).
-    pub(crate) fn snapshot_backend_keys(&self, txn: &redb::WriteTransaction) -> Result<Vec<(String, String)>> {
+    pub(crate) fn snapshot_backend_keys(
+        &self,
+        txn: &redb::WriteTransaction,
+    ) -> Result<Vec<(String, String)>> {
         let t = txn.open_table(SNAPSHOTS).map_err(db_err(&self.path))?;
         Ok(scan_all::<SnapshotRecord>(&t, &self.path)?
             .into_iter()
@@ -283,18 +362,27 @@ impl Db {
 }
 
 /// Removes backend snapshots not in `keep`, children before parents. Returns how many.
-pub(crate) fn sweep_backend(backend: &sn::Backend, keep: &std::collections::HashSet<String>) -> Result<usize> {
+pub(crate) fn sweep_backend(
+    backend: &sn::Backend,
+    keep: &std::collections::HashSet<String>,
+) -> Result<usize> {
     let mut all = Vec::new();
     backend.walk(&mut |i| {
         all.push((i.name.clone(), i.parent.clone()));
         Ok(())
     })?;
-    let mut doomed: Vec<(String, String)> = all.iter().filter(|(n, _)| !keep.contains(n)).cloned().collect();
+    let mut doomed: Vec<(String, String)> = all
+        .iter()
+        .filter(|(n, _)| !keep.contains(n))
+        .cloned()
+        .collect();
     let mut removed = 0;
     // Leaves first: repeat while progress is made.
     loop {
-        let parents: std::collections::HashSet<String> = all.iter().map(|(_, p)| p.clone()).collect();
-        let (leaves, rest): (Vec<_>, Vec<_>) = doomed.into_iter().partition(|(n, _)| !parents.contains(n));
+        let parents: std::collections::HashSet<String> =
+            all.iter().map(|(_, p)| p.clone()).collect();
+        let (leaves, rest): (Vec<_>, Vec<_>) =
+            doomed.into_iter().partition(|(n, _)| !parents.contains(n));
         if leaves.is_empty() {
             break;
         }
@@ -321,22 +409,55 @@ mod tests {
         let (_t, db) = testutil::db(Default::default());
         let a = testutil::ctx("a");
         let b = testutil::ctx("b");
-        db.snapshot_create(&a, "native", "k1", "", Labels::new(), false).unwrap();
+        db.snapshot_create(&a, "native", "k1", "", Labels::new(), false)
+            .unwrap();
         // Same key in another namespace is independent.
-        db.snapshot_create(&b, "native", "k1", "", Labels::new(), false).unwrap();
-        assert_eq!(db.snapshot_create(&a, "native", "k1", "", Labels::new(), false).unwrap_err().kind(), K::AlreadyExists);
-        db.snapshot_commit(&a, "native", "c1", "k1", Labels::new()).unwrap();
-        assert_eq!(db.snapshot_stat(&a, "native", "c1").unwrap().kind, Kind::Committed);
-        assert_eq!(db.snapshot_stat(&a, "native", "k1").unwrap_err().kind(), K::NotFound);
-        db.snapshot_create(&a, "native", "v1", "c1", Labels::new(), true).unwrap();
+        db.snapshot_create(&b, "native", "k1", "", Labels::new(), false)
+            .unwrap();
+        assert_eq!(
+            db.snapshot_create(&a, "native", "k1", "", Labels::new(), false)
+                .unwrap_err()
+                .kind(),
+            K::AlreadyExists
+        );
+        db.snapshot_commit(&a, "native", "c1", "k1", Labels::new())
+            .unwrap();
+        assert_eq!(
+            db.snapshot_stat(&a, "native", "c1").unwrap().kind,
+            Kind::Committed
+        );
+        assert_eq!(
+            db.snapshot_stat(&a, "native", "k1").unwrap_err().kind(),
+            K::NotFound
+        );
+        db.snapshot_create(&a, "native", "v1", "c1", Labels::new(), true)
+            .unwrap();
         assert_eq!(db.snapshot_stat(&a, "native", "v1").unwrap().parent, "c1");
-        assert_eq!(db.snapshot_remove(&a, "native", "c1").unwrap_err().kind(), K::FailedPrecondition);
-        assert_eq!(db.snapshot_create(&a, "native", "x", "nope", Labels::new(), false).unwrap_err().kind(), K::NotFound);
+        assert_eq!(
+            db.snapshot_remove(&a, "native", "c1").unwrap_err().kind(),
+            K::FailedPrecondition
+        );
+        assert_eq!(
+            db.snapshot_create(&a, "native", "x", "nope", Labels::new(), false)
+                .unwrap_err()
+                .kind(),
+            K::NotFound
+        );
         let f = Filter::parse("kind==view").unwrap();
         assert_eq!(db.snapshot_list(&a, "native", &f).unwrap().len(), 1);
         db.snapshot_remove(&a, "native", "v1").unwrap();
         db.snapshot_remove(&a, "native", "c1").unwrap();
-        assert_eq!(db.snapshot_list(&a, "native", &Filter::default()).unwrap().len(), 0);
-        assert_eq!(db.snapshot_list(&b, "native", &Filter::default()).unwrap().len(), 1);
+        assert_eq!(
+            db.snapshot_list(&a, "native", &Filter::default())
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            db.snapshot_list(&b, "native", &Filter::default())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
