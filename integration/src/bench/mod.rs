@@ -83,14 +83,11 @@ impl Scenario {
     /// # Errors
     /// Unknown key.
     pub fn parse(s: &str) -> Result<Self, BenchError> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.key() == s)
-            .ok_or_else(|| {
-                BenchError::Args(format!(
-                    "unknown scenario `{s}`: expected latency, throughput, density, restart or pull"
-                ))
-            })
+        Self::ALL.into_iter().find(|k| k.key() == s).ok_or_else(|| {
+            BenchError::Args(format!(
+                "unknown scenario `{s}`: expected latency, throughput, density, restart or pull"
+            ))
+        })
     }
 
     /// Systems measured by default. The main comparison (berth vs containerd 1.6.20) runs

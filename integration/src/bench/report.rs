@@ -168,7 +168,11 @@ fn row(label: &str, mut cells: Vec<String>, target: &str) -> Vec<String> {
 }
 
 /// Errors of every system that failed or had failures, listed under a table.
-fn errors<T>(out: &mut String, systems: &[SystemResult<T>], summaries: impl Fn(&T) -> Vec<&Summary>) {
+fn errors<T>(
+    out: &mut String,
+    systems: &[SystemResult<T>],
+    summaries: impl Fn(&T) -> Vec<&Summary>,
+) {
     for s in systems {
         match &s.outcome {
             Outcome::Failed(e) => {
@@ -211,7 +215,10 @@ fn summary_cell(s: &Summary, f: impl Fn(&Summary) -> Option<f64>) -> String {
 }
 
 fn find<T>(systems: &[SystemResult<T>], kind: SystemKind) -> Option<&T> {
-    systems.iter().find(|s| s.system == kind).and_then(SystemResult::ok)
+    systems
+        .iter()
+        .find(|s| s.system == kind)
+        .and_then(SystemResult::ok)
 }
 
 impl Report {
@@ -285,7 +292,9 @@ impl Report {
             "`ctr version` p50 (client floor)".to_string(),
             "—".to_string(),
         ];
-        r.extend(cells(&l.systems, |x| summary_cell(&x.ctr_version, |s| s.p50_ms)));
+        r.extend(cells(&l.systems, |x| {
+            summary_cell(&x.ctr_version, |s| s.p50_ms)
+        }));
         r.push(String::new());
         t.row(r);
         t.render(out);
@@ -315,11 +324,15 @@ impl Report {
             .unwrap_or_default();
         for c in concurrencies {
             let at = |pts: &Vec<super::scenarios::ThroughputPoint>| {
-                pts.iter().find(|p| p.concurrency == c).map(|p| p.summary.clone())
+                pts.iter()
+                    .find(|p| p.concurrency == c)
+                    .map(|p| p.summary.clone())
             };
             let mut r = vec![c.to_string()];
             r.extend(cells(&t.systems, |pts| match at(pts) {
-                Some(s) if s.failures == 0 => format!("{:.2} (p50 {} ms)", s.per_second, opt_ms(s.p50_ms)),
+                Some(s) if s.failures == 0 => {
+                    format!("{:.2} (p50 {} ms)", s.per_second, opt_ms(s.p50_ms))
+                }
                 Some(s) => format!("{:.2} ({} failed)", s.per_second, s.failures),
                 None => "—".into(),
             }));
@@ -335,11 +348,16 @@ impl Report {
             tab.row(r);
         }
         tab.render(out);
-        errors(out, &t.systems, |pts| pts.iter().map(|p| &p.summary).collect());
+        errors(out, &t.systems, |pts| {
+            pts.iter().map(|p| &p.summary).collect()
+        });
     }
 
     fn density_md(out: &mut String, d: &[SystemResult<Density>]) {
-        let n = d.iter().find_map(|s| s.ok().map(|x| x.containers)).unwrap_or(0);
+        let n = d
+            .iter()
+            .find_map(|s| s.ok().map(|x| x.containers))
+            .unwrap_or(0);
         let _ = writeln!(
             out,
             "### 3. Density: {n} idle detached containers (`sleep 3600`); per-shim memory from \
@@ -351,10 +369,20 @@ impl Report {
             cells(d, |x| format!("{}/{}", x.running, x.containers)),
             "",
         ));
-        t.row(row("shims found", cells(d, |x| x.shims.count.to_string()), ""));
+        t.row(row(
+            "shims found",
+            cells(d, |x| x.shims.count.to_string()),
+            "",
+        ));
         t.row(row(
             "shim anon MB, mean (max)",
-            cells(d, |x| format!("{} ({})", mb(x.shims.mean.anon_kb), mb(x.shims.max.anon_kb as f64))),
+            cells(d, |x| {
+                format!(
+                    "{} ({})",
+                    mb(x.shims.mean.anon_kb),
+                    mb(x.shims.max.anon_kb as f64)
+                )
+            }),
             "≤ 1.0",
         ));
         t.row(row(
@@ -369,17 +397,23 @@ impl Report {
         ));
         t.row(row(
             "shim threads, mean (max)",
-            cells(d, |x| format!("{:.1} ({})", x.shims.mean.threads, x.shims.max.threads)),
+            cells(d, |x| {
+                format!("{:.1} ({})", x.shims.mean.threads, x.shims.max.threads)
+            }),
             "≤ 2",
         ));
         t.row(row(
             "daemon RSS idle MB",
-            cells(d, |x| x.daemon_rss_idle_kb.map_or("—".into(), |k| mb(k as f64))),
+            cells(d, |x| {
+                x.daemon_rss_idle_kb.map_or("—".into(), |k| mb(k as f64))
+            }),
             "≤ 10",
         ));
         t.row(row(
             &format!("daemon RSS with {n} tasks MB"),
-            cells(d, |x| x.daemon_rss_loaded_kb.map_or("—".into(), |k| mb(k as f64))),
+            cells(d, |x| {
+                x.daemon_rss_loaded_kb.map_or("—".into(), |k| mb(k as f64))
+            }),
             "≤ 15 (50 tasks)",
         ));
         t.render(out);
@@ -447,7 +481,8 @@ impl Report {
                 t.row(
                     std::iter::once("content blobs left after `rm --sync`".to_string())
                         .chain(cells(systems, |x| {
-                            x.content_left_after_rm.map_or("—".into(), |n| n.to_string())
+                            x.content_left_after_rm
+                                .map_or("—".into(), |n| n.to_string())
                         }))
                         .collect(),
                 );

@@ -114,10 +114,9 @@ impl Ctx<'_> {
                     let client = inst.client(self.bins);
                     let r = match f(kind, &mut inst, &client) {
                         Ok(t) => Outcome::Ok(t),
-                        Err(e) => Outcome::Failed(format!(
-                            "{e}\ndaemon log tail:\n{}",
-                            inst.log_tail(15)
-                        )),
+                        Err(e) => {
+                            Outcome::Failed(format!("{e}\ndaemon log tail:\n{}", inst.log_tail(15)))
+                        }
                     };
                     drop(inst);
                     r
@@ -309,7 +308,9 @@ pub fn throughput(ctx: &Ctx<'_>) -> ThroughputReport {
                 "  concurrency {c} for {:.0}s",
                 duration.as_secs_f64()
             ));
-            let summary = ctx.rt.block_on(throughput_at(client, &ctx.image, c, duration));
+            let summary = ctx
+                .rt
+                .block_on(throughput_at(client, &ctx.image, c, duration));
             points.push(ThroughputPoint {
                 concurrency: c,
                 summary,
@@ -398,7 +399,9 @@ pub fn density(ctx: &Ctx<'_>) -> Vec<SystemResult<Density>> {
         std::thread::sleep(Duration::from_secs(1));
         let daemon = inst.daemon_pid().ok_or("daemon not running")?;
         let idle = mem::vm_rss_kb(daemon);
-        let start = ctx.rt.block_on(start_detached(client, &ctx.image, "dens", n));
+        let start = ctx
+            .rt
+            .block_on(start_detached(client, &ctx.image, "dens", n));
         // Let shims and daemon settle (lazy allocations, GC) before reading /proc.
         std::thread::sleep(Duration::from_secs(2));
         let running = ctx.rt.block_on(running_tasks(client, "dens-"))?;
@@ -501,7 +504,9 @@ pub struct Restart {
 pub fn restart(ctx: &Ctx<'_>) -> Vec<SystemResult<Restart>> {
     let n = ctx.opts.restart_tasks;
     ctx.each_system(Scenario::Restart, true, |_, inst, client| {
-        let start = ctx.rt.block_on(start_detached(client, &ctx.image, "rst", n));
+        let start = ctx
+            .rt
+            .block_on(start_detached(client, &ctx.image, "rst", n));
         let before = ctx.rt.block_on(running_tasks(client, "rst-"))?;
         if before == 0 {
             return Err(format!(

@@ -334,7 +334,11 @@ impl Client {
     ///
     /// # Errors
     /// As described: a message for the report.
-    pub async fn run(&self, args: &[&str], timeout: Duration) -> Result<(Duration, String), String> {
+    pub async fn run(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<(Duration, String), String> {
         let what = format!("ctr {}", args.first().copied().unwrap_or_default());
         timed(self.command(args), timeout, &what).await
     }
