@@ -1012,3 +1012,99 @@ fn gzip_helper_round_trips() {
     std::io::Read::read_to_end(&mut d, &mut out).expect("gunzip");
     assert_eq!(out, t);
 }
+
+/// Random corruption of a hostile-but-valid layer (symlinks out, hard links, whiteouts,
+/// devices, PAX and GNU long names): whatever the bytes, apply either succeeds or fails with
+/// an error; it never panics and never writes outside the root.
+#[test]
+fn corrupted_layers_never_escape_or_panic() {
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-fuzz-")
+        .tempdir()
+        .expect("tempdir");
+    let outside = tmp.path().join("outside");
+    sentinel(&outside);
+    let out = outside.display().to_string();
+    let layer = Layer::new()
+        .dir("etc", 0o755)
+        .symlink(&out, "o")
+        .symlink("../../../..", "up")
+        .file("o/passwd", b"pwned", 0o644)
+        .file("up/outside/passwd", b"pwned", 0o644)
+        .link("o/passwd", "hl")
+        .whiteout("o/.wh.passwd")
+        .whiteout("up/.wh.outside")
+        .pax(&[
+            ("path", b"p/../../outside/perm400"),
+            ("SCHILY.xattr.user.x", b"1"),
+        ])
+        .file("ignored", b"pwned", 0o777)
+        .file(
+            &format!("{}/{}", "d".repeat(120), "f".repeat(120)),
+            b"long",
+            0o644,
+        )
+        .device(EntryType::Char, "null", 1, 3)
+        .whiteout("etc/.wh..wh..opq")
+        .tar();
+    let before = describe(&outside, true);
+    let control = tmp.path().join("control");
+    fs::create_dir(&control).expect("mkdir");
+    apply_layer(
+        layer.as_slice(),
+        MEDIA_TYPE_LAYER,
+        &ApplyTarget::Dir(&control),
+        None,
+    )
+    .expect("the uncorrupted layer applies (confined)");
+    assert_eq!(
+        describe(&outside, true),
+        before,
+        "the uncorrupted layer changed the sentinel"
+    );
+    // xorshift: deterministic, no extra crate.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..300 {
+        let mut blob = layer.clone();
+        for _ in 0..(1 + next() % 4) {
+            let pos = (next() % blob.len() as u64) as usize;
+            blob[pos] = (next() & 0xff) as u8;
+        }
+        if i % 3 == 0 {
+            blob.truncate((next() % blob.len() as u64) as usize);
+        }
+        let root = tmp.path().join(format!("root-{i}"));
+        fs::create_dir(&root).expect("mkdir");
+        let r = std::panic::catch_unwind(|| {
+            apply_layer(
+                blob.as_slice(),
+                MEDIA_TYPE_LAYER,
+                &ApplyTarget::Dir(&root),
+                None,
+            )
+        });
+        match r {
+            Err(_) => panic!("iteration {i}: apply panicked"),
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(_)) => refused += 1,
+        }
+        assert_eq!(
+            describe(&outside, true),
+            before,
+            "iteration {i}: the sentinel changed"
+        );
+        fs::remove_dir_all(&root).expect("cleanup root");
+    }
+    eprintln!("300 corrupted layers: {ok} applied (confined), {refused} refused");
+    assert!(
+        refused > 0 && ok > 0,
+        "the corruption should produce both outcomes"
+    );
+}

@@ -330,6 +330,7 @@ macro_rules! conformance {
             case!(cleanup_removes_unreferenced_dirs);
             case!(metadata_survives_reopen);
             case!(symlinks_hardlinks_and_devices_across_layers);
+            case!(concurrent_chains_from_many_threads);
         }
     )*};
 }
@@ -1287,4 +1288,55 @@ fn overlay_mount_shapes_and_upperdir_label() {
     let listed = sn.list(&|i| i.name == "c").expect("list");
     assert!(listed[0].labels.contains_key(UPPERDIR_LABEL));
     let _ = env;
+}
+
+/// berth: the daemon calls a snapshotter from many blocking threads at once; 8 threads each
+/// build, mount, check and tear down their own 5-layer chain on one snapshotter.
+fn concurrent_chains_from_many_threads(env: &Env, sn: &Backend) {
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            scope.spawn(move || {
+                let mut parent = String::new();
+                for i in 0..5 {
+                    let name = format!("t{t}-c{i}");
+                    layer(
+                        env,
+                        sn,
+                        &name,
+                        &parent,
+                        &[file(
+                            format!("/t{t}-{i}"),
+                            format!("{t}:{i}").as_bytes(),
+                            0o644,
+                        )],
+                    );
+                    parent = name;
+                }
+                let v = format!("t{t}-view");
+                let m = sn.view(&v, &parent, no_labels()).expect("view");
+                let target = env.dir(&v);
+                {
+                    let _m = Mounted::new(&m, &target);
+                    for i in 0..5 {
+                        assert_eq!(
+                            fs::read(target.join(format!("t{t}-{i}"))).expect("read"),
+                            format!("{t}:{i}").as_bytes()
+                        );
+                    }
+                }
+                sn.remove(&v).expect("remove view");
+                for i in (0..5).rev() {
+                    sn.remove(&format!("t{t}-c{i}"))
+                        .expect("remove chain top-down");
+                }
+            });
+        }
+    });
+    let left = sn.list(&|_| true).expect("list");
+    assert!(left.is_empty(), "all snapshots removed: {left:?}");
+    sn.cleanup().expect("cleanup");
+    let dirs = fs::read_dir(env.root.join("snapshots"))
+        .expect("read")
+        .count();
+    assert_eq!(dirs, 0, "no directories left");
 }
