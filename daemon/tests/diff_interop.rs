@@ -14,7 +14,7 @@ use std::process::Command;
 use daemon::diff::compression::{MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP};
 use daemon::diff::{apply_layer, write_diff, ApplyTarget, Compression, DiffOptions};
 use daemon::snapshots::fsutil;
-use diff_support::{assert_same_tree, sha256};
+use diff_support::{assert_same_tree, oci_layout, sha256};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
 fn need(bin: &str, package: &str) {
@@ -192,13 +192,6 @@ fn our_layers_extract_with_gnu_tar() {
     }
 }
 
-fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {
-    let d = sha256(data);
-    let hexd = d.trim_start_matches("sha256:");
-    fs::write(layout.join("blobs/sha256").join(hexd), data).expect("write blob");
-    (d, data.len())
-}
-
 /// Two layers from our differ (the second with file and directory deletions and an opaque
 /// directory replacement) in an OCI layout, unpacked by umoci.
 #[test]
@@ -226,40 +219,14 @@ fn umoci_unpacks_our_layers_with_whiteouts() {
     fs::write(top.join("bin/busybox"), "upgraded").expect("modify");
 
     let layout = tmp.path().join("layout");
-    fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir layout");
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .expect("write");
     let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
     for (lower, upper) in [(&empty, &base), (&base, &top)] {
         let (blob, res) =
             write_diff(lower, upper, Vec::new(), &DiffOptions::default()).expect("diff");
-        let (digest, size) = put_blob(&layout, &blob);
-        assert_eq!(digest, res.descriptor.digest);
-        layers.push(serde_json::json!({"mediaType": res.descriptor.media_type, "digest": digest, "size": size}));
-        diff_ids.push(res.diff_id);
+        assert_eq!(sha256(&blob), res.descriptor.digest);
+        layers.push((blob, res.descriptor.media_type, res.diff_id));
     }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    });
-    let (cd, cs) = put_blob(&layout, config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": layers
-    });
-    let (md, ms) = put_blob(&layout, manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-                       "annotations": {"org.opencontainers.image.ref.name": "test"}}]
-    });
-    fs::write(layout.join("index.json"), index.to_string()).expect("write index");
+    oci_layout(&layout, &layers, "test", "docker.io/library/interop:test");
 
     let bundle = tmp.path().join("bundle");
     run(Command::new("umoci")

@@ -271,3 +271,56 @@ pub fn assert_same_tree(expected: &Path, actual: &Path, times: bool, what: &str)
         panic!("{what}: trees differ:\n{diff}");
     }
 }
+
+/// Write an OCI image layout at `layout` with `layers` (blob bytes, media type, diff_id),
+/// tagged `ref_name` (also annotated with containerd's image name `image_name`).
+pub fn oci_layout(
+    layout: &Path,
+    layers: &[(Vec<u8>, String, String)],
+    ref_name: &str,
+    image_name: &str,
+) {
+    fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir layout");
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("write");
+    let put = |data: &[u8]| {
+        let d = sha256(data);
+        fs::write(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+            data,
+        )
+        .expect("write blob");
+        (d, data.len())
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (blob, media_type, diff_id) in layers {
+        let (digest, size) = put(blob);
+        descs.push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}));
+        diff_ids.push(diff_id.clone());
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+                       "annotations": {"org.opencontainers.image.ref.name": ref_name,
+                                       "io.containerd.image.name": image_name}}]
+    });
+    fs::write(layout.join("index.json"), index.to_string()).expect("write index");
+}
