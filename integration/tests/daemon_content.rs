@@ -178,6 +178,48 @@ fn snapshot_cycle(d: &TestDaemon, snapshotter: &str) {
         .success());
     s(&["commit", "base", "base-active"]);
     s(&["prepare", "child", "base"]);
+    // Change the child, then `snapshots diff` (walking differ → a gzip layer in content).
+    let mount = s(&["mounts", &target.path().display().to_string(), "child"]);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(mount.trim())
+        .output()
+        .expect("mount");
+    assert!(
+        o.status.success(),
+        "{mount}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_file(target.path().join("hello")).expect("delete in child");
+    std::fs::write(target.path().join("added"), b"new\n").expect("write in child");
+    assert!(Command::new("umount")
+        .arg(target.path())
+        .status()
+        .expect("umount")
+        .success());
+    let diff = d.ctr(&["snapshots", "--snapshotter", snapshotter, "diff", "child"]);
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let mut names: Vec<String> =
+        tar::Archive::new(flate2::read::GzDecoder::new(diff.stdout.as_slice()))
+            .entries()
+            .expect("diff is a tar.gz")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+    names.sort();
+    assert_eq!(names, [".wh.hello", "added"], "diff entries");
+    // `snapshots diff` removes its temporary view, which schedules a GC; let it run before
+    // creating a view without a gc.root label (containerd would collect it just the same).
+    std::thread::sleep(Duration::from_millis(500));
     s(&["view", "look", "base"]);
     let tree = s(&["tree"]);
     assert!(
