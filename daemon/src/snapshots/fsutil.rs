@@ -266,3 +266,15 @@ pub(crate) fn remove_unreferenced(
         Ok(())
     })
 }
+
+/// Flush the filesystem holding `dir` (`syncfs`), so a layer's data is on disk before the
+/// metadata that makes it a committed snapshot.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let f = fs::File::open(dir)?;
+    nix::unistd::syncfs(&f).map_err(io::Error::from)
+}
+
+/// fsync a directory, making renames and creations inside it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}

@@ -304,15 +304,28 @@ pub struct TempMount {
     dir: Option<tempdir::Dir>,
 }
 
+static TEMP_MOUNT_LOCATION: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Where [`TempMount`] creates its mount points (containerd's `mount.SetTempMountLocation`,
+/// which containerd points at `<root>/tmpmounts`). Set once at start-up; the default is the
+/// system temp dir. Returns false if it was already set.
+pub fn set_temp_mount_location(dir: PathBuf) -> bool {
+    TEMP_MOUNT_LOCATION.set(dir).is_ok()
+}
+
 mod tempdir {
     use std::path::{Path, PathBuf};
 
-    /// A directory under the system temp dir, made with a random name; removed on drop.
+    /// A directory under the temp mount location, made with a random name; removed on drop.
     pub struct Dir(PathBuf);
 
     impl Dir {
         pub fn new(prefix: &str) -> std::io::Result<Self> {
-            let base = std::env::temp_dir();
+            let base = super::TEMP_MOUNT_LOCATION
+                .get()
+                .cloned()
+                .unwrap_or_else(std::env::temp_dir);
+            std::fs::create_dir_all(&base)?;
             for _ in 0..16 {
                 let p = base.join(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
                 match std::fs::create_dir(&p) {

@@ -78,7 +78,9 @@ impl NativeSnapshotter {
                     .map_err(|e| Error::io("copy parent snapshot", &src, e))?;
             }
             let dst = self.snapshot_dir(&s.id);
-            fs::rename(td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))
+            fs::rename(td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))?;
+            let snaps = self.root.join("snapshots");
+            fsutil::sync_dir(&snaps).map_err(|e| Error::io("sync", &snaps, e))
         });
         match result {
             Ok(s) => Ok(self.mounts_for(&s)),
@@ -126,6 +128,8 @@ impl Snapshotter for NativeSnapshotter {
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         self.ms.commit_active(key, name, labels, |id| {
             let dir = self.snapshot_dir(id);
+            // Data first, then the metadata that makes it a committed snapshot.
+            fsutil::sync_filesystem(&dir).map_err(|e| Error::io("sync", &dir, e))?;
             fsutil::disk_usage(&dir).map_err(|e| Error::io("measure", dir, e))
         })?;
         Ok(())

@@ -188,7 +188,8 @@ impl OverlaySnapshotter {
                     .map_err(|e| Error::io("chown", &fsd, e.into()))?;
                 }
                 let dst = snaps.join(&s.id);
-                fs::rename(&td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))
+                fs::rename(&td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))?;
+                fsutil::sync_dir(&snaps).map_err(|e| Error::io("sync", &snaps, e))
             })
         });
         match result {
@@ -242,6 +243,8 @@ impl Snapshotter for OverlaySnapshotter {
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         self.ms.commit_active(key, name, labels, |id| {
             let upper = self.upper_path(id);
+            // Data first, then the metadata that makes it a committed snapshot.
+            fsutil::sync_filesystem(&upper).map_err(|e| Error::io("sync", &upper, e))?;
             fsutil::disk_usage(&upper).map_err(|e| Error::io("measure", upper, e))
         })?;
         Ok(())
