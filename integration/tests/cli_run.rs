@@ -194,6 +194,12 @@ fn detached_lifecycle(d: &Daemon) {
     assert!(ps.starts_with("PID "), "{ps}");
     assert_eq!(ps.lines().count(), 2, "{ps}");
 
+    // Same table as ctr: cgroup v1 metrics of the task.
+    let metrics = d.berth_ok(&["tasks", "metrics", "cli-d1"]);
+    assert!(metrics.starts_with("ID "), "{metrics}");
+    assert!(metrics.contains("\nMETRIC "), "{metrics}");
+    assert!(metrics.contains("\npids.current "), "{metrics}");
+
     d.berth_ok(&["tasks", "pause", "cli-d1"]);
     assert_eq!(status_of(d, "cli-d1"), "PAUSED");
     d.berth_ok(&["tasks", "resume", "cli-d1"]);
@@ -326,6 +332,65 @@ fn tty(d: &Daemon) {
     assert!(text.contains("/dev/pts/"), "{text:?}");
     assert!(text.contains("45 123"), "{text:?}");
     assert_nothing_left(d);
+}
+
+/// `berth events` prints the task lifecycle in order, one exit, in ctr's line format.
+fn events(d: &Daemon) {
+    let _dir = setup(d);
+    let mut sub = d
+        .berth_command()
+        .args(["events", "topic~=\"/tasks/\""])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn berth events");
+    let mut out = sub.stdout.take().expect("stdout");
+    // Give the subscription a moment to be registered before the events happen.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = d.berth(&["run", "--rm", IMG, "cli-e1", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(sub.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = sub.wait();
+    let mut text = String::new();
+    out.read_to_string(&mut text).expect("read events");
+    let topics: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"cli-e1\""))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{text}"
+    );
+    let exit = text
+        .lines()
+        .find(|l| l.contains(" /tasks/exit "))
+        .expect("exit line");
+    // `2026-01-02 15:04:05.999 +0000 UTC <ns> /tasks/exit {json}`
+    assert!(exit.contains(" +0000 UTC "), "{exit}");
+    let json: serde_json::Value =
+        serde_json::from_str(exit.split_whitespace().nth(6).expect("json")).expect("event JSON");
+    assert_eq!(json["container_id"], "cli-e1");
+    assert_eq!(json["exit_status"], 3);
+}
+
+#[test]
+fn events_against_containerd() {
+    events(&Daemon::containerd());
+}
+
+#[test]
+fn events_against_berthd() {
+    events(&Daemon::berthd());
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod content;
 pub mod events;
 pub mod images;
 pub mod leases;
+pub mod metrics;
 pub mod namespaces;
 pub mod plugins;
 pub mod run;

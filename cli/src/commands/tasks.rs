@@ -56,6 +56,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("no metrics for task {0}")]
+    NoMetrics(String),
+    #[error("cannot convert metric data of type {0} (only cgroup v1 metrics are decoded)")]
+    MetricsType(String),
+    #[error("format must be table or json, not {0:?}")]
+    Format(String),
     #[error("unable to delete {id}: {}", .status.message())]
     Delete { id: String, status: tonic::Status },
 }
@@ -668,32 +674,40 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                 .await?
                 .into_inner()
                 .metrics;
-            for m in &metrics {
-                let data = m.data.as_ref();
-                if format == "json" {
-                    let v = serde_json::json!({
-                        "id": m.id,
-                        "timestamp": crate::util::rfc3339_nano(m.timestamp.as_ref()),
-                        "type_url": data.map(|d| d.type_url.clone()),
-                        "size": data.map(|d| d.value.len()),
-                    });
-                    println!("{}", crate::util::go_json(&v));
-                } else {
+            let Some(m) = metrics.first() else {
+                return Err(Error::NoMetrics(id));
+            };
+            let data = m.data.clone().unwrap_or_default();
+            let decoded = (data.type_url.rsplit('/').next() == Some(super::metrics::V1_TYPE_URL))
+                .then(|| {
+                    use prost::Message;
+                    super::metrics::Metrics::decode(data.value.as_slice()).ok()
+                })
+                .flatten();
+            match (format.as_str(), decoded) {
+                ("table", Some(v1)) => {
                     let mut tw = TabWriter::new(1, 4);
                     tw.line("ID\tTIMESTAMP\t");
                     tw.line(&format!(
                         "{}\t{}\t",
                         m.id,
-                        crate::util::rfc3339_nano(m.timestamp.as_ref())
+                        super::events::go_time(m.timestamp.as_ref())
                     ));
+                    tw.line("");
+                    for row in super::metrics::v1_table_rows(&v1) {
+                        tw.line(&row);
+                    }
                     print!("{}", tw.finish());
-                    println!();
+                }
+                ("json", Some(v1)) => {
                     println!(
-                        "METRIC\tVALUE\ntype\t{}\nbytes\t{}",
-                        data.map_or("-", |d| d.type_url.as_str()),
-                        data.map_or(0, |d| d.value.len())
+                        "{}",
+                        serde_json::to_string_pretty(&super::metrics::v1_json(&v1))
+                            .unwrap_or_default()
                     );
                 }
+                ("table" | "json", None) => return Err(Error::MetricsType(data.type_url)),
+                _ => return Err(Error::Format(format)),
             }
         }
     }
