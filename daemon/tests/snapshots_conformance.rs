@@ -590,6 +590,18 @@ fn update_labels_and_timestamps(_env: &Env, sn: &Backend) {
             without_upperdir(st4.labels.clone())
         );
 
+        // An empty value deletes the label (containerd's WriteLabels).
+        let mut st4b = st4.clone();
+        st4b.labels.insert("l4".into(), String::new());
+        let st4b = sn
+            .update(&st4b, &["labels.l4".into()])
+            .expect("update to empty");
+        assert!(
+            !st4b.labels.contains_key("l4"),
+            "{name}: empty label value removes the label"
+        );
+        let st4 = sn.update(&st4, &["labels".into()]).expect("restore labels");
+
         let mut st5 = st4.clone();
         st5.parent = "doesnotexist".into();
         let err = sn

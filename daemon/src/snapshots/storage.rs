@@ -195,6 +195,8 @@ impl MetaStore {
                     });
                 }
             }
+            // containerd's boltutil.WriteLabels: an empty value means "no such label".
+            r.labels.retain(|_, v| !v.is_empty());
             r.updated = SystemTime::now();
             table
                 .insert(info.name.as_str(), Self::encode(&r).as_slice())
@@ -271,6 +273,8 @@ impl MetaStore {
                 next
             };
             let now = SystemTime::now();
+            let mut labels = labels;
+            labels.retain(|_, v| !v.is_empty());
             let record = Record {
                 id,
                 kind,
@@ -333,6 +337,7 @@ impl MetaStore {
             r.updated = r.created;
             // containerd: "Replace labels, do not inherit".
             r.labels = labels;
+            r.labels.retain(|_, v| !v.is_empty());
             table.remove(key).map_err(|e| self.err(e))?;
             table
                 .insert(name, Self::encode(&r).as_slice())
