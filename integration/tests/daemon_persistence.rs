@@ -1,0 +1,143 @@
+//! What berthd keeps across restarts (graceful and `kill -9`): images, content, labels,
+//! namespaces, leases, snapshots and their mounts; and the bolt plugin's
+//! `content_sharing_policy` (shared adopts a blob another namespace has, isolated makes each
+//! namespace send its own bytes), observed through Debian's `ctr`.
+
+use std::process::Stdio;
+
+use integration::daemon::TestDaemon;
+use integration::image::TestImage;
+use sha2::{Digest, Sha256};
+
+fn state(d: &TestDaemon) -> Vec<String> {
+    let ns = d.namespace().to_string();
+    let mut out = vec![
+        d.ctr_ok(&["images", "ls"]),
+        d.ctr_ok(&["content", "ls", "-q"]),
+        d.ctr_ok(&["snapshots", "ls"]),
+        d.ctr_ok(&["leases", "ls", "-q"]),
+        d.ctr_ok(&["namespaces", "ls"]),
+    ];
+    out.push(ns);
+    out
+}
+
+#[test]
+fn everything_survives_sigterm_and_kill_9_restarts() {
+    let img = TestImage::busybox().expect("test image");
+    let mut d = TestDaemon::start().expect("start berthd");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tar = tmp.path().join("busybox.tar");
+    std::fs::write(&tar, img.oci_archive().expect("archive")).expect("write");
+    d.ctr_ok(&["images", "import", &tar.display().to_string()]);
+    d.ctr_ok(&["namespaces", "label", d.namespace(), "kept=yes"]);
+    d.ctr_ok(&["leases", "create", "--id", "survivor"]);
+    d.ctr_ok(&["content", "label", img.config_digest(), "note=kept"]);
+    d.ctr_ok(&["snapshots", "prepare", "work", &img.diff_ids()[0]]);
+    let before = state(&d);
+    let uuid = d
+        .ctr_ok(&["version"])
+        .lines()
+        .find(|l| l.contains("UUID"))
+        .map(str::to_string);
+
+    let status = d.stop_daemon().expect("running");
+    assert!(status.contains("exit status: 0"), "{status}");
+    d.restart().expect("restart after SIGTERM");
+    assert_eq!(state(&d), before, "state after a graceful restart");
+
+    d.kill9();
+    d.restart().expect("restart after kill -9");
+    assert_eq!(state(&d), before, "state after kill -9");
+    assert_eq!(
+        d.ctr_ok(&["version"])
+            .lines()
+            .find(|l| l.contains("UUID"))
+            .map(str::to_string),
+        uuid
+    );
+    assert!(d.ctr_ok(&["content", "ls"]).contains("note=kept"));
+
+    // The active snapshot still mounts, on top of the unpacked layer.
+    let target = tempfile::tempdir().expect("mountpoint");
+    let cmd = d.ctr_ok(&[
+        "snapshots",
+        "mounts",
+        &target.path().display().to_string(),
+        "work",
+    ]);
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.trim())
+        .output()
+        .expect("mount");
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ok = target.path().join("bin/busybox").is_file();
+    let _ = std::process::Command::new("umount")
+        .arg(target.path())
+        .status();
+    assert!(ok, "image files visible through the restored snapshot");
+}
+
+fn ingest(d: &TestDaemon, ns: &str, r#ref: &str, data: &[u8], size: usize, dgst: &str) -> bool {
+    let mut child = d
+        .ctr_command()
+        .args([
+            "--namespace",
+            ns,
+            "content",
+            "ingest",
+            "--expected-size",
+            &size.to_string(),
+            "--expected-digest",
+            dgst,
+            r#ref,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr content ingest");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(data);
+    }
+    child.wait().expect("wait").success()
+}
+
+fn sharing(policy: &str) -> (bool, bool) {
+    let extra = format!(
+        "[plugins.\"io.containerd.metadata.v1.bolt\"]\n  content_sharing_policy = \"{policy}\"\n"
+    );
+    let d = TestDaemon::builder()
+        .extra_config(&extra)
+        .start()
+        .expect("start berthd");
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 199) as u8).collect();
+    let dgst = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    assert!(
+        ingest(&d, "ns-a", "a", &data, data.len(), &dgst),
+        "first namespace ingests"
+    );
+    // Namespace b announces the same digest but sends no bytes.
+    let adopted = ingest(&d, "ns-b", "b", b"", data.len(), &dgst);
+    let visible = d
+        .ctr_ok(&["--namespace", "ns-b", "content", "ls", "-q"])
+        .contains(&dgst);
+    (adopted, visible)
+}
+
+#[test]
+fn shared_policy_adopts_existing_blobs_across_namespaces() {
+    assert_eq!(sharing("shared"), (true, true));
+}
+
+#[test]
+fn isolated_policy_requires_each_namespace_to_send_the_bytes() {
+    assert_eq!(sharing("isolated"), (false, false));
+}
