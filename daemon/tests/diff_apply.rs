@@ -139,8 +139,17 @@ fn compressions_and_media_types_give_the_same_tree_and_diff_id() {
             "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
             rich_layer().gzip(),
         ),
-        // containerd sniffs the stream: an uncompressed tar under a gzip media type applies.
+        // containerd sniffs the stream: an uncompressed tar under a gzip media type applies,
+        // and so does anything under Docker's uncompressed type (often mislabelled gzip).
         (MEDIA_TYPE_LAYER_GZIP, rich_layer().tar()),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar",
+            rich_layer().gzip(),
+        ),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar",
+            rich_layer().tar(),
+        ),
     ] {
         let t = tempfile::tempdir().expect("tempdir");
         let d = apply_layer(

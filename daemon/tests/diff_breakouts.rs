@@ -868,6 +868,12 @@ fn rows() -> Vec<Row> {
                 Expect::Refused(InvalidArgument, "corrupt"),
             )
         },
+        // A plain OCI tar type is read as is (containerd's stdProcessor): gzip bytes are junk.
+        row(
+            "GzipUnderPlainTarMediaType",
+            |_| Layer::new().file("f", b"x", 0o644).gzip(),
+            Expect::Refused(InvalidArgument, "corrupt"),
+        ),
         Row {
             diff_id: Some(
                 "sha256:0000000000000000000000000000000000000000000000000000000000000000",

@@ -46,7 +46,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
 
-use super::compression::{decompress, Compression, DigestReader, MEDIA_TYPE_LAYER};
+use super::compression::{decompress, sniff_for_media_type, DigestReader, MEDIA_TYPE_LAYER};
 use super::{Descriptor, Error, Result};
 use crate::snapshots::fsutil;
 use crate::snapshots::mount::{Mount, TempMount};
@@ -84,12 +84,17 @@ pub fn apply_layer(
     target: &ApplyTarget<'_>,
     expected_diff_id: Option<&str>,
 ) -> Result<Descriptor> {
-    Compression::from_media_type(media_type)?;
-    let (_, plain) = decompress(blob).map_err(|source| Error::Corrupt {
-        entries: 0,
-        at: String::new(),
-        source,
-    })?;
+    let plain: Box<dyn Read + '_> = if sniff_for_media_type(media_type)? {
+        decompress(blob)
+            .map_err(|source| Error::Corrupt {
+                entries: 0,
+                at: String::new(),
+                source,
+            })?
+            .1
+    } else {
+        Box::new(blob)
+    };
     let mut reader = DigestReader::new(plain);
     let mut applier = match target {
         ApplyTarget::Dir(root) => Applier::new(root, &[], false)?,

@@ -14,6 +14,20 @@ pub const MEDIA_TYPE_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.d
 pub const MEDIA_TYPE_DOCKER_FOREIGN_LAYER: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
+pub const MEDIA_TYPE_DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const MEDIA_TYPE_DOCKER_FOREIGN_LAYER_TAR: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar";
+
+/// Whether apply sniffs the blob for compression (containerd's `compressedHandler`): yes for
+/// compressed types and for Docker's `rootfs.diff.tar` (often mislabelled compressed blobs);
+/// no for the plain OCI tar types, which are read as they are.
+pub fn sniff_for_media_type(media_type: &str) -> Result<bool> {
+    let c = Compression::from_media_type(media_type)?;
+    Ok(c != Compression::Uncompressed
+        || media_type == MEDIA_TYPE_DOCKER_LAYER_TAR
+        || media_type == MEDIA_TYPE_DOCKER_FOREIGN_LAYER_TAR)
+}
+
 /// The compression of a layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
@@ -24,14 +38,15 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The compression a layer media type declares, or `UnsupportedMediaType`.
+    /// The compression a layer media type declares, or `UnsupportedMediaType`. Docker's
+    /// uncompressed `rootfs.diff.tar` types report `Uncompressed` here; see
+    /// [`sniff_for_media_type`] for how apply reads them.
     pub fn from_media_type(media_type: &str) -> Result<Compression> {
         match media_type {
             MEDIA_TYPE_DOCKER_LAYER | MEDIA_TYPE_DOCKER_FOREIGN_LAYER => {
                 return Ok(Compression::Gzip)
             }
-            "application/vnd.docker.image.rootfs.diff.tar"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar" => {
+            MEDIA_TYPE_DOCKER_LAYER_TAR | MEDIA_TYPE_DOCKER_FOREIGN_LAYER_TAR => {
                 return Ok(Compression::Uncompressed)
             }
             _ => {}
