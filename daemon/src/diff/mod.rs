@@ -13,7 +13,13 @@
 //! - [`compression`]: media types, compression sniffing, digesting readers and writers.
 //!
 //! Content access is the caller's: apply takes any `Read` of the blob, diff writes to any
-//! `Write` and returns the digests to commit it under.
+//! `Write` and returns the digests to commit it under. The gRPC adapters call, inside
+//! `spawn_blocking`:
+//! - `Apply`: `apply_to_mounts(&mounts, blob_reader, &desc.media_type, None)` → the
+//!   uncompressed layer's [`Descriptor`] (reply `applied`); [`Error::kind`] picks the code.
+//! - `Diff`: `diff_mounts(&left, &right, content_writer, &DiffOptions::for_media_type(&req.media_type)?)`
+//!   → `(writer, DiffResult)`; commit the written blob under `result.descriptor.digest` with
+//!   the label `containerd.io/uncompressed = result.diff_id`, reply `result.descriptor`.
 
 pub mod apply;
 pub mod compression;

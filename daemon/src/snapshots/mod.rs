@@ -10,7 +10,10 @@
 //!
 //! Namespaces, GC references and events are added by the metadata layer above; nothing here
 //! knows about them. Every method blocks on filesystem and database I/O: async callers run it
-//! inside `tokio::task::spawn_blocking`.
+//! inside `tokio::task::spawn_blocking`. The server opens each backend on its plugin directory
+//! (`<root>/io.containerd.snapshotter.v1.overlayfs` via [`OverlaySnapshotter::open`],
+//! `<root>/io.containerd.snapshotter.v1.native` via [`NativeSnapshotter::open`]) and shares
+//! the [`Backend`] in an `Arc`; [`Error::kind`] is what the API layer maps to a gRPC code.
 
 pub mod fsutil;
 pub mod mount;
