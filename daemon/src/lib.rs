@@ -8,6 +8,7 @@
 //! - `content`: namespace-agnostic blob store; `snapshots`: namespace-agnostic layer stores.
 //! - `metadata`: redb database adding namespaces, labels, leases, GC on top of both.
 //! - `events`: the in-process exchange every service publishes to and `Subscribe` reads.
+//! - `metrics`: Prometheus `/v1/metrics` on `[metrics] address`, gRPC request counters.
 //! - `api`: one module per containerd gRPC service, plus `to_status` (the only errdefs map).
 //! - `server`: builds everything from the config, binds the sockets, shuts down on signals.
 
@@ -20,6 +21,7 @@ pub mod events;
 pub mod filters;
 pub mod images;
 pub mod metadata;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod snapshots;

@@ -510,8 +510,28 @@ pub async fn run(
     std::os::unix::fs::chown(&ttrpc_path, Some(cfg.ttrpc.uid), Some(cfg.ttrpc.gid))
         .map_err(io("chown socket", &ttrpc_path))?;
 
+    let metrics = crate::metrics::Metrics::default();
+    let metrics_task = if cfg.metrics.address.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&cfg.metrics.address)
+            .await
+            .map_err(|source| Error::Io {
+                what: "bind [metrics] address",
+                path: PathBuf::from(&cfg.metrics.address),
+                source,
+            })?;
+        log::info!("metrics on http://{}/v1/metrics", cfg.metrics.address);
+        Some(tokio::spawn(crate::metrics::serve(
+            l,
+            metrics.clone(),
+            Arc::clone(&db),
+        )))
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
+        .layer(metrics.layer())
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
@@ -547,6 +567,9 @@ pub async fn run(
     };
     let _ = ttrpc_server.shutdown().await;
     gc_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     for p in [&address, &ttrpc_path] {
         let _ = std::fs::remove_file(p);
     }

@@ -291,3 +291,36 @@ fn sockets_dirs_and_oom_score_are_set_and_sigterm_is_graceful_with_sd_notify() {
         "sockets removed on shutdown"
     );
 }
+
+#[test]
+fn metrics_endpoint_counts_grpc_requests_and_reports_storage() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let d = TestDaemon::builder()
+        .extra_config(&format!("[metrics]\n  address = \"127.0.0.1:{port}\"\n"))
+        .start()
+        .expect("start berthd");
+    d.ctr_ok(&["version"]);
+    d.ctr_ok(&["namespaces", "create", "metrics-ns"]);
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    let m = get("/v1/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(
+        m.contains("berth_grpc_requests_total{method=\"/containerd.services.version.v1.Version/Version\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("berth_namespaces ") && m.contains("berth_images{namespace=\"metrics-ns\"} 0"),
+        "{m}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
