@@ -385,16 +385,18 @@ fn random_trees_round_trip() {
                     )
                     .expect("chmod");
                 }
-                3 => std::os::unix::fs::lchown(&p, Some(rnd(3) as u32), Some(rnd(3) as u32))
-                    .expect("chown"),
+                3 => {
+                    std::os::unix::fs::lchown(&p, Some(rnd(3) as u32), Some(rnd(3) as u32))
+                        .expect("chown");
+                }
                 4 if md.is_file() => {
                     fs::hard_link(&p, p.with_extension(format!("hl{}", rnd(100)))).ok();
                 }
                 5 if md.is_file() => {
-                    fs::write(&p, format!("rewritten {}", rnd(1000))).expect("write")
+                    fs::write(&p, format!("rewritten {}", rnd(1000))).expect("write");
                 }
                 _ if md.is_dir() => {
-                    fs::write(p.join(format!("new{}", rnd(100))), "new").expect("write")
+                    fs::write(p.join(format!("new{}", rnd(100))), "new").expect("write");
                 }
                 _ => {}
             }
