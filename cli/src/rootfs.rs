@@ -17,6 +17,8 @@ pub enum Error {
         target: String,
         errno: nix::Error,
     },
+    #[error("unmount {target}: {errno}")]
+    Unmount { target: String, errno: nix::Error },
     #[error("cannot mount a rootfs made of {0} mounts; only one is supported")]
     Stacked(usize),
 }
@@ -26,21 +28,37 @@ pub fn with_readonly_mount<T>(
     mounts: &[protos::types::Mount],
     f: impl FnOnce(&Path) -> T,
 ) -> Result<T, Error> {
-    let [m] = mounts else {
-        return Err(Error::Stacked(mounts.len()));
-    };
     let dir = tempfile::Builder::new()
         .prefix("berth-rootfs-")
         .tempdir()
         .map_err(Error::TempDir)?;
-    let target = dir.path();
-    let mut flags = MsFlags::MS_RDONLY;
+    mount_all(mounts, dir.path(), true)?;
+    let result = f(dir.path());
+    unmount(dir.path());
+    Ok(result)
+}
+
+/// containerd `mount.All` for the single mount a snapshotter returns (overlay or bind).
+pub fn mount_all(
+    mounts: &[protos::types::Mount],
+    target: &Path,
+    readonly: bool,
+) -> Result<(), Error> {
+    let [m] = mounts else {
+        return Err(Error::Stacked(mounts.len()));
+    };
+    let mut flags = if readonly {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
     let mut data: Vec<String> = Vec::new();
     for o in &m.options {
         match o.as_str() {
             "bind" => flags |= MsFlags::MS_BIND,
             "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "ro" | "rw" => {}
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
             other => data.push(other.to_string()),
         }
     }
@@ -50,6 +68,12 @@ pub fn with_readonly_mount<T>(
         Some(m.r#type.as_str())
     };
     let data = data.join(",");
+    let err = |errno| Error::Mount {
+        kind: m.r#type.clone(),
+        source_path: m.source.clone(),
+        target: target.display().to_string(),
+        errno,
+    };
     mount(
         Some(m.source.as_str()),
         target,
@@ -57,13 +81,36 @@ pub fn with_readonly_mount<T>(
         flags,
         (!data.is_empty()).then_some(data.as_str()),
     )
-    .map_err(|errno| Error::Mount {
-        kind: m.r#type.clone(),
-        source_path: m.source.clone(),
-        target: target.display().to_string(),
-        errno,
-    })?;
-    let result = f(target);
+    .map_err(err)?;
+    // The kernel ignores MS_RDONLY on the bind call itself: make it read-only with a
+    // remount, as containerd's mount.All does.
+    if flags.contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY) {
+        let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        if let Err(errno) = mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+            unmount(target);
+            return Err(err(errno));
+        }
+    }
+    Ok(())
+}
+
+/// Lazily unmounts `target` (errors ignored: nothing mounted is fine).
+pub fn unmount(target: &Path) {
     let _ = umount2(target, MntFlags::MNT_DETACH);
-    Ok(result)
+}
+
+/// containerd `mount.UnmountAll`: unmounts every mount stacked on `target`.
+pub fn unmount_all(target: &Path) -> Result<(), Error> {
+    loop {
+        match umount2(target, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::Error::EINVAL | nix::Error::ENOENT) => return Ok(()),
+            Err(errno) => {
+                return Err(Error::Unmount {
+                    target: target.display().to_string(),
+                    errno,
+                })
+            }
+        }
+    }
 }

@@ -171,6 +171,29 @@ fn snapshots_content_leases(d: &Daemon) {
         stderr(&gone)
     );
 
+    // images mount: read-only view on a directory, then unmount --rm removes it all.
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).expect("mkdir");
+    let out = d.berth_ok(&[
+        "images",
+        "mount",
+        integration::image::BUSYBOX_NAME,
+        s(&target),
+    ]);
+    assert_eq!(out, format!("{parent}\n{}\n", target.display()));
+    assert!(target.join("bin/busybox").exists());
+    assert!(
+        std::fs::write(target.join("new-file"), "x").is_err(),
+        "read-only image mount accepted a write"
+    );
+    assert_eq!(
+        d.berth_ok(&["images", "unmount", "--rm", s(&target)]),
+        format!("{}\n", target.display())
+    );
+    assert!(!target.join("bin").exists(), "still mounted");
+    assert!(!d.berth_ok(&["snapshots", "ls"]).contains(s(&target)));
+    assert!(!d.berth_ok(&["leases", "ls", "-q"]).contains(s(&target)));
+
     // content get returns the exact blob; label sets and clears.
     let config = img.config_digest();
     let blob = d

@@ -111,6 +111,28 @@ pub enum Cmd {
         platform: Option<String>,
         image: String,
     },
+    /// Mount an image's rootfs on a target path (read-only unless --rw); prints the chain ID.
+    Mount {
+        #[command(flatten)]
+        snapshotter: SnapshotterFlag,
+        /// Enable write support on the mount.
+        #[arg(long)]
+        rw: bool,
+        /// Mount the image for a specific platform.
+        #[arg(long)]
+        platform: Option<String>,
+        image: String,
+        target: String,
+    },
+    /// Unmount an image's rootfs from a target path.
+    Unmount {
+        #[command(flatten)]
+        snapshotter: SnapshotterFlag,
+        /// Remove the snapshot after a successful unmount.
+        #[arg(long)]
+        rm: bool,
+        target: String,
+    },
     /// Set and clear labels for an image: <ref> [<key>=<value>...].
     Label { image: String, labels: Vec<String> },
 }
@@ -143,6 +165,12 @@ pub enum Error {
     Delete { name: String, status: tonic::Status },
     #[error("unable to check {0}")]
     Check(String),
+    #[error(transparent)]
+    Mount(#[from] crate::rootfs::Error),
+    #[error("error deleting lease: {}", .0.message())]
+    Lease(tonic::Status),
+    #[error("error removing snapshot: {}", .0.message())]
+    RemoveSnapshot(tonic::Status),
 }
 
 /// Parses `--platform os/arch[/variant]`.
@@ -367,6 +395,114 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             lease.release(&client).await;
             result?;
             println!("done");
+            Ok(())
+        }
+        Cmd::Mount {
+            snapshotter,
+            rw,
+            platform,
+            image,
+            target,
+        } => {
+            let sn = snapshotter.snapshotter;
+            let labels = [(
+                format!("containerd.io/gc.ref.snapshot.{sn}"),
+                target.clone(),
+            )]
+            .into_iter()
+            .collect();
+            let lease = store::TempLease::named(&client, &target, labels).await?;
+            let leased = client.with_lease(&lease.id)?;
+            let img = get(&leased, &image).await?;
+            let t = target_of(&img);
+            let platform = matcher(false, platform.as_deref())?;
+            let chain = unpack::unpack(&leased, &t, &platform, &sn).await?;
+            println!("{chain}");
+            let created = if rw {
+                leased
+                    .snapshots()
+                    .prepare(protos::services::snapshots::v1::PrepareSnapshotRequest {
+                        snapshotter: sn.clone(),
+                        key: target.clone(),
+                        parent: chain,
+                        labels: std::collections::HashMap::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().mounts)
+            } else {
+                leased
+                    .snapshots()
+                    .view(protos::services::snapshots::v1::ViewSnapshotRequest {
+                        snapshotter: sn.clone(),
+                        key: target.clone(),
+                        parent: chain,
+                        labels: std::collections::HashMap::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().mounts)
+            };
+            // An existing snapshot for this target (mounted before) is reused, as ctr does.
+            let mounts = match created {
+                Ok(m) => m,
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    leased
+                        .snapshots()
+                        .mounts(protos::services::snapshots::v1::MountsRequest {
+                            snapshotter: sn.clone(),
+                            key: target.clone(),
+                        })
+                        .await?
+                        .into_inner()
+                        .mounts
+                }
+                Err(s) => return Err(s.into()),
+            };
+            if let Err(e) = crate::rootfs::mount_all(&mounts, std::path::Path::new(&target), !rw) {
+                let _ = leased
+                    .snapshots()
+                    .remove(protos::services::snapshots::v1::RemoveSnapshotRequest {
+                        snapshotter: sn,
+                        key: target.clone(),
+                    })
+                    .await;
+                return Err(e.into());
+            }
+            println!("{target}");
+            Ok(())
+        }
+        Cmd::Unmount {
+            snapshotter,
+            rm,
+            target,
+        } => {
+            crate::rootfs::unmount_all(std::path::Path::new(&target))?;
+            if rm {
+                match client
+                    .leases()
+                    .delete(protos::services::leases::v1::DeleteRequest {
+                        id: target.clone(),
+                        sync: false,
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(Error::Lease(s)),
+                }
+                match client
+                    .snapshots()
+                    .remove(protos::services::snapshots::v1::RemoveSnapshotRequest {
+                        snapshotter: snapshotter.snapshotter,
+                        key: target.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(Error::RemoveSnapshot(s)),
+                }
+            }
+            println!("{target}");
             Ok(())
         }
         Cmd::Label { image, labels } => {

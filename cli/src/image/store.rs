@@ -252,6 +252,17 @@ pub async fn set_labels(
     Ok(())
 }
 
+/// `containerd.io/gc.expire` value 24 h from now.
+fn expiry_24h() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    crate::util::rfc3339(Some(&prost_types::Timestamp {
+        seconds: i64::try_from(now.as_secs()).unwrap_or(0) + 24 * 3600,
+        nanos: 0,
+    }))
+}
+
 /// A temporary lease as containerd's `Client.WithLease` takes one: random id, expiring in
 /// 24 h so an interrupted client leaks nothing for long.
 pub struct TempLease {
@@ -259,6 +270,29 @@ pub struct TempLease {
 }
 
 impl TempLease {
+    /// A lease with a chosen id and labels expiring in 24 h (`images mount` names it after
+    /// the mount target); an existing lease of that id is reused.
+    pub async fn named(
+        client: &Client,
+        id: &str,
+        mut labels: HashMap<String, String>,
+    ) -> Result<Self, tonic::Status> {
+        labels.insert("containerd.io/gc.expire".to_string(), expiry_24h());
+        match client
+            .leases()
+            .create(CreateRequest {
+                id: id.to_string(),
+                labels,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(s),
+        }
+        Ok(TempLease { id: id.to_string() })
+    }
+
     pub async fn create(client: &Client) -> Result<Self, tonic::Status> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -268,11 +302,7 @@ impl TempLease {
             now.as_nanos(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let expire = crate::util::rfc3339(Some(&prost_types::Timestamp {
-            seconds: i64::try_from(now.as_secs()).unwrap_or(0) + 24 * 3600,
-            nanos: 0,
-        }));
-        let labels = [("containerd.io/gc.expire".to_string(), expire)]
+        let labels = [("containerd.io/gc.expire".to_string(), expiry_24h())]
             .into_iter()
             .collect();
         client
