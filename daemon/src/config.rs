@@ -456,7 +456,7 @@ fn check_keys(
                     };
                     match (keys, pv.get_ref()) {
                         (Some(keys), toml::de::DeValue::Table(p)) => {
-                            check_keys(src, file, p, &ppath, keys, out)
+                            check_keys(src, file, p, &ppath, keys, out);
                         }
                         _ if KNOWN_PLUGINS.contains(&id) => {}
                         _ => out.push(Warning {

@@ -252,7 +252,7 @@ impl Subscription {
                 Ok(env) if self.filter.matches(&env) => return Some(env),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    log::warn!("event subscriber lagged, {n} events dropped")
+                    log::warn!("event subscriber lagged, {n} events dropped");
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
