@@ -468,3 +468,68 @@ fn failed_apply_reports_the_entry_and_keeps_target_contained() {
     }
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// `security.*` xattrs are applied (file capabilities, as containerd does), `trusted.*` are
+/// not; the walking differ carries `security.capability` back out.
+#[test]
+fn security_capability_xattr_is_applied_and_diffed() {
+    // VFS_CAP_REVISION_2 | effective, permitted = CAP_NET_RAW (13).
+    let cap: [u8; 20] = [
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("r");
+    fs::create_dir(&root).expect("mkdir");
+    let l = Layer::new()
+        .pax(&[
+            ("SCHILY.xattr.security.capability", &cap),
+            ("SCHILY.xattr.trusted.x", b"1"),
+        ])
+        .file("ping", b"elf", 0o755)
+        .tar();
+    apply_layer(
+        l.as_slice(),
+        MEDIA_TYPE_LAYER,
+        &ApplyTarget::Dir(&root),
+        None,
+    )
+    .expect("apply");
+    let p = root.join("ping");
+    assert_eq!(
+        fsutil::lgetxattr(&p, OsStr::new("security.capability")).expect("get"),
+        Some(cap.to_vec())
+    );
+    assert_eq!(
+        fsutil::lgetxattr(&p, OsStr::new("trusted.x")).expect("get"),
+        None
+    );
+    let empty = tmp.path().join("e");
+    fs::create_dir(&empty).expect("mkdir");
+    let (blob, _) = daemon::diff::write_diff(
+        &empty,
+        &root,
+        Vec::new(),
+        &daemon::diff::DiffOptions {
+            compression: daemon::diff::Compression::Uncompressed,
+            media_type: None,
+        },
+    )
+    .expect("diff");
+    let mut found = false;
+    for e in tar::Archive::new(blob.as_slice())
+        .entries()
+        .expect("entries")
+    {
+        let mut e = e.expect("entry");
+        if let Some(exts) = e.pax_extensions().expect("pax") {
+            for x in exts {
+                let x = x.expect("ext");
+                if x.key() == Ok("SCHILY.xattr.security.capability") {
+                    assert_eq!(x.value_bytes(), cap);
+                    found = true;
+                }
+            }
+        }
+    }
+    assert!(found, "the differ carries security.capability");
+}
