@@ -106,6 +106,7 @@ impl Client {
                 address: address.to_string(),
                 source,
             })?;
+        log::debug!("connected to {address} (namespace {namespace})");
         Ok(Client {
             channel,
             namespace: namespace.to_string(),

@@ -158,9 +158,30 @@ async fn dispatch(cmd: Command, g: &Globals) -> Result<i32, Error> {
     })
 }
 
+/// Logs go to stderr through slog; the modules use the `log` macros, bridged here. Only
+/// warnings show unless `--debug` is given (ctr's logrus default is info, but ctr logs
+/// nothing at info level in the commands berth has).
+fn logger(debug: bool) -> slog::Logger {
+    use slog::Drain;
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    let level = if debug {
+        slog::Level::Debug
+    } else {
+        slog::Level::Warning
+    };
+    slog::Logger::root(slog::LevelFilter::new(drain, level).fuse(), slog::o!())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = cli.debug;
+    let log = logger(cli.debug);
+    let _scope = slog_scope::set_global_logger(log);
+    let _ = slog_stdlog::init_with_level(if cli.debug {
+        log::Level::Debug
+    } else {
+        log::Level::Warn
+    });
     let globals = Globals {
         address: cli.address,
         namespace: cli.namespace,

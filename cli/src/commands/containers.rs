@@ -504,6 +504,7 @@ pub async fn create(
                 .into_inner()
                 .container
                 .unwrap_or(container);
+            log::debug!("created container {id} from {}", img.name);
             Ok::<Container, Error>(created)
         }
         .await;

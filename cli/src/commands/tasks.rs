@@ -236,6 +236,7 @@ pub async fn create_task(
         .await?
         .into_inner();
     io.start_stdin();
+    log::debug!("created task {id} (pid {}, stdio {:?})", resp.pid, io.paths);
     Ok((io, resp.pid))
 }
 
@@ -353,6 +354,7 @@ pub async fn drive(
         })
         .await
         .map(|r| r.into_inner().exit_status);
+    log::debug!("process {id}/{exec_id} exited: {status:?}");
     io.finish().await;
     for t in side_tasks {
         t.abort();

@@ -266,6 +266,7 @@ pub async fn import(
         return Err(Error::Unrecognized);
     };
 
+    log::debug!("imported {} blobs, index {}", blobs.len(), index.digest);
     let names = label_and_name(client, &index, opts).await?;
     let mut images = Vec::new();
     for (name, target) in names {

@@ -312,11 +312,13 @@ impl TempLease {
                 labels,
             })
             .await?;
+        log::debug!("created lease {id}");
         Ok(TempLease { id })
     }
 
     /// Deletes the lease (asynchronously collected, like ctr's `done`).
     pub async fn release(self, client: &Client) {
+        log::debug!("releasing lease {}", self.id);
         let _ = client
             .leases()
             .delete(DeleteRequest {

@@ -146,6 +146,10 @@ async fn apply_layer(
         return Ok(false);
     }
     let key = format!("extract-{} {chain_id}", unique_part());
+    log::debug!(
+        "applying layer {} as {chain_id} (parent {parent:?})",
+        layer.digest
+    );
     let mounts = client
         .snapshots()
         .prepare(PrepareSnapshotRequest {
