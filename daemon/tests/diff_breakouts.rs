@@ -868,6 +868,69 @@ fn rows() -> Vec<Row> {
                 Expect::Refused(InvalidArgument, "corrupt"),
             )
         },
+        // Hostile GNU sparse maps (PAX 0.1 and 1.0 encodings).
+        row(
+            "SparseMapOverlapping",
+            |_| {
+                Layer::new()
+                    .pax(&[
+                        ("GNU.sparse.size", b"100"),
+                        ("GNU.sparse.map", b"0,10,5,10"),
+                    ])
+                    .file("s", &[1u8; 20], 0o644)
+                    .tar()
+            },
+            Expect::Refused(InvalidArgument, "overlap"),
+        ),
+        row(
+            "SparseMapBeyondRealSize",
+            |_| {
+                Layer::new()
+                    .pax(&[("GNU.sparse.size", b"5"), ("GNU.sparse.map", b"0,10")])
+                    .file("s", &[1u8; 10], 0o644)
+                    .tar()
+            },
+            Expect::Refused(InvalidArgument, "real size"),
+        ),
+        row(
+            "SparseMapStoredMismatch",
+            |_| {
+                Layer::new()
+                    .pax(&[("GNU.sparse.size", b"100"), ("GNU.sparse.map", b"0,10")])
+                    .file("s", &[1u8; 20], 0o644)
+                    .tar()
+            },
+            Expect::Refused(InvalidArgument, "covers"),
+        ),
+        row(
+            "SparseMap1_0Unbounded",
+            |_| {
+                let mut data = b"3000000\n".to_vec();
+                for i in 0..300_000u32 {
+                    data.extend_from_slice(format!("{i}\n").as_bytes());
+                }
+                Layer::new()
+                    .pax(&[
+                        ("GNU.sparse.major", b"1"),
+                        ("GNU.sparse.minor", b"0"),
+                        ("GNU.sparse.name", b"s"),
+                        ("GNU.sparse.realsize", b"100"),
+                    ])
+                    .file("GNUSparseFile.0/s", &data, 0o644)
+                    .tar()
+            },
+            Expect::Refused(InvalidArgument, "1 MiB"),
+        ),
+        row(
+            "SparseEmptyMapStringRefusedAsGo",
+            |_| {
+                Layer::new()
+                    .pax(&[("GNU.sparse.size", b"1048576"), ("GNU.sparse.map", b"")])
+                    .file("s", b"", 0o644)
+                    .tar()
+            },
+            Expect::Refused(InvalidArgument, "GNU.sparse.map"),
+        ),
         // A plain OCI tar type is read as is (containerd's stdProcessor): gzip bytes are junk.
         row(
             "GzipUnderPlainTarMediaType",

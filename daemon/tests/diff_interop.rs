@@ -239,3 +239,99 @@ fn umoci_unpacks_our_layers_with_whiteouts() {
     fs::set_permissions(&rootfs, fs::metadata(&top).expect("stat").permissions()).expect("chmod");
     assert_same_tree(&top, &rootfs, false, "umoci unpack of our two layers");
 }
+
+/// GNU tar's sparse encodings: old GNU (up to 4 regions in the header) and PAX 0.0, 0.1 and
+/// 1.0 apply with their holes; old GNU with extension headers (more regions) is refused.
+#[test]
+fn gnu_tar_sparse_files_apply_with_holes() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    need("tar", "tar");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    let write_sparse = |name: &str, regions: &[(u64, usize)], size: u64| {
+        let f = fs::File::create(src.join(name)).expect("create");
+        f.set_len(size).expect("truncate");
+        for (i, (off, len)) in regions.iter().enumerate() {
+            f.write_all_at(&vec![(i as u8) + 1; *len], *off)
+                .expect("pwrite");
+        }
+        std::os::unix::fs::lchown(src.join(name), Some(0), Some(0)).expect("chown");
+    };
+    write_sparse("few", &[(0, 4096), (4 << 20, 4096)], 16 << 20);
+    write_sparse(
+        "many",
+        &(0..10u64).map(|i| (i << 20, 4096)).collect::<Vec<_>>(),
+        12 << 20,
+    );
+    set_mtime(&src.join("few"), 1_650_000_000);
+    set_mtime(&src.join("many"), 1_650_000_000);
+    for (args, files, refused) in [
+        (
+            vec!["--format=posix", "--sparse-version=0.0"],
+            vec!["few", "many"],
+            false,
+        ),
+        (
+            vec!["--format=posix", "--sparse-version=0.1"],
+            vec!["few", "many"],
+            false,
+        ),
+        (
+            vec!["--format=posix", "--sparse-version=1.0"],
+            vec!["few", "many"],
+            false,
+        ),
+        (vec!["--format=gnu"], vec!["few"], false),
+        (vec!["--format=gnu"], vec!["many"], true),
+    ] {
+        let layer = tmp.path().join("sparse.tar");
+        let mut cmd = Command::new("tar");
+        cmd.arg("--sparse")
+            .args(&args)
+            .arg("-C")
+            .arg(&src)
+            .arg("-cf")
+            .arg(&layer)
+            .args(&files);
+        run(&mut cmd);
+        let dst = tmp.path().join(format!(
+            "dst-{}-{}",
+            args.join("").replace(['-', '=', '.'], ""),
+            files.join("")
+        ));
+        fs::create_dir(&dst).expect("mkdir");
+        let blob = fs::read(&layer).expect("read");
+        let r = apply_layer(
+            blob.as_slice(),
+            MEDIA_TYPE_LAYER,
+            &ApplyTarget::Dir(&dst),
+            None,
+        );
+        if refused {
+            let e = r.expect_err("extended GNU sparse headers are refused");
+            assert!(e.to_string().contains("extended sparse headers"), "{e}");
+            continue;
+        }
+        r.unwrap_or_else(|e| panic!("tar {args:?} {files:?}: {e}"));
+        for name in &files {
+            let (a, b) = (src.join(name), dst.join(name));
+            assert_eq!(
+                fs::read(&a).expect("read"),
+                fs::read(&b).expect("read"),
+                "{args:?}: {name} content"
+            );
+            let (ma, mb) = (
+                fs::metadata(&a).expect("stat"),
+                fs::metadata(&b).expect("stat"),
+            );
+            assert_eq!(ma.len(), mb.len(), "{args:?}: {name} size");
+            assert!(
+                mb.blocks() * 512 <= 1 << 20,
+                "{args:?}: {name} lost its holes ({} bytes allocated)",
+                mb.blocks() * 512
+            );
+            assert_eq!(mb.mtime(), 1_650_000_000, "{args:?}: {name} mtime");
+        }
+    }
+}

@@ -179,6 +179,32 @@ struct Hdr {
     major: u32,
     minor: u32,
     xattrs: Vec<(OsString, Vec<u8>)>,
+    sparse: Option<Sparse>,
+}
+
+/// A sparse regular file: its real size and where its stored data goes.
+struct Sparse {
+    real_size: u64,
+    map: SparseMap,
+}
+
+enum SparseMap {
+    /// (offset, length) regions, in order; the entry data is their concatenation.
+    Regions(Vec<(u64, u64)>),
+    /// GNU PAX sparse 1.0: the map is at the start of the entry data.
+    InData,
+}
+
+/// The `GNU.sparse.*` PAX records of one entry (GNU tar's formats 0.0, 0.1 and 1.0).
+#[derive(Default)]
+struct PaxSparse {
+    any: bool,
+    major: Option<Vec<u8>>,
+    name: Option<Vec<u8>>,
+    real_size: Option<u64>,
+    map: Option<Vec<u8>>,
+    offsets: Vec<u64>,
+    lengths: Vec<u64>,
 }
 
 struct Applier {
@@ -413,6 +439,7 @@ impl Applier {
         let mut mtime = TimeSpec::new(i64::try_from(mtime_s).unwrap_or(i64::MAX), 0);
         let mut atime = None;
         let mut xattrs = Vec::new();
+        let mut ps = PaxSparse::default();
         if let Some(pax) = pax {
             for ext in tar::PaxExtensions::new(pax) {
                 let ext = ext.map_err(|e| bad("PAX header", e))?;
@@ -440,10 +467,20 @@ impl Applier {
                         ));
                     }
                     k if k.starts_with(b"GNU.sparse.") => {
-                        return Err(Self::invalid(
-                            &display0,
-                            "PAX sparse files are not supported",
-                        ));
+                        let n = || {
+                            num().ok_or_else(|| Self::invalid(&display0, "bad GNU.sparse number"))
+                        };
+                        ps.any = true;
+                        match &k[b"GNU.sparse.".len()..] {
+                            b"major" => ps.major = Some(val.to_vec()),
+                            b"minor" => {}
+                            b"name" => ps.name = Some(val.to_vec()),
+                            b"size" | b"realsize" => ps.real_size = Some(n()?),
+                            b"map" => ps.map = Some(val.to_vec()),
+                            b"offset" => ps.offsets.push(n()?),
+                            b"numbytes" => ps.lengths.push(n()?),
+                            _ => {}
+                        }
                     }
                     k if k.starts_with(b"SCHILY.xattr.") => {
                         xattrs.push((
@@ -455,15 +492,83 @@ impl Applier {
                 }
             }
         }
+        let mut sparse = None;
+        if ps.any {
+            // GNU tar's PAX sparse formats (Go's readGNUSparsePAXHeaders).
+            if let Some(n) = ps.name.take() {
+                name = n;
+            }
+            let real_size = ps.real_size.ok_or_else(|| {
+                Self::invalid(
+                    &display0,
+                    "PAX sparse file without GNU.sparse.size/realsize",
+                )
+            })?;
+            let map = if ps.major.as_deref() == Some(b"1") {
+                SparseMap::InData
+            } else if let Some(m) = &ps.map {
+                let nums = std::str::from_utf8(m)
+                    .ok()
+                    .and_then(|t| {
+                        t.split(',')
+                            .map(|x| x.parse::<u64>().ok())
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .filter(|v| v.len() % 2 == 0)
+                    .ok_or_else(|| Self::invalid(&display0, "bad GNU.sparse.map"))?;
+                SparseMap::Regions(nums.chunks(2).map(|c| (c[0], c[1])).collect())
+            } else if ps.offsets.len() == ps.lengths.len() {
+                SparseMap::Regions(
+                    ps.offsets
+                        .iter()
+                        .copied()
+                        .zip(ps.lengths.iter().copied())
+                        .collect(),
+                )
+            } else {
+                return Err(Self::invalid(
+                    &display0,
+                    "GNU.sparse.offset/numbytes do not pair up",
+                ));
+            };
+            sparse = Some(Sparse { real_size, map });
+        }
         let display = String::from_utf8_lossy(&name).into_owned();
         if name.contains(&0) || link.contains(&0) {
             return Err(Self::invalid(&display, "name contains a NUL byte"));
         }
-        let kind = h.entry_type();
+        let mut kind = h.entry_type();
         if kind == EntryType::GNUSparse {
+            // Old GNU sparse: up to 4 regions in the header. More regions need extension
+            // headers between header and data, which a raw reader cannot skip: refused.
+            let gnu = h
+                .as_gnu()
+                .ok_or_else(|| Self::invalid(&display, "sparse entry without a GNU header"))?;
+            if gnu.is_extended() {
+                return Err(Self::invalid(
+                    &display,
+                    "GNU sparse file with more than 4 regions (extended sparse headers) is not supported; \
+                     write it with --format=posix",
+                ));
+            }
+            let real_size = gnu.real_size().map_err(|e| bad("sparse real size", e))?;
+            let mut regions = Vec::new();
+            for r in gnu.sparse.iter().filter(|r| !r.is_empty()) {
+                regions.push((
+                    r.offset().map_err(|e| bad("sparse offset", e))?,
+                    r.length().map_err(|e| bad("sparse length", e))?,
+                ));
+            }
+            sparse = Some(Sparse {
+                real_size,
+                map: SparseMap::Regions(regions),
+            });
+            kind = EntryType::Regular;
+        }
+        if sparse.is_some() && !(kind.is_file() || kind == EntryType::Continuous) {
             return Err(Self::invalid(
                 &display,
-                "GNU sparse files are not supported",
+                "sparse records on a non-regular entry",
             ));
         }
         let mut comps = Vec::new();
@@ -527,6 +632,7 @@ impl Applier {
             major,
             minor,
             xattrs,
+            sparse,
         })
     }
 
@@ -731,7 +837,10 @@ impl Applier {
                 )
                 .map_err(|err| self.fail(e, "create file", errno(err)))?;
                 let mut f = File::from(fd);
-                let n = self.copy_sparse(data, &mut f, e)?;
+                let n = match &hdr.sparse {
+                    None => self.copy_sparse(data, &mut f, e)?,
+                    Some(sp) => self.write_sparse(data, &mut f, sp, hdr.size, e)?,
+                };
                 if n != hdr.size {
                     return Err(self.corrupt(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -779,6 +888,128 @@ impl Applier {
             self.dirs.push((hdr.comps.clone(), hdr.atime, hdr.mtime));
         }
         Ok(())
+    }
+
+    /// Write a sparse entry: each stored region at its offset, holes in between, the file
+    /// extended to its real size. Returns the entry bytes consumed (map included).
+    fn write_sparse<R: Read>(
+        &mut self,
+        data: &mut R,
+        f: &mut File,
+        sp: &Sparse,
+        size: u64,
+        e: &str,
+    ) -> Result<u64> {
+        let mut consumed = 0u64;
+        let in_data;
+        let regions = match &sp.map {
+            SparseMap::Regions(r) => r,
+            SparseMap::InData => {
+                in_data = self.read_sparse_map(data, &mut consumed, e)?;
+                &in_data
+            }
+        };
+        let mut end = 0u64;
+        let mut stored = 0u64;
+        for &(off, len) in regions {
+            let stop = off.checked_add(len);
+            if off < end || stop.is_none_or(|s| s > sp.real_size) {
+                return Err(Self::invalid(
+                    e,
+                    "sparse map regions overlap or exceed the real size",
+                ));
+            }
+            end = stop.unwrap_or(u64::MAX);
+            stored = stored.saturating_add(len);
+        }
+        if consumed.saturating_add(stored) != size {
+            return Err(Self::invalid(
+                e,
+                format!(
+                    "sparse map covers {stored} bytes but the entry stores {}",
+                    size - consumed.min(size)
+                ),
+            ));
+        }
+        for &(off, len) in regions {
+            f.seek(SeekFrom::Start(off))
+                .map_err(|s| self.fail(e, "seek", s))?;
+            let mut left = len;
+            while left > 0 {
+                let want =
+                    usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
+                let n = match data.read(&mut self.buf[..want]) {
+                    Ok(0) => return Ok(consumed),
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(self.corrupt(err)),
+                };
+                f.write_all(&self.buf[..n])
+                    .map_err(|s| self.fail(e, "write", s))?;
+                left -= n as u64;
+                consumed += n as u64;
+            }
+        }
+        f.set_len(sp.real_size)
+            .map_err(|s| self.fail(e, "truncate", s))?;
+        Ok(consumed)
+    }
+
+    /// GNU sparse 1.0: decimal numbers, one per line (count, then offset/length pairs), padded
+    /// to a 512-byte block, at the start of the entry data. Bounded like other headers.
+    fn read_sparse_map<R: Read>(
+        &self,
+        data: &mut R,
+        consumed: &mut u64,
+        e: &str,
+    ) -> Result<Vec<(u64, u64)>> {
+        let mut next = |consumed: &mut u64| -> Result<u64> {
+            let mut digits = Vec::new();
+            loop {
+                let mut b = [0u8; 1];
+                match data.read(&mut b) {
+                    Ok(0) => {
+                        return Err(self.corrupt(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "sparse map truncated",
+                        )))
+                    }
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(self.corrupt(err)),
+                }
+                *consumed += 1;
+                if *consumed > MAX_SPECIAL {
+                    return Err(Self::invalid(e, "sparse map exceeds the 1 MiB limit"));
+                }
+                if b[0] == b'\n' {
+                    break;
+                }
+                digits.push(b[0]);
+            }
+            std::str::from_utf8(&digits)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| Self::invalid(e, "bad number in the sparse map"))
+        };
+        let count = next(consumed)?;
+        let mut regions = Vec::new();
+        for _ in 0..count {
+            let off = next(consumed)?;
+            let len = next(consumed)?;
+            regions.push((off, len));
+        }
+        let pad = (512 - *consumed % 512) % 512;
+        let skipped =
+            io::copy(&mut data.take(pad), &mut io::sink()).map_err(|err| self.corrupt(err))?;
+        if skipped != pad {
+            return Err(self.corrupt(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "sparse map truncated",
+            )));
+        }
+        *consumed += pad;
+        Ok(regions)
     }
 
     /// Copy file data, leaving holes where whole buffers are zero (sparse-safe).
