@@ -20,6 +20,12 @@
 //!   refused (containerd's `validateWhiteout`), `trusted.*` xattrs are ignored as containerd
 //!   ignores them, device numbers outside Linux's 12-bit major / 20-bit minor are refused.
 //!
+//! Sparse files: GNU tar's PAX sparse formats 0.0, 0.1 and 1.0 and old-GNU sparse entries
+//! with up to 4 regions are written with their holes (maps validated: ordered, inside the
+//! real size, matching the stored bytes, 1 MiB bound); old-GNU entries with extension headers
+//! are refused (the raw reader cannot skip them). Plain files keep holes where whole buffers
+//! are zero.
+//!
 //! Whiteouts: on a directory showing the whole snapshot (a mounted snapshot, a native
 //! snapshot) `.wh.x` deletes `x` and `.wh..wh..opq` empties the directory of everything not
 //! from this layer. Straight into an overlayfs upper directory they become overlay whiteouts
