@@ -583,3 +583,84 @@ pub async fn run(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+    async fn channel(path: PathBuf) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_health_and_version_then_shuts_down_cleanly() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut cfg = Config::default();
+        cfg.root = tmp.path().join("root").display().to_string();
+        cfg.state = tmp.path().join("state").display().to_string();
+        cfg.grpc.address = tmp.path().join("s.sock").display().to_string();
+        cfg.disabled_plugins = vec![ids::OVERLAYFS.to_string()];
+        let sock = PathBuf::from(&cfg.grpc.address);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(cfg, async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..400 {
+            if sock.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let ch = channel(sock.clone()).await;
+        let health = HealthClient::new(ch.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(health.status, 1, "SERVING");
+        let v = svc::version::v1::version_client::VersionClient::new(ch)
+            .version(())
+            .await
+            .expect("version")
+            .into_inner();
+        assert!(v.version.contains("berth"));
+        let _ = stop.send(());
+        server
+            .await
+            .expect("join")
+            .expect("run returns Ok after shutdown");
+        assert!(!sock.exists() && !PathBuf::from(format!("{}.ttrpc", sock.display())).exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn required_plugin_that_is_disabled_fails_start_up() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut cfg = Config::default();
+        cfg.root = tmp.path().join("root").display().to_string();
+        cfg.state = tmp.path().join("state").display().to_string();
+        cfg.grpc.address = tmp.path().join("s.sock").display().to_string();
+        cfg.disabled_plugins = vec![ids::NATIVE.to_string()];
+        cfg.required_plugins = vec![ids::NATIVE.to_string(), ids::OVERLAYFS.to_string()];
+        let err = run(cfg, std::future::pending())
+            .await
+            .expect_err("must fail");
+        assert!(
+            matches!(&err, Error::Required { id, .. } if id == ids::NATIVE),
+            "{err}"
+        );
+    }
+}

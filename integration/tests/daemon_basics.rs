@@ -324,3 +324,53 @@ fn metrics_endpoint_counts_grpc_requests_and_reports_storage() {
     );
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+#[test]
+fn oci_hook_expands_templates_and_passes_the_state() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle");
+    std::fs::write(bundle.join("config.json"), r#"{"root":{"path":"rootfs"}}"#).expect("spec");
+    let out = tmp.path().join("out");
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": 4242,
+        "bundle": bundle, "annotations": {"io.berth/x": "y"},
+    });
+    let script = format!("echo \"$1 $2 $3 $4\" > {0}; cat >> {0}", out.display());
+    let mut child = Command::new(berthd())
+        .args([
+            "oci-hook",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "hook",
+            "{{id}}",
+            "{{pid}}",
+            "{{rootfs}}",
+            "{{annotation \"io.berth/x\"}}",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("berthd oci-hook");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(state.to_string().as_bytes())
+            .expect("state");
+    }
+    assert!(child.wait().expect("wait").success());
+    let got = std::fs::read_to_string(&out).expect("hook output");
+    let mut lines = got.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("c1 4242 {} y", bundle.join("rootfs").display()).as_str())
+    );
+    assert!(
+        lines.next().is_some_and(|l| l.contains("\"id\":\"c1\"")),
+        "state on the hook's stdin: {got}"
+    );
+}

@@ -233,6 +233,14 @@ fn tag_requires_force_to_replace_and_rm_removes_only_the_tag() {
         .find(|l| l.starts_with("example.com/bb:1"))
         .expect("tag listed");
     assert!(line.contains(img.manifest_digest()), "{line}");
+    // Images.Update with field paths (`labels.<k>`), as `ctr images label` sends it.
+    d.ctr_ok(&["images", "label", "example.com/bb:1", "team=storage"]);
+    let ls = d.ctr_ok(&["images", "ls"]);
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with("example.com/bb:1"))
+        .expect("tag listed");
+    assert!(line.contains("team=storage"), "{line}");
     d.ctr_ok(&["images", "rm", "example.com/bb:1"]);
     let ls = d.ctr_ok(&["images", "ls", "-q"]);
     assert_eq!(
@@ -327,6 +335,19 @@ async fn gc_after_rm_removes_unreferenced_content_and_snapshots_but_keeps_leased
     d.ctr_ok(&["leases", "create", "--id", "hold"]);
     assert!(d.ctr_ok(&["leases", "ls"]).contains("hold"));
     common::add_lease_resource(&d, "hold", "content", &layer).await;
+    common::add_lease_resource(&d, "hold", "snapshots/overlayfs", "not-yet-created").await;
+    assert_eq!(
+        common::lease_resources(&d, "hold").await,
+        [
+            ("content".to_string(), layer.clone()),
+            (
+                "snapshots/overlayfs".to_string(),
+                "not-yet-created".to_string()
+            )
+        ]
+    );
+    common::delete_lease_resource(&d, "hold", "snapshots/overlayfs", "not-yet-created").await;
+    assert_eq!(common::lease_resources(&d, "hold").await.len(), 1);
     d.ctr_ok(&["images", "rm", "--sync", "docker.io/library/busybox:test"]);
     assert_eq!(
         content_digests(&d),
@@ -357,11 +378,12 @@ async fn gc_after_rm_removes_unreferenced_content_and_snapshots_but_keeps_leased
 mod common {
     use integration::daemon::TestDaemon;
     use protos::containerd::services::leases::v1::{
-        leases_client::LeasesClient, AddResourceRequest, Resource,
+        leases_client::LeasesClient, AddResourceRequest, DeleteResourceRequest,
+        ListResourcesRequest, Resource,
     };
+    use tonic::transport::Channel;
 
-    /// `Leases.AddResource` (ctr has no command for it) through a tonic client on the socket.
-    pub async fn add_lease_resource(d: &TestDaemon, lease: &str, kind: &str, id: &str) {
+    async fn client(d: &TestDaemon) -> LeasesClient<Channel> {
         let path = d.address();
         let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
             .expect("endpoint")
@@ -375,18 +397,62 @@ mod common {
             }))
             .await
             .expect("connect to berthd");
-        let mut client = LeasesClient::new(channel);
-        let mut req = tonic::Request::new(AddResourceRequest {
+        LeasesClient::new(channel)
+    }
+
+    fn request<T>(d: &TestDaemon, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut().insert(
+            "containerd-namespace",
+            d.namespace().parse().expect("ascii"),
+        );
+        req
+    }
+
+    /// `Leases.AddResource` (ctr has no command for it).
+    pub async fn add_lease_resource(d: &TestDaemon, lease: &str, kind: &str, id: &str) {
+        let msg = AddResourceRequest {
             id: lease.into(),
             resource: Some(Resource {
                 id: id.into(),
                 r#type: kind.into(),
             }),
-        });
-        req.metadata_mut().insert(
-            "containerd-namespace",
-            d.namespace().parse().expect("ascii"),
-        );
-        client.add_resource(req).await.expect("AddResource");
+        };
+        client(d)
+            .await
+            .add_resource(request(d, msg))
+            .await
+            .expect("AddResource");
+    }
+
+    /// `Leases.DeleteResource`.
+    pub async fn delete_lease_resource(d: &TestDaemon, lease: &str, kind: &str, id: &str) {
+        let msg = DeleteResourceRequest {
+            id: lease.into(),
+            resource: Some(Resource {
+                id: id.into(),
+                r#type: kind.into(),
+            }),
+        };
+        client(d)
+            .await
+            .delete_resource(request(d, msg))
+            .await
+            .expect("DeleteResource");
+    }
+
+    /// `Leases.ListResources` as (type, id).
+    pub async fn lease_resources(d: &TestDaemon, lease: &str) -> Vec<(String, String)> {
+        let msg = ListResourcesRequest { id: lease.into() };
+        let resp = client(d)
+            .await
+            .list_resources(request(d, msg))
+            .await
+            .expect("ListResources");
+        resp.into_inner()
+            .resources
+            .into_iter()
+            .map(|r| (r.r#type, r.id))
+            .collect()
     }
 }
