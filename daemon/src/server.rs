@@ -604,13 +604,20 @@ mod tests {
             .expect("connect")
     }
 
+    fn test_config(dir: &Path) -> Config {
+        let mut cfg = Config {
+            root: dir.join("root").display().to_string(),
+            state: dir.join("state").display().to_string(),
+            ..Config::default()
+        };
+        cfg.grpc.address = dir.join("s.sock").display().to_string();
+        cfg
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn serves_health_and_version_then_shuts_down_cleanly() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut cfg = Config::default();
-        cfg.root = tmp.path().join("root").display().to_string();
-        cfg.state = tmp.path().join("state").display().to_string();
-        cfg.grpc.address = tmp.path().join("s.sock").display().to_string();
+        let mut cfg = test_config(tmp.path());
         cfg.disabled_plugins = vec![ids::OVERLAYFS.to_string()];
         let sock = PathBuf::from(&cfg.grpc.address);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -649,10 +656,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn required_plugin_that_is_disabled_fails_start_up() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut cfg = Config::default();
-        cfg.root = tmp.path().join("root").display().to_string();
-        cfg.state = tmp.path().join("state").display().to_string();
-        cfg.grpc.address = tmp.path().join("s.sock").display().to_string();
+        let mut cfg = test_config(tmp.path());
         cfg.disabled_plugins = vec![ids::NATIVE.to_string()];
         cfg.required_plugins = vec![ids::NATIVE.to_string(), ids::OVERLAYFS.to_string()];
         let err = run(cfg, std::future::pending())
