@@ -383,6 +383,81 @@ fn events(d: &Daemon) {
     assert_eq!(json["exit_status"], 3);
 }
 
+/// Signals to a foreground `berth run` reach the container; `tasks attach` joins a
+/// detached task's stdio; `--timeout` bounds a command.
+fn signals_attach_timeout(d: &Daemon) {
+    let _dir = setup(d);
+    let child = d
+        .berth_command()
+        .args([
+            "run",
+            "--rm",
+            IMG,
+            "cli-s1",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 9' TERM; echo ready; sleep 100 & wait",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn berth run");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    let mut out = child.stdout.expect("stdout");
+    let mut first = [0u8; 6];
+    out.read_exact(&mut first).expect("ready line");
+    assert_eq!(&first, b"ready\n");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill berth");
+    let status = nix::sys::wait::waitpid(pid, None).expect("wait berth");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("rest");
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 9));
+
+    d.berth_ok(&[
+        "run",
+        "-d",
+        IMG,
+        "cli-a1",
+        "sh",
+        "-c",
+        "read x; echo got $x; exit 6",
+    ]);
+    let mut att = d
+        .berth_command()
+        .args(["tasks", "attach", "cli-a1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn attach");
+    att.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write");
+    let o = att.wait_with_output().expect("attach output");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got hello\n");
+    assert_eq!(o.status.code(), Some(6));
+    d.berth_ok(&["tasks", "rm", "cli-a1"]);
+    d.berth_ok(&["containers", "rm", "cli-a1"]);
+
+    let started = std::time::Instant::now();
+    let o = d.berth(&["--timeout", "300ms", "events"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("berth: timeout"), "{}", stderr(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_nothing_left(d);
+}
+
+#[test]
+fn signals_attach_timeout_against_containerd() {
+    signals_attach_timeout(&Daemon::containerd());
+}
+
+#[test]
+fn signals_attach_timeout_against_berthd() {
+    signals_attach_timeout(&Daemon::berthd());
+}
+
 #[test]
 fn events_against_containerd() {
     events(&Daemon::containerd());

@@ -274,23 +274,8 @@ pub async fn drive(
     } else {
         None
     };
-    // The init process's pty exists from create on: size it before the process runs, and
-    // again after start (an exec's pty only exists then).
-    if tty {
-        resize_pty(client, id, exec_id).await;
-    }
-    if start {
-        client
-            .tasks()
-            .start(StartRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-            })
-            .await?;
-        if tty {
-            resize_pty(client, id, exec_id).await;
-        }
-    }
+    // Handlers first: a signal arriving as soon as the process runs must be forwarded,
+    // not kill us.
     let mut side_tasks = Vec::new();
     if tty {
         let (c, id2, e2) = (client.clone(), id.to_string(), exec_id.to_string());
@@ -329,6 +314,23 @@ pub async fn drive(
                         .await;
                 }
             }));
+        }
+    }
+    // The init process's pty exists from create on: size it before the process runs, and
+    // again after start (an exec's pty only exists then).
+    if tty {
+        resize_pty(client, id, exec_id).await;
+    }
+    if start {
+        client
+            .tasks()
+            .start(StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            })
+            .await?;
+        if tty {
+            resize_pty(client, id, exec_id).await;
         }
     }
     if let Some(done) = io.take_stdin_done() {
