@@ -9,10 +9,20 @@ use std::time::Duration;
 use shim_common::{assert_rm_status, Env, Events, Gen};
 
 fn oom(gen: Gen, test: &str) {
-    let Some(env) = Env::start(gen, test) else { return };
+    let Some(env) = Env::start(gen, test) else {
+        return;
+    };
     let ev = Events::start(&env);
     // busybox `tail` buffers its whole input looking for newlines; /dev/zero has none.
-    env.run_ok(&["-d", "--memory-limit", "16777216", &env.image, "oom1", "tail", "/dev/zero"]);
+    env.run_ok(&[
+        "-d",
+        "--memory-limit",
+        "16777216",
+        &env.image,
+        "oom1",
+        "tail",
+        "/dev/zero",
+    ]);
     ev.wait_for("/tasks/oom", &["oom1"], 1, Duration::from_secs(30));
     env.wait_status("oom1", "STOPPED", Duration::from_secs(10));
     ev.wait_for("/tasks/exit", &["oom1", "137"], 1, Duration::from_secs(10));

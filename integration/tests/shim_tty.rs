@@ -40,11 +40,18 @@ impl Pty {
     fn wait_for(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let text = self
+                .out
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             if text.contains(needle) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{needle:?} not seen on the terminal within {timeout:?}; got:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not seen on the terminal within {timeout:?}; got:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -56,7 +63,9 @@ impl Pty {
 
 #[allow(unsafe_code)]
 fn run_with_pty(gen: Gen, test: &str) {
-    let Some(env) = Env::start(gen, test) else { return };
+    let Some(env) = Env::start(gen, test) else {
+        return;
+    };
     let pty = nix::pty::openpty(Some(&winsize(40, 123)), None).expect("openpty");
     let slave = pty.slave;
     let mut cmd = env.c.ctr_command();
@@ -117,7 +126,11 @@ fn run_with_pty(gen: Gen, test: &str) {
         assert!(Instant::now() < deadline, "ctr run -t did not exit");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(3), "ctr run -t exits with the shell's status");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "ctr run -t exits with the shell's status"
+    );
     shim_common::assert_task_gone(&env, "tty1");
 }
 

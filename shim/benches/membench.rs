@@ -35,8 +35,12 @@ fn kb(text: &str, key: &str) -> u64 {
 /// The long-running shim serving task `id` (not a `start`/`delete` invocation).
 fn find_shim(id: &str, bundle: &Path) -> Option<i32> {
     for e in fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let args: Vec<String> = cmd
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -62,7 +66,8 @@ fn measure(label: &str, builder: Builder, shim: &Path, archive: &Path, image: &s
     // Let the Go runtimes settle (GC, FreeOSMemory every 30 s is not awaited) and ours idle.
     std::thread::sleep(Duration::from_secs(3));
     let bundle = c.bundle_dir("idle1");
-    let pid = find_shim("idle1", &bundle).unwrap_or_else(|| panic!("{label}: no shim process found for idle1"));
+    let pid = find_shim("idle1", &bundle)
+        .unwrap_or_else(|| panic!("{label}: no shim process found for idle1"));
     let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
@@ -85,7 +90,10 @@ fn measure(label: &str, builder: Builder, shim: &Path, archive: &Path, image: &s
     let _ = c.ctr(&["t", "rm", "idle1"]);
     let _ = c.ctr(&["c", "rm", "idle1"]);
     let problems = c.stop();
-    assert!(problems.is_empty(), "{label}: cleanup problems {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "{label}: cleanup problems {problems:?}"
+    );
     row
 }
 
@@ -99,29 +107,60 @@ fn main() {
     img.write_oci_archive(&archive).expect("archive");
 
     let mut rows = vec![
-        measure("ours (Rust) under containerd 1.6.20", Containerd::v1(), &ours, &archive, &img.name),
-        measure("Debian Go shim 1.6.20", Containerd::v1(), &debian_go, &archive, &img.name),
+        measure(
+            "ours (Rust) under containerd 1.6.20",
+            Containerd::v1(),
+            &ours,
+            &archive,
+            &img.name,
+        ),
+        measure(
+            "Debian Go shim 1.6.20",
+            Containerd::v1(),
+            &debian_go,
+            &archive,
+            &img.name,
+        ),
     ];
     if let Some(dir) = bins::containerd2_dir("membench rows for containerd 2.3.4") {
         let go2 = dir.join("containerd-shim-runc-v2");
         if let Some(b) = Containerd::v2("membench ours under 2.3.4") {
-            rows.push(measure("ours (Rust) under containerd 2.3.4", b, &ours, &archive, &img.name));
+            rows.push(measure(
+                "ours (Rust) under containerd 2.3.4",
+                b,
+                &ours,
+                &archive,
+                &img.name,
+            ));
         }
         if let Some(b) = Containerd::v2("membench Go shim 2.3.4") {
-            rows.push(measure("containerd 2.3.4 Go shim", b, &go2, &archive, &img.name));
+            rows.push(measure(
+                "containerd 2.3.4 Go shim",
+                b,
+                &go2,
+                &archive,
+                &img.name,
+            ));
         }
     }
 
     println!();
     println!("shim memory, one idle container each ({}):", ours.display());
-    println!("{:<40} {:>10} {:>10} {:>10} {:>8} {:>8}", "shim", "anon KiB", "PSS KiB", "RSS KiB", "threads", "pid");
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "shim", "anon KiB", "PSS KiB", "RSS KiB", "threads", "pid"
+    );
     for r in &rows {
         println!(
             "{:<40} {:>10} {:>10} {:>10} {:>8} {:>8}",
             r.label, r.anon_kb, r.pss_kb, r.rss_kb, r.threads, r.pid
         );
     }
-    let worst_ours = rows.iter().filter(|r| r.label.starts_with("ours")).map(|r| (r.anon_kb, r.threads)).max();
+    let worst_ours = rows
+        .iter()
+        .filter(|r| r.label.starts_with("ours"))
+        .map(|r| (r.anon_kb, r.threads))
+        .max();
     if let Some((anon, threads)) = worst_ours {
         println!(
             "\nbudget (ours): anon {anon} KiB {} 1024 KiB, threads {threads} {} 2",

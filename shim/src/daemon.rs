@@ -125,6 +125,8 @@ pub fn serve(flags: &Flags) -> Result<(), DaemonError> {
 }
 
 async fn run(flags: &Flags) -> Result<(), DaemonError> {
+    // Read now: by the time we shut down, containerd may already have removed the bundle.
+    let address = std::fs::read_to_string("address").ok();
     let listener = if flags.socket.is_empty() {
         inherited_listener()?
     } else {
@@ -181,7 +183,7 @@ async fn run(flags: &Flags) -> Result<(), DaemonError> {
     }
     // Answer the Shutdown call before the connection goes away.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    if let Ok(address) = std::fs::read_to_string("address") {
+    if let Some(address) = &address {
         crate::manager::remove_socket(address.trim());
     }
     if !flags.socket.is_empty() {

@@ -302,6 +302,15 @@ pub fn listen(address: &str) -> Result<Listen, ManagerError> {
             .mode(0o700)
             .create(dir)
             .map_err(sock_err)?;
+        // A pre-existing directory must not be open to others either.
+        let mode = std::fs::metadata(dir)
+            .map_err(sock_err)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(sock_err)?;
+        }
     }
     let l = match UnixListener::bind(path) {
         Ok(l) => l,
