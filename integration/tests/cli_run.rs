@@ -483,6 +483,16 @@ fn run_tty_against_containerd() {
     tty(&Daemon::containerd());
 }
 
+/// The same client against containerd 2.x's API (task API v3 shims underneath).
+#[test]
+fn run_foreground_and_detached_against_containerd2() {
+    let Some(d) = Daemon::containerd2("run_foreground_and_detached_against_containerd2") else {
+        return;
+    };
+    run_foreground(&d);
+    detached_lifecycle(&d);
+}
+
 #[test]
 fn run_foreground_against_berthd() {
     run_foreground(&Daemon::berthd());

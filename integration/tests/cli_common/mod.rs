@@ -29,6 +29,13 @@ impl Daemon {
         )
     }
 
+    /// containerd v2.3.4 (task API v3) from `$BERTH_CONTAINERD2_DIR`, or `None` after the
+    /// harness has said loudly that `test_name` did not run.
+    pub fn containerd2(test_name: &str) -> Option<Self> {
+        Containerd::v2(test_name)
+            .map(|b| Daemon::Containerd(b.start().expect("start private containerd 2.3.4")))
+    }
+
     /// berthd with our shim.
     pub fn berthd() -> Self {
         Daemon::Berthd(TestDaemon::start().expect("start berthd"))
