@@ -278,6 +278,7 @@ impl containerd_shim_protos::shim_async::Events for TtrpcEvents {
         if !self
             .1
             .forwarded_event_is_new(&e.namespace, &e.topic, &e.event)
+            .await
         {
             return Ok(Default::default());
         }
@@ -555,6 +556,7 @@ pub async fn run(
             log::info!("shutting down");
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             let _ = stop_tx.send(());
+            exchange.close();
             match tokio::time::timeout(Duration::from_secs(5), &mut grpc).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -645,6 +647,45 @@ mod tests {
             .expect("version")
             .into_inner();
         assert!(v.version.contains("berth"));
+
+        // A shim's event over ttrpc reaches a gRPC subscriber.
+        let mut events =
+            svc::events::v1::events_client::EventsClient::new(channel(sock.clone()).await)
+                .subscribe(svc::events::v1::SubscribeRequest {
+                    filters: vec!["topic==\"/tasks/oom\"".into()],
+                })
+                .await
+                .expect("subscribe")
+                .into_inner();
+        let ttrpc_addr = format!("unix://{}.ttrpc", sock.display());
+        let client = containerd_shim_protos::shim_async::EventsClient::new(
+            ttrpc::asynchronous::Client::connect(&ttrpc_addr)
+                .await
+                .expect("ttrpc connect"),
+        );
+        let mut env = containerd_shim_protos::shim::event::Envelope::new();
+        env.namespace = "default".into();
+        env.topic = "/tasks/oom".into();
+        let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+        any.type_url = "containerd.events.TaskOOM".into();
+        any.value = vec![0x0a, 0x02, b'c', b'1'];
+        env.event = Some(any).into();
+        let mut req = containerd_shim_protos::api::ForwardRequest::new();
+        req.envelope = Some(env).into();
+        client
+            .forward(ttrpc::context::with_timeout(5_000_000_000), &req)
+            .await
+            .expect("ttrpc Forward");
+        let got = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .expect("event in time")
+            .expect("stream ok")
+            .expect("one event");
+        assert_eq!(
+            (got.namespace.as_str(), got.topic.as_str()),
+            ("default", "/tasks/oom")
+        );
+        assert_eq!(got.event.expect("any").value, vec![0x0a, 0x02, b'c', b'1']);
         let _ = stop.send(());
         server
             .await

@@ -181,6 +181,7 @@ event!(
 #[derive(Debug, Clone)]
 pub struct Exchange {
     tx: broadcast::Sender<Envelope>,
+    closed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for Exchange {
@@ -193,7 +194,11 @@ impl Exchange {
     /// A new exchange; slow subscribers lose the oldest events past 1024 buffered.
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(1024);
-        Self { tx }
+        let (closed, _) = tokio::sync::watch::channel(false);
+        Self {
+            tx,
+            closed: std::sync::Arc::new(closed),
+        }
     }
 
     /// Publishes a typed event on its standard topic.
@@ -232,8 +237,15 @@ impl Exchange {
     pub fn subscribe(&self, filter: Filter) -> Subscription {
         Subscription {
             rx: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
             filter,
         }
+    }
+
+    /// Ends every subscription (daemon shutdown), so `Subscribe` streams finish and the
+    /// server can drain.
+    pub fn close(&self) {
+        let _ = self.closed.send(true);
     }
 }
 
@@ -241,14 +253,22 @@ impl Exchange {
 #[derive(Debug)]
 pub struct Subscription {
     rx: broadcast::Receiver<Envelope>,
+    closed: tokio::sync::watch::Receiver<bool>,
     filter: Filter,
 }
 
 impl Subscription {
-    /// Next matching event; `None` when the exchange is gone.
+    /// Next matching event; `None` when the exchange is closed or gone.
     pub async fn next(&mut self) -> Option<Envelope> {
         loop {
-            match self.rx.recv().await {
+            if *self.closed.borrow() {
+                return None;
+            }
+            let msg = tokio::select! {
+                m = self.rx.recv() => m,
+                _ = self.closed.changed() => return None,
+            };
+            match msg {
                 Ok(env) if self.filter.matches(&env) => return Some(env),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -301,5 +321,10 @@ mod tests {
         x.publish_any("b", "/custom/x", Any::default()).unwrap();
         assert_eq!(sub.next().await.unwrap().topic, "/custom/x");
         assert!(x.publish_any("b", "nope", Any::default()).is_err());
+        x.close();
+        assert!(
+            sub.next().await.is_none(),
+            "closed exchange ends subscriptions"
+        );
     }
 }
