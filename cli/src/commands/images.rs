@@ -57,6 +57,24 @@ pub enum Cmd {
         snapshotter: SnapshotterFlag,
         input: String,
     },
+    /// Pull an image from a registry (Docker Registry HTTP API v2; plain HTTP only for now).
+    Pull {
+        /// Use plain HTTP (localhost registries always are).
+        #[arg(long)]
+        plain_http: bool,
+        /// Credentials: user:password.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Pull content for a specific platform.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Pull content for all platforms.
+        #[arg(long)]
+        all_platforms: bool,
+        #[command(flatten)]
+        snapshotter: SnapshotterFlag,
+        reference: String,
+    },
     /// Export images to an OCI layout tar (`-` for stdout).
     Export {
         /// Do not add a Docker-compatible manifest.json to the archive.
@@ -147,6 +165,8 @@ pub enum Error {
     Import(#[from] import::Error),
     #[error(transparent)]
     Export(#[from] crate::image::export::Error),
+    #[error(transparent)]
+    Pull(#[from] crate::image::pull::Error),
     #[error(transparent)]
     Unpack(#[from] unpack::Error),
     #[error(transparent)]
@@ -275,6 +295,43 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                         println!("done");
                     }
                 }
+                Ok::<(), Error>(())
+            }
+            .await;
+            lease.release(&client).await;
+            result
+        }
+        Cmd::Pull {
+            plain_http,
+            user,
+            platform,
+            all_platforms,
+            snapshotter,
+            reference,
+        } => {
+            let reference = crate::image::pull::Reference::parse(&reference)?;
+            let opts = crate::image::pull::Options {
+                plain_http,
+                user,
+                platform: matcher(all_platforms, platform.as_deref())?,
+            };
+            let lease = store::TempLease::create(&client).await?;
+            let leased = client.with_lease(&lease.id)?;
+            let result = async {
+                let img = crate::image::pull::pull(&leased, &reference, &opts).await?;
+                let unpack_platform = match &opts.platform {
+                    PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
+                    p => p.clone(),
+                };
+                let target = target_of(&img);
+                println!(
+                    "unpacking {} {}...",
+                    unpack_platform.describe(),
+                    target.digest
+                );
+                unpack::unpack(&leased, &target, &unpack_platform, &snapshotter.snapshotter)
+                    .await?;
+                println!("done");
                 Ok::<(), Error>(())
             }
             .await;

@@ -503,6 +503,24 @@ fn gc_label_key(child: &Descriptor) -> (&'static str, bool) {
     }
 }
 
+/// `images.SetChildrenLabels`: the GC reference labels a parent gets for its children.
+pub fn gc_labels(children: &[Descriptor]) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for c in children {
+        let (key, indexed) = gc_label_key(c);
+        let n = counts.entry(key).or_insert(0);
+        let k = if *n > 0 || indexed {
+            format!("{key}{n}")
+        } else {
+            key.to_string()
+        };
+        *n += 1;
+        labels.insert(k, c.digest.clone());
+    }
+    labels
+}
+
 /// Walks from the index like containerd's import handler chain (`FilterPlatforms` →
 /// `SetChildrenLabels` → `WalkNotEmpty`) and returns the (name, target) pairs to create.
 async fn label_and_name(
@@ -540,20 +558,7 @@ async fn label_and_name(
         if children.is_empty() {
             continue;
         }
-        let mut labels = HashMap::new();
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for c in &children {
-            let (key, indexed) = gc_label_key(c);
-            let n = counts.entry(key).or_insert(0);
-            let k = if *n > 0 || indexed {
-                format!("{key}{n}")
-            } else {
-                key.to_string()
-            };
-            *n += 1;
-            labels.insert(k, c.digest.clone());
-        }
-        store::set_labels(client, &desc.digest, labels).await?;
+        store::set_labels(client, &desc.digest, gc_labels(&children)).await?;
         stack.extend(children);
     }
     Ok(names)

@@ -5,6 +5,7 @@
 
 pub mod export;
 pub mod import;
+pub mod pull;
 pub mod store;
 pub mod unpack;
 

@@ -1,0 +1,601 @@
+//! `images pull`: fetches an image from an OCI distribution registry (Docker Registry HTTP
+//! API v2) into the content store, as containerd's client-side pull does: resolve the
+//! reference to a manifest (or index) by `GET /v2/<repo>/manifests/<tag>`, walk it for the
+//! wanted platforms, stream every missing blob (`GET /v2/<repo>/blobs/<digest>`) into
+//! Content.Write with its expected digest (the store verifies it on commit), label blobs
+//! with `containerd.io/distribution.source.<host>` and parents with their GC references,
+//! and create the image record.
+//!
+//! Transport: HTTP/1.1 over plain TCP (`--plain-http`; registries on localhost are tried
+//! over plain HTTP as containerd does). Authentication: Basic, and Bearer tokens from the
+//! realm a `WWW-Authenticate` challenge names (with `--user` credentials when given).
+//! HTTPS is not implemented yet: such registries fail with a clear error.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Empty};
+use hyper::body::Bytes;
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::store::{self, Commit, Piece};
+use super::{Descriptor, PlatformMatcher, JSON_LIMIT};
+use crate::client::Client;
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to resolve reference {0:?}: invalid reference format")]
+    BadRef(String),
+    #[error("connect to {host}: {source}")]
+    Connect {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("invalid request for {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("HTTPS registries are not supported by berth yet: pull {host} with --plain-http if it serves plain HTTP")]
+    Https { host: String },
+    #[error("pull access denied for {url}: {status} (check --user)")]
+    Unauthorized { url: String, status: StatusCode },
+    #[error("failed to resolve reference {reference:?}: {reference}: not found")]
+    NotFound { reference: String },
+    #[error("unexpected status from GET {url}: {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("too many redirects fetching {0}")]
+    Redirects(String),
+    #[error("invalid token response from {realm}: {reason}")]
+    Token { realm: String, reason: String },
+    #[error("manifest {digest} is larger than {limit} bytes")]
+    TooLarge { digest: String, limit: usize },
+    #[error("digest mismatch for {url}: got {got}, want {want}")]
+    Digest {
+        url: String,
+        got: String,
+        want: String,
+    },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Image(#[from] super::Error),
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("invalid --user {0:?}: expected user:password")]
+    User(String),
+}
+
+/// `host/repo:tag` or `host/repo@digest`, normalised like containerd (docker.io defaults).
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub name: String,
+    pub host: String,
+    pub repo: String,
+    pub object: String,
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let name = super::import::normalize_reference(s).map_err(|_| Error::BadRef(s.into()))?;
+        let (host, rest) = name
+            .split_once('/')
+            .ok_or_else(|| Error::BadRef(s.to_string()))?;
+        let (repo, object) = match rest.split_once('@') {
+            Some((r, d)) => (r.to_string(), d.to_string()),
+            None => {
+                let (r, t) = rest
+                    .rsplit_once(':')
+                    .ok_or_else(|| Error::BadRef(s.to_string()))?;
+                (r.to_string(), t.to_string())
+            }
+        };
+        Ok(Reference {
+            host: host.to_string(),
+            name,
+            repo,
+            object,
+        })
+    }
+
+    /// The API host: Docker Hub's registry lives at registry-1.docker.io.
+    fn api_host(&self) -> &str {
+        if self.host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.host
+        }
+    }
+}
+
+/// Pull options (ctr's flags).
+pub struct Options {
+    pub plain_http: bool,
+    pub user: Option<String>,
+    pub platform: PlatformMatcher,
+}
+
+/// A minimal registry client: one connection per request, auth remembered.
+struct Registry {
+    host: String,
+    basic: Option<String>,
+    authorization: Option<String>,
+}
+
+/// A response with its body still streaming.
+struct Response {
+    headers: HeaderMap,
+    body: hyper::body::Incoming,
+    url: String,
+}
+
+fn is_localhost(host: &str) -> bool {
+    let h = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    h == "localhost" || h == "127.0.0.1" || h == "::1" || h == "[::1]"
+}
+
+/// `key="value"` parameters of a `WWW-Authenticate` challenge.
+fn challenge_params(header: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let rest = header.split_once(' ').map_or("", |(_, r)| r);
+    let mut s = rest;
+    while let Some((k, v)) = s.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let v = v.trim_start();
+        let (val, remaining) = if let Some(stripped) = v.strip_prefix('"') {
+            match stripped.split_once('"') {
+                Some((val, r)) => (val.to_string(), r),
+                None => (stripped.to_string(), ""),
+            }
+        } else {
+            match v.split_once(',') {
+                Some((val, r)) => (val.trim().to_string(), r),
+                None => (v.trim().to_string(), ""),
+            }
+        };
+        out.insert(k, val);
+        s = remaining;
+    }
+    out
+}
+
+/// Percent-encodes a query value.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Registry {
+    async fn send(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+        let uri: hyper::Uri =
+            url.parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| Error::Request {
+                    url: url.to_string(),
+                    source: e.into(),
+                })?;
+        if uri.scheme_str() == Some("https") {
+            return Err(Error::Https {
+                host: uri
+                    .authority()
+                    .map_or_else(String::new, ToString::to_string),
+            });
+        }
+        let authority = uri
+            .authority()
+            .map_or_else(String::new, ToString::to_string);
+        let addr = if authority.contains(':') {
+            authority.clone()
+        } else {
+            format!("{authority}:80")
+        };
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|source| Error::Connect {
+                host: addr.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| Error::Http {
+                url: url.to_string(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = Request::get(path).header(hyper::header::HOST, authority.as_str());
+        if let Some(a) = accept {
+            req = req.header(ACCEPT, a);
+        }
+        if let Some(a) = auth {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(|source| Error::Request {
+                url: url.to_string(),
+                source,
+            })?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| Error::Http {
+                url: url.to_string(),
+                source,
+            })
+    }
+
+    /// Fetches a token for a Bearer challenge.
+    async fn token(&self, params: &HashMap<String, String>) -> Result<String, Error> {
+        let realm = params.get("realm").cloned().unwrap_or_default();
+        let mut url = realm.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        for key in ["service", "scope"] {
+            if let Some(v) = params.get(key) {
+                url.push(sep);
+                url.push_str(&format!("{key}={}", query_escape(v)));
+                sep = '&';
+            }
+        }
+        let resp = self.send(&url, None, self.basic.as_deref()).await?;
+        if !resp.status().is_success() {
+            return Err(Error::Token {
+                realm,
+                reason: resp.status().to_string(),
+            });
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Token {
+            realm: realm.clone(),
+            reason: e.to_string(),
+        })?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(|t| format!("Bearer {t}"))
+            .ok_or(Error::Token {
+                realm,
+                reason: "no token in response".into(),
+            })
+    }
+
+    /// GET with auth challenges answered and redirects followed.
+    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Response, Error> {
+        let mut url = url.to_string();
+        for _ in 0..5 {
+            let mut resp = self
+                .send(&url, accept, self.authorization.as_deref())
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let challenge = resp
+                    .headers()
+                    .get(hyper::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let scheme = challenge
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let auth = match scheme.as_str() {
+                    "basic" if self.basic.is_some() => self.basic.clone(),
+                    "bearer" => Some(self.token(&challenge_params(&challenge)).await?),
+                    _ => None,
+                };
+                let Some(auth) = auth else {
+                    return Err(Error::Unauthorized {
+                        url,
+                        status: resp.status(),
+                    });
+                };
+                resp = self.send(&url, accept, Some(&auth)).await?;
+                if resp.status() == StatusCode::UNAUTHORIZED
+                    || resp.status() == StatusCode::FORBIDDEN
+                {
+                    return Err(Error::Unauthorized {
+                        url,
+                        status: resp.status(),
+                    });
+                }
+                self.authorization = Some(auth);
+            }
+            let status = resp.status();
+            if status.is_redirection() {
+                let next = resp
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                url = if next.starts_with('/') {
+                    format!("http://{}{next}", self.host)
+                } else {
+                    next
+                };
+                continue;
+            }
+            if status == StatusCode::NOT_FOUND {
+                return Err(Error::Status { url, status });
+            }
+            if !status.is_success() {
+                return Err(Error::Status { url, status });
+            }
+            let (parts, body) = resp.into_parts();
+            return Ok(Response {
+                headers: parts.headers,
+                body,
+                url,
+            });
+        }
+        Err(Error::Redirects(url))
+    }
+}
+
+async fn read_limited(resp: Response, limit: usize) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut stream = BodyStream::new(resp.body);
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|source| Error::Http {
+            url: resp.url.clone(),
+            source,
+        })?;
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+            if out.len() > limit {
+                return Err(Error::TooLarge {
+                    digest: resp.url.clone(),
+                    limit,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Pulls `reference`; returns the image record (not yet unpacked).
+pub async fn pull(
+    client: &Client,
+    reference: &Reference,
+    opts: &Options,
+) -> Result<protos::services::images::v1::Image, Error> {
+    let basic = opts
+        .user
+        .as_ref()
+        .map(|u| {
+            if u.contains(':') {
+                Ok(format!("Basic {}", crate::util::base64(u.as_bytes())))
+            } else {
+                Err(Error::User(u.clone()))
+            }
+        })
+        .transpose()?;
+    let plain = opts.plain_http || is_localhost(&reference.host);
+    let scheme = if plain { "http" } else { "https" };
+    let mut reg = Registry {
+        host: reference.api_host().to_string(),
+        basic,
+        authorization: None,
+    };
+    let base = format!("{scheme}://{}/v2/{}", reference.api_host(), reference.repo);
+
+    // Resolve.
+    let url = format!("{base}/manifests/{}", reference.object);
+    let resp = match reg.get(&url, Some(MANIFEST_ACCEPT)).await {
+        Err(Error::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+            return Err(Error::NotFound {
+                reference: reference.name.clone(),
+            })
+        }
+        r => r?,
+    };
+    let media_type = resp
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let body = read_limited(resp, JSON_LIMIT).await?;
+    let digest = store::digest_of(&body);
+    if reference.object.starts_with("sha256:") && reference.object != digest {
+        return Err(Error::Digest {
+            url,
+            got: digest,
+            want: reference.object.clone(),
+        });
+    }
+    let root = Descriptor {
+        media_type,
+        digest,
+        size: i64::try_from(body.len()).unwrap_or(i64::MAX),
+        ..Descriptor::default()
+    };
+    println!("{}: resolved", reference.name);
+
+    let source_label = (
+        format!("containerd.io/distribution.source.{}", reference.host),
+        reference.repo.clone(),
+    );
+    // Fetch depth-first: a parent is written after its children, with their GC labels.
+    let mut written = 0usize;
+    fetch(
+        client,
+        &mut reg,
+        &base,
+        &root,
+        Some(body),
+        opts,
+        &source_label,
+        &mut written,
+    )
+    .await?;
+    println!("elapsed: done, {written} blob(s) fetched");
+    let image =
+        super::import::create_or_update(client, reference.name.clone(), root.to_proto()).await?;
+    Ok(image)
+}
+
+/// Fetches `desc` and (for manifests and indexes) its children for the wanted platforms.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    client: &Client,
+    reg: &mut Registry,
+    base: &str,
+    desc: &Descriptor,
+    known_body: Option<Vec<u8>>,
+    opts: &Options,
+    source_label: &(String, String),
+    written: &mut usize,
+) -> Result<(), Error> {
+    let is_parent = super::is_index(&desc.media_type) || super::is_manifest(&desc.media_type);
+    if is_parent {
+        let body = match known_body {
+            Some(b) => b,
+            None => {
+                let url = format!("{base}/manifests/{}", desc.digest);
+                read_limited(reg.get(&url, Some(MANIFEST_ACCEPT)).await?, JSON_LIMIT).await?
+            }
+        };
+        let mut children: Vec<Descriptor> = if super::is_index(&desc.media_type) {
+            let idx: super::Index =
+                serde_json::from_slice(&body).map_err(|source| super::Error::Json {
+                    what: "index",
+                    digest: desc.digest.clone(),
+                    source,
+                })?;
+            idx.manifests
+        } else {
+            let m: super::Manifest =
+                serde_json::from_slice(&body).map_err(|source| super::Error::Json {
+                    what: "manifest",
+                    digest: desc.digest.clone(),
+                    source,
+                })?;
+            let mut v = vec![m.config];
+            v.extend(m.layers);
+            v
+        };
+        children.retain(|c| opts.platform.matches(c.platform.as_ref()));
+        for c in &children {
+            Box::pin(fetch(
+                client,
+                reg,
+                base,
+                c,
+                None,
+                opts,
+                source_label,
+                written,
+            ))
+            .await?;
+        }
+        let mut labels: HashMap<String, String> = HashMap::new();
+        labels.insert(source_label.0.clone(), source_label.1.clone());
+        labels.extend(super::import::gc_labels(&children));
+        if store::info(client, &desc.digest).await.is_err() {
+            let got = store::write_bytes(
+                client,
+                &format!("manifest-{}", desc.digest),
+                body,
+                labels.clone(),
+            )
+            .await?;
+            if got != desc.digest {
+                return Err(Error::Digest {
+                    url: base.to_string(),
+                    got,
+                    want: desc.digest.clone(),
+                });
+            }
+            *written += 1;
+        }
+        store::set_labels(client, &desc.digest, labels).await?;
+        return Ok(());
+    }
+    if store::info(client, &desc.digest).await.is_ok() {
+        let labels = [source_label.clone()].into_iter().collect();
+        store::set_labels(client, &desc.digest, labels).await?;
+        return Ok(());
+    }
+    let url = format!("{base}/blobs/{}", desc.digest);
+    let resp = reg.get(&url, None).await?;
+    let labels: HashMap<String, String> = [source_label.clone()].into_iter().collect();
+    let digest = desc.digest.clone();
+    let body = BodyStream::new(resp.body)
+        .filter_map(|f| async move { f.ok().and_then(|f| f.into_data().ok()) })
+        .map(|b: Bytes| Piece::Data(b.to_vec()))
+        .chain(futures::stream::iter([Piece::End(Commit {
+            digest,
+            labels,
+        })]));
+    store::write_stream(client, &format!("fetch-{}", desc.digest), desc.size, body).await?;
+    println!("{}: done", desc.digest);
+    *written += 1;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_host_repo_object() {
+        let r = Reference::parse("127.0.0.1:5000/library/busybox:test").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.repo.as_str(), r.object.as_str()),
+            ("127.0.0.1:5000", "library/busybox", "test")
+        );
+        let r = Reference::parse("busybox").unwrap();
+        assert_eq!(r.name, "docker.io/library/busybox:latest");
+        assert_eq!(r.api_host(), "registry-1.docker.io");
+    }
+
+    #[test]
+    fn bearer_challenge_parameters_parse() {
+        let p = challenge_params(
+            r#"Bearer realm="http://a/token",service="reg",scope="repository:x:pull""#,
+        );
+        assert_eq!(p["realm"], "http://a/token");
+        assert_eq!(p["service"], "reg");
+        assert_eq!(p["scope"], "repository:x:pull");
+    }
+}

@@ -1,0 +1,104 @@
+//! `berth images pull` from Debian's `docker-registry` (the harness's local registry, plain
+//! HTTP, with and without basic auth), against a private containerd 1.6.20 and berthd: the
+//! pulled image has the pushed manifest digest, is unpacked and runs; wrong credentials and
+//! missing tags fail with clear messages.
+
+mod cli_common;
+
+use cli_common::{stderr, Daemon};
+use integration::image::TestImage;
+use integration::registry::Registry;
+
+fn pull_flow(d: &Daemon) {
+    let img = TestImage::busybox().expect("test image");
+
+    let reg = Registry::http().expect("start registry");
+    let reference = reg.push_image(&img, "cli/busybox:pulled").expect("push");
+    let out = d.berth_ok(&["images", "pull", "--plain-http", &reference]);
+    assert!(
+        out.starts_with(&format!("{reference}: resolved\n")),
+        "{out}"
+    );
+    assert!(out.ends_with("done\n"), "{out}");
+    let ls = d.berth_ok(&["images", "ls"]);
+    let row = ls
+        .lines()
+        .find(|l| l.starts_with(&format!("{reference} ")))
+        .unwrap_or_else(|| panic!("{reference} not listed:\n{ls}"));
+    assert!(row.contains(img.manifest_digest()), "{row}");
+    // Blobs carry their source, for later cross-repository pushes (containerd's label).
+    let content = d.berth_ok(&["content", "ls"]);
+    assert!(
+        content.contains(&format!(
+            "containerd.io/distribution.source.{}=cli/busybox",
+            reg.host()
+        )),
+        "{content}"
+    );
+    let o = d.berth(&["run", "--rm", &reference, "cli-p1", "echo", "pulled"]);
+    assert_eq!(cli_common::stdout(&o), "pulled\n", "{}", stderr(&o));
+
+    // A second pull finds everything present.
+    d.berth_ok(&["images", "pull", "--plain-http", &reference]);
+
+    let missing = d.berth(&[
+        "images",
+        "pull",
+        "--plain-http",
+        &reg.reference("cli/none:1"),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("not found"),
+        "{}",
+        stderr(&missing)
+    );
+
+    // Basic auth: refused without or with wrong credentials, accepted with the right ones.
+    let reg = Registry::builder()
+        .auth()
+        .start()
+        .expect("start auth registry");
+    let reference = reg
+        .push_image(&img, "cli/private:1")
+        .expect("push with auth");
+    let (user, password) = reg.credentials().expect("credentials");
+    let anon = d.berth(&["images", "pull", "--plain-http", &reference]);
+    assert_eq!(anon.status.code(), Some(1));
+    assert!(
+        stderr(&anon).contains("pull access denied"),
+        "{}",
+        stderr(&anon)
+    );
+    let wrong = d.berth(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        &format!("{user}:nope"),
+        &reference,
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    d.berth_ok(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        &format!("{user}:{password}"),
+        &reference,
+    ]);
+    assert!(d
+        .berth_ok(&["images", "ls", "-q"])
+        .lines()
+        .any(|l| l == reference));
+}
+
+#[test]
+fn pull_from_local_registry_against_containerd() {
+    pull_flow(&Daemon::containerd());
+}
+
+#[test]
+fn pull_from_local_registry_against_berthd() {
+    pull_flow(&Daemon::berthd());
+}
