@@ -148,9 +148,17 @@ struct Inner {
     creating: Mutex<HashSet<Key>>,
     /// (namespace, container id, process id, pid) of every exit published or forwarded.
     exits: Mutex<HashSet<(String, String, String, u32)>>,
-    /// Exits found by `load`, published after `restore_exit_delay`.
-    pending_exits: Mutex<Vec<(String, String, Exit)>>,
+    /// (namespace, id, exit, shim dead) found by `load`, published after `restore_exit_delay`.
+    pending_exits: Mutex<Vec<(String, String, Exit, bool)>>,
+    /// The restore grace period: which tasks' forwarded exits wait for it, and until when.
+    restore: Mutex<RestoreWindow>,
     events: Arc<dyn EventSink>,
+}
+
+#[derive(Default)]
+struct RestoreWindow {
+    until: Option<tokio::time::Instant>,
+    held: HashSet<(String, String)>,
 }
 
 /// The runtime v2 task manager: cheap to clone, shared by the tasks service and start-up.
@@ -182,6 +190,7 @@ impl TaskManager {
                 creating: Mutex::new(HashSet::new()),
                 exits: Mutex::new(HashSet::new()),
                 pending_exits: Mutex::new(Vec::new()),
+                restore: Mutex::new(RestoreWindow::default()),
                 events,
             }),
         }
@@ -412,6 +421,13 @@ impl TaskManager {
     /// `<shim> delete`, bundle removal, and one `/tasks/exit` + `/tasks/delete`
     /// (containerd `cleanupAfterDeadShim`). Returns the exit published.
     async fn cleanup_dead(&self, command: &ShimCommand, bundle: &Bundle) -> Exit {
+        let exit = self.reap_dead(command, bundle).await;
+        self.publish_dead_exit(&bundle.namespace, &bundle.id, &exit);
+        exit
+    }
+
+    /// `<shim> delete` and bundle removal for a dead shim; returns its exit.
+    async fn reap_dead(&self, command: &ShimCommand, bundle: &Bundle) -> Exit {
         let exit = match command.delete(bundle, self.inner.cfg.cleanup_timeout).await {
             Ok(exit) => exit,
             Err(e) => {
@@ -434,14 +450,19 @@ impl TaskManager {
                 bundle.id
             );
         }
-        self.publish_exit(&bundle.namespace, &bundle.id, &bundle.id, &exit);
+        exit
+    }
+
+    /// `/tasks/exit` (once) + `/tasks/delete` for a task whose shim died.
+    fn publish_dead_exit(&self, ns: &str, id: &str, exit: &Exit) {
+        self.publish_exit(ns, id, id, exit);
         self.publish(
-            &bundle.namespace,
+            ns,
             TOPIC_DELETE,
             event_any(
                 "containerd.events.TaskDelete",
                 &protos::events::TaskDelete {
-                    container_id: bundle.id.clone(),
+                    container_id: id.to_string(),
                     pid: exit.pid,
                     exit_status: exit.status,
                     exited_at: exit.timestamp,
@@ -449,8 +470,7 @@ impl TaskManager {
                 },
             ),
         );
-        self.forget_exits(&bundle.namespace, &bundle.id);
-        exit
+        self.forget_exits(ns, id);
     }
 
     fn publish(&self, ns: &str, topic: &str, event: Any) {
@@ -485,13 +505,28 @@ impl TaskManager {
     /// For the ttrpc events service: `false` if a `/tasks/exit` forwarded by a shim was
     /// already published (berthd published it on restore, or the shim re-sent it), so
     /// every exit reaches subscribers once. Other events are always new.
-    pub fn forwarded_event_is_new(&self, ns: &str, topic: &str, event: &Any) -> bool {
+    ///
+    /// After a restart, a re-sent exit of a task berthd found stopped is held until the
+    /// restore grace period ends (when berthd would publish it itself), so subscribers that
+    /// reconnect within it see that exit once, whoever delivers it.
+    pub async fn forwarded_event_is_new(&self, ns: &str, topic: &str, event: &Any) -> bool {
         if topic != TOPIC_EXIT {
             return true;
         }
         let Ok(ev) = protos::events::TaskExit::decode(event.value.as_slice()) else {
             return true;
         };
+        let hold_until = {
+            let restore = lock(&self.inner.restore);
+            restore
+                .held
+                .contains(&(ns.to_string(), ev.container_id.clone()))
+                .then_some(restore.until)
+                .flatten()
+        };
+        if let Some(until) = hold_until {
+            tokio::time::sleep_until(until).await;
+        }
         lock(&self.inner.exits).insert((ns.to_string(), ev.container_id, ev.id, ev.pid))
     }
 
@@ -579,12 +614,25 @@ impl TaskManager {
         let pending = std::mem::take(&mut *lock(&self.inner.pending_exits));
         if !pending.is_empty() {
             let this = self.clone();
-            let delay = self.inner.cfg.restore_exit_delay;
+            let until = tokio::time::Instant::now() + self.inner.cfg.restore_exit_delay;
+            {
+                let mut restore = lock(&self.inner.restore);
+                restore.until = Some(until);
+                restore.held = pending
+                    .iter()
+                    .map(|(ns, id, _, _)| (ns.clone(), id.clone()))
+                    .collect();
+            }
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                for (ns, id, exit) in pending {
-                    this.publish_exit(&ns, &id, &id, &exit);
+                tokio::time::sleep_until(until).await;
+                for (ns, id, exit, dead) in pending {
+                    if dead {
+                        this.publish_dead_exit(&ns, &id, &exit);
+                    } else {
+                        this.publish_exit(&ns, &id, &id, &exit);
+                    }
                 }
+                *lock(&this.inner.restore) = RestoreWindow::default();
             });
         }
         report
@@ -632,7 +680,9 @@ impl TaskManager {
             }
         };
         let Some((params, (client, state))) = connected else {
-            self.cleanup_dead(&command, &bundle).await;
+            // Published with the other restore exits, once subscribers are back.
+            let exit = self.reap_dead(&command, &bundle).await;
+            lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit, true));
             return false;
         };
         let mut background = Vec::new();
@@ -662,7 +712,7 @@ impl TaskManager {
                 status: state.exit_status,
                 timestamp: state.exited_at,
             };
-            lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit));
+            lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit, false));
         }
         true
     }

@@ -32,6 +32,8 @@ pub struct ShimClient {
     version: i32,
     client: Client,
     timeout: Duration,
+    /// Held while a request is handed to the connection: see [`ShimClient::call`].
+    send_order: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ShimClient {
@@ -92,6 +94,7 @@ impl ShimClient {
             version: params.version,
             client,
             timeout,
+            send_order: std::sync::Arc::default(),
         })
     }
 
@@ -121,7 +124,21 @@ impl ShimClient {
         kv.key = NAMESPACE_KEY.to_string();
         kv.value = self.namespace.clone();
         request.metadata.push(kv);
-        let fut = self.client.request(request);
+        // The ttrpc crate numbers a request before queueing it, so concurrent calls can hit
+        // the wire out of order, which Go's ttrpc 1.2 server (containerd 2.x shims) rejects
+        // ("StreamID cannot be re-used and must increment"). The first poll numbers and
+        // queues the request; doing it under a lock keeps numbering and queueing in order.
+        let mut fut = std::pin::pin!(self.client.request(request));
+        let first = {
+            let _order = self.send_order.lock().await;
+            futures::poll!(fut.as_mut())
+        };
+        let fut = async move {
+            match first {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => fut.await,
+            }
+        };
         let res = match timeout {
             // A little slack so the shim's own deadline error arrives first when it can.
             Some(t) => tokio::time::timeout(t + Duration::from_millis(500), fut)

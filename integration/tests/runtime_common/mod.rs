@@ -112,14 +112,20 @@ impl Env {
             .join(id)
     }
 
-    /// Pid of the shim serving a task (`shim.pid` in the bundle).
+    /// Pid of the shim serving a task: the process started with `-namespace <ns> -id <id>`.
     pub fn shim_pid(&self, id: &str) -> i32 {
-        let p = self.bundle_dir(id).join("shim.pid");
-        std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-            .trim()
-            .parse()
-            .expect("shim.pid holds a number")
+        let ns = self.d.namespace().to_string();
+        let found: Vec<i32> = procs::processes_mentioning(&ns)
+            .into_iter()
+            .filter(|p| {
+                let argv = procs::cmdline(*p);
+                argv.first().is_some_and(|a| a.contains("containerd-shim"))
+                    && argv.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+                    && argv.windows(2).any(|w| w[0] == "-namespace" && w[1] == ns)
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one shim for {id}: {found:?}");
+        found[0]
     }
 
     /// Asserts nothing of task `id` is left: bundle, rootfs mount, shim.
@@ -130,8 +136,11 @@ impl Env {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!bundle.exists(), "bundle {} left behind", bundle.display());
-        let mounts = procs::mounts_under(&self.d.state().join("io.containerd.runtime.v2.task"));
-        assert!(mounts.is_empty(), "rootfs mounts left behind: {mounts:?}");
+        let mounts = procs::mounts_under(&bundle);
+        assert!(
+            mounts.is_empty(),
+            "rootfs mounts of {id} left behind: {mounts:?}"
+        );
     }
 
     /// Asserts the instance left no shim/container process, mount or bundle.
