@@ -458,6 +458,63 @@ fn signals_attach_timeout_against_berthd() {
     signals_attach_timeout(&Daemon::berthd());
 }
 
+/// The spec `berth containers create` generates is the one Debian's `ctr` generates for
+/// the same flags (defaults, image config, env, mounts, host network, tty, caps, limits).
+fn spec_matches_ctr(d: &Daemon) {
+    let _dir = setup(d);
+    let flags = [
+        "--env",
+        "A=1",
+        "--env",
+        "PATH=/x",
+        "--mount",
+        "type=bind,src=/tmp,dst=/data,options=rbind:ro",
+        "--net-host",
+        "--cwd",
+        "/tmp",
+        "--label",
+        "x=y",
+        "--memory-limit",
+        "1000000",
+        "--cap-add",
+        "CAP_SYS_ADMIN",
+        "--cap-drop",
+        "CAP_CHOWN",
+        "--read-only",
+        "--allow-new-privs",
+        "-t",
+    ];
+    let create = |id: &str| {
+        let mut args = vec!["containers", "create"];
+        args.extend(flags);
+        args.extend([IMG, id, "echo", "hi"]);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let ours: Vec<String> = create("cli-spec-b");
+    d.berth_ok(&ours.iter().map(String::as_str).collect::<Vec<_>>());
+    let theirs: Vec<String> = create("cli-spec-c");
+    d.ctr_ok(&theirs.iter().map(String::as_str).collect::<Vec<_>>());
+    let spec = |id: &str| -> serde_json::Value {
+        let info: serde_json::Value =
+            serde_json::from_str(&d.ctr_ok(&["containers", "info", id])).expect("info JSON");
+        let text = info["Spec"].to_string().replace(id, "ID");
+        serde_json::from_str(&text).expect("spec JSON")
+    };
+    assert_eq!(spec("cli-spec-b"), spec("cli-spec-c"));
+    d.berth_ok(&["containers", "rm", "cli-spec-b", "cli-spec-c"]);
+    assert_nothing_left(d);
+}
+
+#[test]
+fn spec_matches_ctr_against_containerd() {
+    spec_matches_ctr(&Daemon::containerd());
+}
+
+#[test]
+fn spec_matches_ctr_against_berthd() {
+    spec_matches_ctr(&Daemon::berthd());
+}
+
 #[test]
 fn events_against_containerd() {
     events(&Daemon::containerd());

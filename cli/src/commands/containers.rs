@@ -76,9 +76,9 @@ pub struct ContainerFlags {
     /// Allow privilege escalation (no_new_privileges off).
     #[arg(long)]
     pub allow_new_privs: bool,
-    /// CPU shares (relative weight).
-    #[arg(long, default_value_t = 1024)]
-    pub cpu_shares: u64,
+    /// CPU shares (relative weight; `run` defaults to 1024 as ctr's run does).
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
     /// CFS CPU quota in CPUs (e.g. 0.5).
     #[arg(long)]
     pub cpus: Option<f64>,
@@ -610,8 +610,8 @@ async fn build_spec(
         s["linux"]["resources"]["cpu"]["quota"] = serde_json::json!(quota);
         s["linux"]["resources"]["cpu"]["period"] = serde_json::json!(100_000);
     }
-    if flags.cpu_shares > 0 {
-        s["linux"]["resources"]["cpu"]["shares"] = serde_json::json!(flags.cpu_shares);
+    if let Some(shares) = flags.cpu_shares.filter(|s| *s > 0) {
+        s["linux"]["resources"]["cpu"]["shares"] = serde_json::json!(shares);
     }
     if let Some(limit) = flags.memory_limit {
         s["linux"]["resources"]["memory"] = serde_json::json!({ "limit": limit });

@@ -54,7 +54,9 @@ pub enum Error {
     },
 }
 
-pub async fn run(args: Args, g: &Globals) -> Result<i32, Error> {
+pub async fn run(mut args: Args, g: &Globals) -> Result<i32, Error> {
+    // ctr's run (not `containers create`) has `--cpu-shares` defaulting to 1024.
+    args.container.cpu_shares.get_or_insert(1024);
     if args.rm && args.detach {
         return Err(Error::RmDetach);
     }
