@@ -303,6 +303,74 @@ pub struct OverlayfsConfig {
     pub sync_remove: bool,
 }
 
+/// `[plugins."io.containerd.gc.v1.scheduler"]`. berthd collects after every burst of
+/// deletes: `schedule_delay` is how long it waits to batch them; the thresholds are accepted
+/// for compatibility and not used.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Accepted, unused.
+    pub pause_threshold: f64,
+    /// Accepted, unused.
+    pub deletion_threshold: i64,
+    /// Accepted, unused.
+    pub mutation_threshold: i64,
+    /// Go duration ("0s", "100ms"): delay between a triggering delete and the collection.
+    pub schedule_delay: String,
+    /// Go duration; berthd always collects once before serving.
+    pub startup_delay: String,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            pause_threshold: 0.02,
+            deletion_threshold: 0,
+            mutation_threshold: 100,
+            schedule_delay: "0s".into(),
+            startup_delay: "100ms".into(),
+        }
+    }
+}
+
+/// Parses a Go duration (`1h2m3s`, `100ms`, `1.5s`, `0`).
+pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += n * mult;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
+}
+
 /// `[plugins."io.containerd.snapshotter.v1.native"]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -692,6 +760,20 @@ impl Config {
         }
         self.plugin_config::<OverlayfsConfig>(ids::OVERLAYFS)
             .map_err(|r| bad(&format!("plugins.{:?}", ids::OVERLAYFS), r))?;
+        let gc = self
+            .plugin_config::<GcConfig>(ids::GC)
+            .map_err(|r| bad(&format!("plugins.{:?}", ids::GC), r))?;
+        for (k, v) in [
+            ("schedule_delay", &gc.schedule_delay),
+            ("startup_delay", &gc.startup_delay),
+        ] {
+            if parse_go_duration(v).is_none() {
+                return Err(bad(
+                    &format!("plugins.{:?}.{k}", ids::GC),
+                    format!("{v:?} is not a duration like \"100ms\" or \"1s\""),
+                ));
+            }
+        }
         self.plugin_config::<NativeConfig>(ids::NATIVE)
             .map_err(|r| bad(&format!("plugins.{:?}", ids::NATIVE), r))?;
         for (name, p) in &self.proxy_plugins {
@@ -731,6 +813,11 @@ impl Config {
     /// The overlayfs snapshotter's section.
     pub fn overlayfs(&self) -> OverlayfsConfig {
         self.plugin_config(ids::OVERLAYFS).unwrap_or_default()
+    }
+
+    /// The GC scheduler's section.
+    pub fn gc(&self) -> GcConfig {
+        self.plugin_config(ids::GC).unwrap_or_default()
     }
 
     /// The native snapshotter's section.
@@ -933,6 +1020,25 @@ mod tests {
         assert_eq!(cfg.oom_score, -20);
         assert_eq!(cfg.disabled_plugins, ["m", "a", "b"]);
         assert_eq!(cfg.imports, ["conf.d/*.toml"]);
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("100ms"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        for bad in ["", "5", "1x", "ms", "-1s"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+        let e = Config::parse(
+            "[plugins.\"io.containerd.gc.v1.scheduler\"]\nschedule_delay = \"soon\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("schedule_delay"), "{e}");
     }
 
     #[test]

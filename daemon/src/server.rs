@@ -337,7 +337,8 @@ pub async fn run(
     );
     let exchange = Exchange::new();
     plugins.push(PluginInfo::ok("io.containerd.event.v1", "exchange", &[]));
-    let gc = Scheduler::new(Arc::clone(&db));
+    let gc_delay = crate::config::parse_go_duration(&cfg.gc().schedule_delay).unwrap_or_default();
+    let gc = Scheduler::with_delay(Arc::clone(&db), gc_delay);
     plugins.push(PluginInfo::ok(
         "io.containerd.gc.v1",
         "scheduler",

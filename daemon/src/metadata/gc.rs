@@ -392,14 +392,22 @@ mod tests {
 pub struct Scheduler {
     db: std::sync::Arc<Db>,
     notify: std::sync::Arc<tokio::sync::Notify>,
+    delay: std::time::Duration,
 }
 
 impl Scheduler {
     /// A scheduler for `db`; call [`Scheduler::run`] once in a task.
     pub fn new(db: std::sync::Arc<Db>) -> Self {
+        Self::with_delay(db, std::time::Duration::from_millis(100))
+    }
+
+    /// A scheduler that waits `delay` after a trigger (containerd's `schedule_delay`) so a
+    /// burst of deletes is collected once; at least 10 ms.
+    pub fn with_delay(db: std::sync::Arc<Db>, delay: std::time::Duration) -> Self {
         Self {
             db,
             notify: std::sync::Arc::default(),
+            delay: delay.max(std::time::Duration::from_millis(10)),
         }
     }
 
@@ -417,11 +425,11 @@ impl Scheduler {
         }
     }
 
-    /// The background loop: waits for triggers, debounces 100 ms, collects.
+    /// The background loop: waits for a trigger, waits the schedule delay, collects.
     pub async fn run(self) {
         loop {
             self.notify.notified().await;
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(self.delay).await;
             match self.collect_now().await {
                 Ok(s) => log::debug!("gc: {s:?}"),
                 Err(e) => log::error!("gc failed: {e}"),
