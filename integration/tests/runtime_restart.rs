@@ -67,13 +67,13 @@ fn restart_keeps_tasks(shim: Shim, test: &str) {
     );
 
     let ls = env.ctr_ok(&["t", "ls"]);
-    for i in 0..LONG {
+    for (i, expected) in pids.iter().enumerate() {
         let (pid, status) = env
             .task_status(&format!("long{i}"))
             .unwrap_or_else(|| panic!("long{i} not listed: {ls}"));
         assert_eq!(
             (pid.parse::<i32>().ok(), status.as_str()),
-            (Some(pids[i]), "RUNNING"),
+            (Some(*expected), "RUNNING"),
             "long{i}: {ls}"
         );
     }
