@@ -175,6 +175,12 @@ impl ShimClient {
                     message: s.message().to_string(),
                 }
             }
+            // The ttrpc crate's own deadline (the request carried `timeout_nano`).
+            ttrpc::Error::Others(m) if m.contains("deadline elapsed") => Error::Timeout {
+                id: self.id.clone(),
+                method,
+                timeout: self.timeout,
+            },
             other => Error::ShimGone {
                 id: self.id.clone(),
                 method,

@@ -638,3 +638,76 @@ async fn duplicate_task_and_bad_ids_are_rejected() {
     m.delete(NS, "dup").await.expect("delete created-only task");
     reap(shim_pid);
 }
+
+/// A "shim" whose socket accepts connections but never answers: every call must be bounded,
+/// the failure must say which call hung, and clean-up (`<shim> delete`) must still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_shim_is_reported_not_waited_on() {
+    let env = Env::new(DEBIAN_SHIM_DIR).await;
+    let pidfile = env.tmp.path().join("listener.pid");
+    let deleted = env.tmp.path().join("delete.called");
+    let script = format!(
+        r#"#!/bin/sh
+for a; do last=$a; done
+case "$last" in
+start)
+  sock="$PWD/hang.sock"
+  python3 -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(16); c=[]
+while True: c.append(s.accept())' "$sock" </dev/null >/dev/null 2>&1 &
+  echo $! > {pidfile}
+  i=0; while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+  echo "unix://$sock";;
+delete)
+  touch {deleted}; kill $(cat {pidfile});;
+esac
+"#,
+        pidfile = pidfile.display(),
+        deleted = deleted.display()
+    );
+    let hung = env.tmp.path().join("containerd-shim-hung-v2");
+    std::fs::write(&hung, script).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hung, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cfg = env.manager(Arc::new(NoEvents)).config().clone();
+    cfg.call_timeout = Duration::from_secs(1);
+    let m = TaskManager::new(cfg, Arc::new(NoEvents));
+    let out = env.tmp.path().join("out.log");
+    let mut opts = env.opts("hung", &["/bin/busybox", "true"], &out);
+    opts.runtime_path = hung.to_string_lossy().into();
+    let started = Instant::now();
+    let err = m
+        .create(NS, opts)
+        .await
+        .expect_err("a hung shim cannot create");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded: took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                method: "Create",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Create"), "{err}");
+    assert!(deleted.exists(), "`<shim> delete` ran to clean up");
+    assert!(
+        std::fs::read_dir(env.state_dir())
+            .expect("ls")
+            .next()
+            .is_none(),
+        "no bundle left"
+    );
+    let listener: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    reap(listener);
+}
