@@ -61,15 +61,18 @@ impl Pty {
     }
 }
 
+/// Spawns `ctr <args>` with a fresh pty (rows×cols) as its controlling terminal.
 #[allow(unsafe_code)]
-fn run_with_pty(gen: Gen, test: &str) {
-    let Some(env) = Env::start(gen, test) else {
-        return;
-    };
-    let pty = nix::pty::openpty(Some(&winsize(40, 123)), None).expect("openpty");
+fn spawn_in_pty(
+    env: &Env,
+    args: &[&str],
+    rows: u16,
+    cols: u16,
+) -> (std::process::Child, Pty, OwnedFd) {
+    let pty = nix::pty::openpty(Some(&winsize(rows, cols)), None).expect("openpty");
     let slave = pty.slave;
     let mut cmd = env.c.ctr_command();
-    cmd.args(["run", "-t", "--rm", &env.image, "tty1", "sh"])
+    cmd.args(args)
         .stdin(Stdio::from(slave.try_clone().expect("dup")))
         .stdout(Stdio::from(slave.try_clone().expect("dup")))
         .stderr(Stdio::from(slave.try_clone().expect("dup")));
@@ -84,7 +87,9 @@ fn run_with_pty(gen: Gen, test: &str) {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn ctr run -t");
+    let child = cmd.spawn().expect("spawn ctr with a pty");
+    // ctr runs in its own session: tell the harness's orphan reaper that we wait on it.
+    integration::subreaper::register(child.id());
     drop(slave);
     let master_fd = pty.master;
     let reader = std::fs::File::from(master_fd.try_clone().expect("dup master"));
@@ -102,36 +107,73 @@ fn run_with_pty(gen: Gen, test: &str) {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let mut term = Pty {
+    let term = Pty {
         master: std::fs::File::from(master_fd.try_clone().expect("dup master")),
         out,
     };
+    (child, term, master_fd)
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait ctr") {
+            integration::subreaper::unregister(child.id());
+            return s;
+        }
+        assert!(Instant::now() < deadline, "ctr did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Drives an interactive shell: output, initial size, a resize, exit status.
+fn drive_shell(mut child: std::process::Child, mut term: Pty, master_fd: &OwnedFd, code: i32) {
     term.send("echo tty-$((6*7)); tty\n");
     term.wait_for("tty-42", Duration::from_secs(20));
     term.wait_for("/dev/pts/", Duration::from_secs(5));
     term.send("stty size\n");
     term.wait_for("40 123", Duration::from_secs(5));
-
-    set_size(&master_fd, 50, 100);
+    set_size(master_fd, 50, 100);
     std::thread::sleep(Duration::from_millis(300));
     term.send("stty size\n");
     term.wait_for("50 100", Duration::from_secs(5));
-
-    term.send("exit 3\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait ctr") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "ctr run -t did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    term.send(&format!("exit {code}\n"));
+    let status = wait_exit(&mut child);
     assert_eq!(
         status.code(),
-        Some(3),
-        "ctr run -t exits with the shell's status"
+        Some(code),
+        "ctr exits with the shell's status"
     );
+}
+
+fn run_with_pty(gen: Gen, test: &str) {
+    let Some(env) = Env::start(gen, test) else {
+        return;
+    };
+    let (child, term, master) = spawn_in_pty(
+        &env,
+        &["run", "-t", "--rm", &env.image, "tty1", "sh"],
+        40,
+        123,
+    );
+    drive_shell(child, term, &master, 3);
     shim_common::assert_task_gone(&env, "tty1");
+
+    // An exec'd process with its own terminal in a running container.
+    env.run_ok(&["-d", &env.image, "tty2", "sleep", "1000"]);
+    env.wait_status("tty2", "RUNNING", Duration::from_secs(10));
+    let (child, term, master) = spawn_in_pty(
+        &env,
+        &["t", "exec", "-t", "--exec-id", "sh1", "tty2", "sh"],
+        40,
+        123,
+    );
+    drive_shell(child, term, &master, 4);
+    env.ctr_ok(&["t", "kill", "-s", "9", "tty2"]);
+    env.wait_status("tty2", "STOPPED", Duration::from_secs(10));
+    env.ctr_ok(&["t", "rm", "tty2"]);
+    env.ctr_ok(&["c", "rm", "tty2"]);
+    shim_common::assert_task_gone(&env, "tty2");
 }
 
 #[test]
