@@ -57,7 +57,7 @@ pub enum Cmd {
         snapshotter: SnapshotterFlag,
         input: String,
     },
-    /// Pull an image from a registry (Docker Registry HTTP API v2; plain HTTP only for now).
+    /// Pull an image from a registry (Docker Registry HTTP API v2, HTTPS or plain HTTP).
     Pull {
         /// Use plain HTTP (localhost registries always are).
         #[arg(long)]
@@ -65,6 +65,12 @@ pub enum Cmd {
         /// Credentials: user:password.
         #[arg(short, long)]
         user: Option<String>,
+        /// Skip verifying the registry's TLS certificate.
+        #[arg(short = 'k', long)]
+        skip_verify: bool,
+        /// CA certificate (PEM) to trust for the registry.
+        #[arg(long)]
+        tlscacert: Option<std::path::PathBuf>,
         /// Pull content for a specific platform.
         #[arg(long)]
         platform: Option<String>,
@@ -304,6 +310,8 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
         Cmd::Pull {
             plain_http,
             user,
+            skip_verify,
+            tlscacert,
             platform,
             all_platforms,
             snapshotter,
@@ -314,6 +322,8 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 plain_http,
                 user,
                 platform: matcher(all_platforms, platform.as_deref())?,
+                tls_ca: tlscacert,
+                skip_verify,
             };
             let lease = store::TempLease::create(&client).await?;
             let leased = client.with_lease(&lease.id)?;

@@ -6,12 +6,14 @@
 //! with `containerd.io/distribution.source.<host>` and parents with their GC references,
 //! and create the image record.
 //!
-//! Transport: HTTP/1.1 over plain TCP (`--plain-http`; registries on localhost are tried
-//! over plain HTTP as containerd does). Authentication: Basic, and Bearer tokens from the
-//! realm a `WWW-Authenticate` challenge names (with `--user` credentials when given).
-//! HTTPS is not implemented yet: such registries fail with a clear error.
+//! Transport: HTTP/1.1 over TLS (rustls with the ring provider; the system CA bundle plus
+//! `--tlscacert`, or no verification with `--skip-verify`), or over plain TCP with
+//! `--plain-http` (also the default for localhost registries when no TLS option is given).
+//! Authentication: Basic, and Bearer tokens from the realm a `WWW-Authenticate` challenge
+//! names (with `--user` credentials when given).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use http_body_util::{BodyExt, BodyStream, Empty};
@@ -51,8 +53,18 @@ pub enum Error {
         #[source]
         source: hyper::http::Error,
     },
-    #[error("HTTPS registries are not supported by berth yet: pull {host} with --plain-http if it serves plain HTTP")]
-    Https { host: String },
+    #[error("TLS connection to {host}: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid server name {0:?} for TLS")]
+    ServerName(String),
+    #[error("read CA certificates from {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[source] rustls::Error),
     #[error("pull access denied for {url}: {status} (check --user)")]
     Unauthorized { url: String, status: StatusCode },
     #[error("failed to resolve reference {reference:?}: {reference}: not found")]
@@ -128,6 +140,106 @@ pub struct Options {
     pub plain_http: bool,
     pub user: Option<String>,
     pub platform: PlatformMatcher,
+    /// `--tlscacert`: extra CA certificates (PEM) to trust.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// `--skip-verify`: do not verify the registry's certificate.
+    pub skip_verify: bool,
+}
+
+/// Accepts any server certificate (`--skip-verify`), still checking handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The system CA bundle Debian's `ca-certificates` maintains.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn load_pem_certs(path: &std::path::Path, roots: &mut rustls::RootCertStore) -> Result<(), Error> {
+    use rustls::pki_types::pem::PemObject;
+    let ca_err = |reason: String| Error::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| ca_err(e.to_string()))?;
+    let mut n = 0;
+    for c in certs {
+        let c = c.map_err(|e| ca_err(e.to_string()))?;
+        if roots.add(c).is_ok() {
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Err(ca_err("no usable certificates".into()));
+    }
+    Ok(())
+}
+
+/// The rustls client configuration for `opts`.
+fn tls_config(opts: &Options) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(Error::TlsConfig)?;
+    let config = if opts.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        // A missing system bundle is fine when --tlscacert names the CA.
+        let _ = load_pem_certs(std::path::Path::new(SYSTEM_CA_BUNDLE), &mut roots);
+        if let Some(ca) = &opts.tls_ca {
+            load_pem_certs(ca, &mut roots)?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
 }
 
 /// A minimal registry client: one connection per request, auth remembered.
@@ -135,6 +247,7 @@ struct Registry {
     host: String,
     basic: Option<String>,
     authorization: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// A response with its body still streaming.
@@ -199,18 +312,14 @@ impl Registry {
                     url: url.to_string(),
                     source: e.into(),
                 })?;
-        if uri.scheme_str() == Some("https") {
-            return Err(Error::Https {
-                host: uri
-                    .authority()
-                    .map_or_else(String::new, ToString::to_string),
-            });
-        }
+        let https = uri.scheme_str() == Some("https");
         let authority = uri
             .authority()
             .map_or_else(String::new, ToString::to_string);
         let addr = if authority.contains(':') {
             authority.clone()
+        } else if https {
+            format!("{authority}:443")
         } else {
             format!("{authority}:80")
         };
@@ -220,15 +329,6 @@ impl Registry {
                 host: addr.clone(),
                 source,
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| Error::Http {
-                url: url.to_string(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::get(path).header(hyper::header::HOST, authority.as_str());
         if let Some(a) = accept {
@@ -243,13 +343,22 @@ impl Registry {
                 url: url.to_string(),
                 source,
             })?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|source| Error::Http {
-                url: url.to_string(),
-                source,
-            })
+        if https {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| Error::ServerName(host.clone()))?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|source| Error::Tls { host: addr, source })?;
+            send_on(tls, req, url).await
+        } else {
+            send_on(stream, req, url).await
+        }
     }
 
     /// Fetches a token for a Bearer challenge.
@@ -344,7 +453,8 @@ impl Registry {
                     .unwrap_or("")
                     .to_string();
                 url = if next.starts_with('/') {
-                    format!("http://{}{next}", self.host)
+                    let scheme = url.split("://").next().unwrap_or("http");
+                    format!("{scheme}://{}{next}", self.host)
                 } else {
                     next
                 };
@@ -365,6 +475,33 @@ impl Registry {
         }
         Err(Error::Redirects(url))
     }
+}
+
+/// One HTTP/1.1 request on an established connection.
+async fn send_on<IO>(
+    io: IO,
+    req: Request<Empty<Bytes>>,
+    url: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| Error::Http {
+            url: url.to_string(),
+            source,
+        })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|source| Error::Http {
+            url: url.to_string(),
+            source,
+        })
 }
 
 async fn read_limited(resp: Response, limit: usize) -> Result<Vec<u8>, Error> {
@@ -405,12 +542,14 @@ pub async fn pull(
             }
         })
         .transpose()?;
-    let plain = opts.plain_http || is_localhost(&reference.host);
+    let tls_options = opts.tls_ca.is_some() || opts.skip_verify;
+    let plain = opts.plain_http || (is_localhost(&reference.host) && !tls_options);
     let scheme = if plain { "http" } else { "https" };
     let mut reg = Registry {
         host: reference.api_host().to_string(),
         basic,
         authorization: None,
+        tls: tls_config(opts)?,
     };
     let base = format!("{scheme}://{}/v2/{}", reference.api_host(), reference.repo);
 
