@@ -5,7 +5,7 @@
 //! sorted by name, as containerd writes them, so the same content gives the same tar.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use super::{store, Descriptor, Index, PlatformMatcher, JSON_LIMIT};
 use crate::client::Client;
@@ -174,13 +174,15 @@ pub async fn export<W: Write>(
                 tar.append_data(&mut header, &name, data.as_slice())?;
             }
             Record::Blob(d) => {
-                let limit = usize::try_from(d.size).unwrap_or(usize::MAX);
-                let data = store::read_blob(client, &d.digest, limit).await?;
+                // Spooled through a temporary file: layers can be far larger than memory.
+                let mut spool = tempfile::tempfile()?;
+                let n = store::copy_blob(client, &d.digest, &mut spool).await?;
+                spool.seek(SeekFrom::Start(0))?;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(0o444);
-                header.set_size(data.len() as u64);
+                header.set_size(n);
                 header.set_cksum();
-                tar.append_data(&mut header, &name, data.as_slice())?;
+                tar.append_data(&mut header, &name, spool)?;
             }
         }
     }
