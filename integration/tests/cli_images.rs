@@ -12,6 +12,17 @@ fn images_flow(d: &Daemon) {
     let (img, oci, docker) = busybox_archives(dir.path());
     let name = integration::image::BUSYBOX_NAME;
 
+    // Not a tar at all: a clear error, nothing created.
+    let junk = dir.path().join("junk.tar");
+    std::fs::write(&junk, vec![0xa5u8; 4096]).expect("write junk");
+    let bad = d.berth(&["images", "import", s(&junk)]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        stderr(&bad),
+        "berth: read archive: invalid tar header: not a tar archive (is it an OCI layout or docker save tar?)\n"
+    );
+    assert_eq!(d.berth_ok(&["images", "ls", "-q"]), "");
+
     // OCI layout archive: imported, unpacked into overlayfs.
     let out = d.berth_ok(&["images", "import", s(&oci)]);
     assert_eq!(

@@ -27,8 +27,8 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("read archive: {0}")]
-    Tar(#[source] std::io::Error),
+    #[error("read archive: {0} (is it an OCI layout or docker save tar?)")]
+    Tar(String),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -90,6 +90,17 @@ enum Event {
     },
 }
 
+/// A tar error for humans: the tar crate quotes raw header bytes, which for a file that is
+/// not a tar at all is binary noise.
+#[allow(clippy::needless_pass_by_value)]
+fn tar_err(e: std::io::Error) -> Error {
+    let text = e.to_string();
+    if text.chars().any(|c| c.is_control() || c == '\u{fffd}') {
+        return Error::Tar("invalid tar header: not a tar archive".to_string());
+    }
+    Error::Tar(text)
+}
+
 /// Go's `path.Clean` for the relative names in an archive.
 fn clean(name: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -112,8 +123,8 @@ fn dir_of(name: &str) -> &str {
 /// Reads the tar on this (blocking) thread and sends its files to the async side.
 fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Result<(), Error> {
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(Error::Tar)? {
-        let mut entry = entry.map_err(Error::Tar)?;
+    for entry in archive.entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
         let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
         let kind = entry.header().entry_type();
         if kind.is_symlink() {
@@ -129,7 +140,7 @@ fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Resul
         if !kind.is_file() {
             continue;
         }
-        let size = entry.header().size().map_err(Error::Tar)?;
+        let size = entry.header().size().map_err(tar_err)?;
         let (dtx, drx) = mpsc::channel(4);
         tx.blocking_send(Event::File {
             name: name.clone(),
@@ -141,7 +152,7 @@ fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Resul
         let mut head = Vec::new();
         let mut buf = vec![0u8; CHUNK];
         loop {
-            let n = entry.read(&mut buf).map_err(Error::Tar)?;
+            let n = entry.read(&mut buf).map_err(tar_err)?;
             if n == 0 {
                 break;
             }

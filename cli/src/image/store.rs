@@ -17,7 +17,8 @@ use crate::client::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("content {digest}: {}", .status.message())]
+    // The daemon's message names the digest already ("content digest …: not found").
+    #[error("{}", .status.message())]
     Read {
         digest: String,
         status: tonic::Status,
