@@ -689,15 +689,6 @@ impl Service {
                     p.status.name()
                 )));
             }
-            if exec_id.is_empty()
-                && c.execs
-                    .values()
-                    .any(|e| matches!(e.status, Status::Running | Status::Paused))
-            {
-                return Err(TaskError::FailedPrecondition(format!(
-                    "container {id} still has running exec'd processes"
-                )));
-            }
             (
                 p.io.clone(),
                 c.runtime.clone(),
