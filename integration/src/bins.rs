@@ -101,10 +101,10 @@ pub fn berth_bin_dir() -> PathBuf {
 /// Path of berth binary `name` from cargo package `package`.
 ///
 /// # Panics
-/// When the binary is missing, or older than its package's sources (a stale binary would make
-/// a test check old code): the message says which `cargo build` to run. `cargo test` builds
-/// other packages' binaries only when they have integration tests, so `packaging/test.sh` runs
-/// `cargo build --workspace --bins` first.
+/// When the binary is missing, or (under `CI=true` / `BERTH_STRICT_BINS=1`; otherwise a
+/// warning) older than the sources it is built from: the message says which `cargo build` to
+/// run. `cargo test` builds other packages' binaries only when they have integration tests,
+/// so `packaging/test.sh` runs `cargo build --workspace --bins` first.
 #[must_use]
 pub fn berth_bin(name: &str, package: &str) -> PathBuf {
     let path = berth_bin_dir().join(name);
@@ -116,15 +116,26 @@ pub fn berth_bin(name: &str, package: &str) -> PathBuf {
     );
     if env::var_os(BIN_DIR_ENV).is_none() {
         if let (Some(bin_time), Some((src, src_time))) = (mtime(&path), newest_dep(&path)) {
-            assert!(
-                bin_time >= src_time,
-                "berth binary `{}` is older than its source {}: run `cargo build -p {package} --bin {name}`",
-                path.display(),
-                src.display()
-            );
+            if bin_time < src_time {
+                let msg = format!(
+                    "berth binary `{}` is older than its source {}: run `cargo build -p {package} --bin {name}`",
+                    path.display(),
+                    src.display()
+                );
+                // Strict under CI (the binary was just built, so this is a real problem); a
+                // warning otherwise, because in a shared working tree sources change while a
+                // long test run is in progress. The warning shows with a failing test's output.
+                assert!(!strict_bins(), "{msg}");
+                eprintln!("WARNING: {msg}");
+            }
         }
     }
     path
+}
+
+/// `CI=true` or `BERTH_STRICT_BINS=1`: stale berth binaries fail the test.
+fn strict_bins() -> bool {
+    env::var("CI").as_deref() == Ok("true") || env::var("BERTH_STRICT_BINS").as_deref() == Ok("1")
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
