@@ -317,6 +317,19 @@ fn runtime_selection_by_name_path_binary_name_and_config() {
         "by-path",
     ]);
     assert_eq!(out, "by-path\n");
+    // The deprecated io.containerd.runc.v1 resolves like any name, to Debian's
+    // containerd-shim-runc-v1 (which reads its options from stdin at start).
+    let out = env.ctr_ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runc.v1",
+        &img,
+        "s2b",
+        "echo",
+        "by-runc-v1",
+    ]);
+    assert_eq!(out, "by-runc-v1\n");
     // runc options BinaryName → a wrapper that logs every call.
     let calls = env.work.path().join("wrapper.calls");
     let runc = integration::bins::require_bin("runc", "runc");
