@@ -190,6 +190,35 @@ fn detached_lifecycle(d: &Daemon) {
     assert_eq!(stdout(&o), "hi\n", "{}", stderr(&o));
     assert_eq!(o.status.code(), Some(3));
 
+    // exec --user resolves the name in the container's rootfs.
+    let o = d.berth(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "--user",
+        "nobody",
+        "cli-d1",
+        "id",
+        "-u",
+    ]);
+    assert_eq!(stdout(&o), "65534\n", "{}", stderr(&o));
+    let o = d.berth(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e3",
+        "--user",
+        "ghost",
+        "cli-d1",
+        "id",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "berth: unable to find user ghost: no matching entries in passwd file\n"
+    );
+
     let ps = d.berth_ok(&["tasks", "ps", "cli-d1"]);
     assert!(ps.starts_with("PID "), "{ps}");
     assert_eq!(ps.lines().count(), 2, "{ps}");

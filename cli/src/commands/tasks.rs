@@ -474,8 +474,23 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
                 process["cwd"] = serde_json::json!(c);
             }
             if let Some(u) = user {
-                let mut s = serde_json::json!({"process": process});
-                crate::spec::with_user(&mut s, &u, None).map_err(super::containers::Error::from)?;
+                // Names resolve in the container's rootfs, as ctr's `oci.WithUser` does.
+                let c = super::containers::get(&client, &id).await?;
+                let mounts = client
+                    .snapshots()
+                    .mounts(MountsRequest {
+                        snapshotter: c.snapshotter.clone(),
+                        key: c.snapshot_key.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .mounts;
+                let mut s = serde_json::json!({ "process": process });
+                crate::rootfs::with_readonly_mount(&mounts, |root| {
+                    crate::spec::with_user(&mut s, &u, Some(root))
+                })
+                .map_err(super::containers::Error::from)?
+                .map_err(super::containers::Error::from)?;
                 process = s["process"].take();
             }
             let w = wiring(
