@@ -216,18 +216,22 @@ pub fn run(opts: &Options) -> Result<report::Report, BenchError> {
         work: work.path(),
         rt: &rt,
     };
+    let loadavg_start = report::loadavg();
     let want = |s: Scenario| opts.scenarios.contains(&s);
     let mut report = report::Report {
         date: report::now_utc(),
         machine: report::Machine::detect(&bins),
         quick: opts.quick,
         seconds: 0.0,
+        loadavg_start,
+        loadavg_end: String::new(),
         latency: want(Scenario::Latency).then(|| scenarios::latency(&ctx)),
         throughput: want(Scenario::Throughput).then(|| scenarios::throughput(&ctx)),
         density: want(Scenario::Density).then(|| scenarios::density(&ctx)),
         restart: want(Scenario::Restart).then(|| scenarios::restart(&ctx)),
         pull: want(Scenario::Pull).then(|| scenarios::pull(&ctx)),
     };
+    report.loadavg_end = report::loadavg();
     report.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     // The bare-runc bundle's rootfs may hold a leftover mount if a run was killed.
     let _ = crate::procs::remove_tree(work.path());

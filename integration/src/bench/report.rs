@@ -91,11 +91,26 @@ pub struct Report {
     pub quick: bool,
     /// Wall time of the whole run.
     pub seconds: f64,
+    /// `/proc/loadavg` (1, 5, 15 min) at the start and the end: the machine is shared, and
+    /// a busy machine inflates every column (the ratios stay comparable).
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     pub latency: Option<LatencyReport>,
     pub throughput: Option<ThroughputReport>,
     pub density: Option<Vec<SystemResult<Density>>>,
     pub restart: Option<Vec<SystemResult<Restart>>>,
     pub pull: Option<PullReport>,
+}
+
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg`.
+#[must_use]
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Current UTC time as `YYYY-MM-DD HH:MM` (from `date`, to avoid a date crate).
@@ -235,8 +250,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "runc: {}; containerd: {}; client: Debian `ctr` 1.6.20 for every column. Whole run: {:.0} s.\n",
-            self.machine.runc, self.machine.containerd, self.seconds
+            "runc: {}; containerd: {}; client: Debian `ctr` 1.6.20 for every column. Whole run: {:.0} s; \
+             load average {} at the start, {} at the end.\n",
+            self.machine.runc,
+            self.machine.containerd,
+            self.seconds,
+            self.loadavg_start,
+            self.loadavg_end
         );
         if let Some(l) = &self.latency {
             self.latency_md(&mut out, l);

@@ -4,7 +4,8 @@
 //! ```text
 //! berth-bench [--quick] [--only latency,throughput,density,restart,pull]
 //!             [--systems berth,containerd,containerd-berth-shim,containerd2]
-//!             [--duration SECS] [--json FILE] [--bin-dir DIR]
+//!             [--duration SECS] [--runs N] [--containers N] [--restart-tasks N]
+//!             [--json FILE] [--bin-dir DIR]
 //! ```
 //!
 //! Needs root (it runs containers). berth's binaries come from the directory of this
@@ -21,13 +22,27 @@ use integration::bench::system::SystemKind;
 use integration::bench::{self, BenchError, Options, Scenario};
 
 const USAGE: &str = "usage: berth-bench [--quick] [--only SCENARIO[,..]] [--systems SYSTEM[,..]] \
-[--duration SECS] [--json FILE] [--bin-dir DIR]
+[--duration SECS] [--runs N] [--containers N] [--restart-tasks N] [--json FILE] [--bin-dir DIR]
 
 scenarios: latency, throughput, density, restart, pull (default: all)
 systems:   berth, containerd, containerd-berth-shim, containerd2
            (default per scenario: the extra columns only where cheap)
 --quick    3 iterations each, 3 s throughput points, 3 containers (the smoke test)
---duration seconds per throughput point for berth and containerd (default 60)";
+--duration seconds per throughput point for berth and containerd (default 60)
+--runs     latency runs per system (default 50)
+--containers    density: idle containers (default 50)
+--restart-tasks restart: running tasks (default 100; the target is stated for 300)
+--json FILE     also write the JSON report
+--bin-dir DIR   berthd and our shim from DIR (default: beside this executable)";
+
+fn count(v: &str, flag: &str) -> Result<usize, BenchError> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(BenchError::Args(format!(
+            "{flag} `{v}`: expected a positive whole number"
+        ))),
+    }
+}
 
 fn parse(args: &[String]) -> Result<Option<Options>, BenchError> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -66,6 +81,11 @@ fn parse(args: &[String]) -> Result<Option<Options>, BenchError> {
                     BenchError::Args(format!("--duration `{v}`: expected whole seconds"))
                 })?;
                 o.duration = Duration::from_secs(secs.max(1));
+            }
+            "--runs" => o.latency_runs = count(&value("--runs")?, "--runs")?,
+            "--containers" => o.density = count(&value("--containers")?, "--containers")?,
+            "--restart-tasks" => {
+                o.restart_tasks = count(&value("--restart-tasks")?, "--restart-tasks")?;
             }
             "--json" => o.json = Some(PathBuf::from(value("--json")?)),
             "--bin-dir" => o.bin_dir = Some(PathBuf::from(value("--bin-dir")?)),
