@@ -42,6 +42,14 @@ fn main() -> ExitCode {
         eprintln!("usage: berth-testimage <out-dir>\n\nwrites busybox/ and layers/ (OCI layouts), *.oci.tar, *.docker.tar and digests.json");
         return ExitCode::from(2);
     };
+    if out.to_string_lossy().starts_with('-') {
+        let help = out == "-h" || out == "--help";
+        eprintln!("usage: berth-testimage <out-dir>\n\nwrites busybox/ and layers/ (OCI layouts), *.oci.tar, *.docker.tar and digests.json");
+        if !help {
+            eprintln!("berth-testimage: unknown option {out:?} (use ./{} for a directory named like that)", out.to_string_lossy());
+        }
+        return ExitCode::from(if help { 0 } else { 2 });
+    }
     let out = PathBuf::from(out);
     match write_all(&out) {
         Ok(summary) => {
