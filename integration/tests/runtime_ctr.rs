@@ -145,6 +145,22 @@ fn detached_lifecycle(shim: Shim, test: &str) {
         v["Spec"]["process"]["args"].to_string().contains("true"),
         "spec stored: {info}"
     );
+    // Update by field path (labels.team), filters over ListStream.
+    env.ctr_ok(&["c", "label", "c1", "team=blue"]);
+    assert_eq!(
+        env.ctr_ok(&["c", "ls", "-q", "labels.team==blue"]).trim(),
+        "c1"
+    );
+    assert!(env
+        .ctr_ok(&["c", "ls", "-q", "labels.team==red"])
+        .trim()
+        .is_empty());
+    let info = env.ctr_ok(&["c", "info", "c1"]);
+    assert!(info.contains("\"team\": \"blue\""), "label stored: {info}");
+    assert!(
+        info.contains("\"Snapshotter\": \"overlayfs\"") && info.contains("\"SnapshotKey\": \"c1\""),
+        "snapshot recorded: {info}"
+    );
     env.ctr_ok(&["c", "rm", "c1"]);
     assert!(env.ctr_ok(&["c", "ls", "-q"]).trim().is_empty());
     env.assert_nothing_left();
