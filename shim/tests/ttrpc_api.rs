@@ -262,3 +262,101 @@ fn task_api_v2_and_v3_on_one_socket_with_containerds_error_codes() {
         "runc state left"
     );
 }
+
+/// `start` with `Options.ShimCgroup` on stdin (containerd < 2.3 sends the bare Any) moves the
+/// long-running shim into that cgroup, and gives it our oom_score_adj + 1.
+#[test]
+fn start_honours_shim_cgroup_and_adjusts_oom_score() {
+    use containerd_shim_protos::shim::oci::Options;
+    use std::io::Write;
+    set_subreaper().expect("subreaper");
+    let dir = tempfile::tempdir().expect("tmp");
+    let id = "cgshim1";
+    let b = bundle(dir.path(), id);
+    let _cleanup = Cleanup {
+        id: id.to_string(),
+        bundle: b.clone(),
+    };
+    let cg = format!("berth-shimcg-{}", std::process::id());
+    // cgroup v1 hybrid here: make the cgroup in every v1 hierarchy that can take pids.
+    let mut made = Vec::new();
+    for ctrl in ["memory", "pids", "cpu,cpuacct"] {
+        let d = Path::new("/sys/fs/cgroup").join(ctrl).join(&cg);
+        if Path::new("/sys/fs/cgroup").join(ctrl).is_dir() && std::fs::create_dir(&d).is_ok() {
+            made.push(d);
+        }
+    }
+    assert!(
+        !made.is_empty(),
+        "no cgroup v1 hierarchy to test ShimCgroup with"
+    );
+
+    let mut o = Options::new();
+    o.shim_cgroup = format!("/{cg}");
+    let mut any = Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    any.value = o.write_to_bytes().expect("encode");
+    let fake_address = dir.path().join("containerd.sock").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_containerd-shim-runc-v2"))
+        .args([
+            "-namespace",
+            NS,
+            "-id",
+            id,
+            "-address",
+            &fake_address,
+            "start",
+        ])
+        .current_dir(&b)
+        .env_remove("TTRPC_ADDRESS")
+        .env_remove("MAX_SHIM_VERSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("shim start");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&any.write_to_bytes().expect("encode"))
+        .expect("write options");
+    let out = child.wait_with_output().expect("start output");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(b.join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    assert!(
+        cgroups.contains(&format!(":/{cg}\n")),
+        "shim not moved into /{cg}:\n{cgroups}"
+    );
+    let ours: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .expect("score")
+        .trim()
+        .parse()
+        .expect("int");
+    let shim: i32 = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .expect("score")
+        .trim()
+        .parse()
+        .expect("int");
+    assert_eq!(shim, (ours + 1).min(1000));
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for d in made {
+        while std::fs::remove_dir(&d).is_err() && std::time::Instant::now() < deadline {
+            // The killed shim leaves the cgroup once it is reaped.
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
