@@ -215,6 +215,10 @@ impl Service {
     }
 
     /// Marks the process exited and queues its one `TaskExit`.
+    ///
+    /// An init that exits while exec'd processes still run has its exit held back until the
+    /// last of them exited (containerd 2.x `handleInitExit`): containerd must see every exec's
+    /// exit before the container's. The kill-all job is returned at once either way.
     fn apply_exit(
         &self,
         c: &mut Container,
@@ -223,9 +227,35 @@ impl Service {
     ) -> Option<(Runtime, String)> {
         let cid = c.id.clone();
         let kill_all = exec_id.is_empty() && c.kill_all_on_exit;
-        let p = c.process_mut(exec_id).ok()?;
+        if exec_id.is_empty() && c.execs_running() {
+            c.pending_init_exit = Some(exit);
+            log::debug!("init of {cid} exited; its exit waits for the exec'd processes");
+            return kill_all.then(|| (c.runtime.clone(), cid));
+        }
+        let released = self.record_exit(c, exec_id, exit);
+        if !exec_id.is_empty() {
+            self.release_pending_init(c);
+        }
+        (released && kill_all).then(|| (c.runtime.clone(), cid))
+    }
+
+    /// Publishes a held-back init exit once no exec'd process runs any more.
+    fn release_pending_init(&self, c: &mut Container) {
+        if !c.execs_running() {
+            if let Some(exit) = c.pending_init_exit.take() {
+                self.record_exit(c, "", exit);
+            }
+        }
+    }
+
+    /// Marks one process exited and queues its `TaskExit`; false if it had already exited.
+    fn record_exit(&self, c: &mut Container, exec_id: &str, exit: Exit) -> bool {
+        let cid = c.id.clone();
+        let Ok(p) = c.process_mut(exec_id) else {
+            return false;
+        };
         if !p.set_exited(exit.status, exit.at) {
-            return None;
+            return false;
         }
         let mut ev = TaskExit::new();
         ev.container_id = cid.clone();
@@ -249,7 +279,7 @@ impl Service {
             exit.pid,
             exit.status
         );
-        kill_all.then(|| (c.runtime.clone(), cid))
+        true
     }
 
     /// Publishes `TaskOOM` for a container (called by the OOM watcher).
@@ -454,6 +484,7 @@ impl Service {
             execs: Default::default(),
             reserved: Default::default(),
             kill_all_on_exit: kill_all_on_exit(&spec),
+            pending_init_exit: None,
             cgroup: match crate::cgroup::Cgroup::for_pid(pid as i32) {
                 Ok(cg) => Some(cg),
                 Err(e) => {
@@ -586,10 +617,14 @@ impl Service {
         let (runtime, bundle, spec, stdio, io_opts) = {
             let mut st = self.lock();
             let c = st.container_mut(id)?;
-            if c.init.status != Status::Running {
+            if c.init.status != Status::Running || c.pending_init_exit.is_some() {
                 return Err(TaskError::FailedPrecondition(format!(
                     "cannot start exec {exec_id}: container {id} is {}",
-                    c.init.status.name()
+                    if c.pending_init_exit.is_some() {
+                        "stopped"
+                    } else {
+                        c.init.status.name()
+                    }
                 )));
             }
             let io_opts = self.io_options(id, &c.options);
@@ -645,6 +680,8 @@ impl Service {
             Ok(v) => v,
             Err(e) => {
                 p.spec = Some(spec);
+                // The init may have exited while this exec was starting.
+                self.release_pending_init(c);
                 return Err(e);
             }
         };

@@ -100,6 +100,8 @@ pub struct Container {
     pub kill_all_on_exit: bool,
     /// The init's cgroup (for Stats and OOM watching), found after create.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// The init exited while exec'd processes still ran: its exit, published after theirs.
+    pub pending_init_exit: Option<Exit>,
 }
 
 impl Container {
@@ -126,6 +128,13 @@ impl Container {
                 "process {exec_id} does not exist in container {id}"
             ))
         })
+    }
+
+    /// Whether an exec'd process is running or being started.
+    pub fn execs_running(&self) -> bool {
+        self.execs
+            .values()
+            .any(|p| p.starting || matches!(p.status, Status::Running | Status::Paused))
     }
 
     /// (exec id, process) owning `pid`, if any and still tracked.

@@ -297,6 +297,18 @@ pub fn detached_lifecycle(env: &Env) {
     env.ctr_ok(&["t", "kill", "-a", "-s", "9", "t3"]);
     env.wait_status("t3", "STOPPED", Duration::from_secs(10));
     ev.wait_for("/tasks/exit", &["\"t3\"", "e2"], 1, Duration::from_secs(5));
+    // The exec's exit is published before the init's (containerd 2.x relies on it).
+    ev.wait_for("/tasks/exit", &["\"id\":\"t3\""], 1, Duration::from_secs(5));
+    let text = ev.text();
+    let pos = |needle: &str| {
+        text.lines()
+            .position(|l| l.contains(" /tasks/exit ") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no exit with {needle}:\n{text}"))
+    };
+    assert!(
+        pos("\"id\":\"e2\"") < pos("\"id\":\"t3\""),
+        "init exit published before its exec's:\n{text}"
+    );
     let rm = env.ctr(&["t", "rm", "t3"]);
     assert_rm_status(&rm, 137);
     env.ctr_ok(&["c", "rm", "t3"]);
