@@ -290,3 +290,51 @@ fn containerd_1_6_socket_oom_score_fds_checkpoint_and_error_codes() {
     assert_task_gone(&env, "p2");
     let _ = bins::our_shim_bin();
 }
+
+/// The shim is SIGKILLed under a running container: containerd notices the disconnect and runs
+/// our `delete` (runc delete --force, rootfs unmount), reports the task gone with exit 137, and
+/// nothing is left behind.
+fn dead_shim_is_cleaned_up_by_delete(gen: Gen, test: &str) {
+    let Some(env) = Env::start(gen, test) else {
+        return;
+    };
+    let ev = shim_common::Events::start(&env);
+    env.run_ok(&["-d", &env.image, "k1", "sleep", "1000"]);
+    let (pid, _) = env.wait_status("k1", "RUNNING", Duration::from_secs(10));
+    let shim_pid = env.shim_pid("k1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill shim");
+    ev.wait_for("/tasks/exit", &["k1", "137"], 1, Duration::from_secs(15));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.task_status("k1").is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        env.task_status("k1").is_none(),
+        "task k1 still listed after its shim died"
+    );
+    let init: i32 = pid.parse().expect("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while procs::is_alive(init) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !procs::is_alive(init),
+        "container init {init} survived the cleanup"
+    );
+    env.ctr_ok(&["c", "rm", "k1"]);
+    assert_task_gone(&env, "k1");
+}
+
+#[test]
+fn containerd_1_6_dead_shim_is_cleaned_up_by_our_delete() {
+    dead_shim_is_cleaned_up_by_delete(Gen::V1, "dead_shim_1_6");
+}
+
+#[test]
+fn containerd_2_3_dead_shim_is_cleaned_up_by_our_delete() {
+    dead_shim_is_cleaned_up_by_delete(Gen::V2, "containerd_2_3_dead_shim");
+}
