@@ -62,6 +62,7 @@ pub type Transport = InterceptedService<Channel, Headers>;
 pub struct Client {
     channel: Channel,
     namespace: String,
+    lease: Option<String>,
     header: Headers,
 }
 
@@ -110,6 +111,7 @@ impl Client {
         Ok(Client {
             channel,
             namespace: namespace.to_string(),
+            lease: None,
             header: Headers {
                 namespace: header,
                 lease: None,
@@ -125,7 +127,13 @@ impl Client {
             .map_err(|_| Error::BadLease(id.to_string()))?;
         let mut client = self.clone();
         client.header.lease = Some(lease);
+        client.lease = Some(id.to_string());
         Ok(client)
+    }
+
+    /// The lease this client's calls run in, if any.
+    pub fn lease(&self) -> Option<&str> {
+        self.lease.as_deref()
     }
 
     /// The namespace every call is made in.

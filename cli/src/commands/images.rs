@@ -81,6 +81,26 @@ pub enum Cmd {
         snapshotter: SnapshotterFlag,
         reference: String,
     },
+    /// Push an image to a registry: <remote> [<local>] (local defaults to remote).
+    Push {
+        /// Use plain HTTP (localhost registries always are without TLS options).
+        #[arg(long)]
+        plain_http: bool,
+        /// Credentials: user:password.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Skip verifying the registry's TLS certificate.
+        #[arg(short = 'k', long)]
+        skip_verify: bool,
+        /// CA certificate (PEM) to trust for the registry.
+        #[arg(long)]
+        tlscacert: Option<std::path::PathBuf>,
+        /// Push content for a specific platform only (default: all present).
+        #[arg(long)]
+        platform: Option<String>,
+        remote: String,
+        local: Option<String>,
+    },
     /// Export images to an OCI layout tar (`-` for stdout).
     Export {
         /// Do not add a Docker-compatible manifest.json to the archive.
@@ -172,7 +192,7 @@ pub enum Error {
     #[error(transparent)]
     Export(#[from] crate::image::export::Error),
     #[error(transparent)]
-    Pull(#[from] crate::image::pull::Error),
+    Registry(#[from] crate::image::registry::Error),
     #[error(transparent)]
     Unpack(#[from] unpack::Error),
     #[error(transparent)]
@@ -317,8 +337,8 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             snapshotter,
             reference,
         } => {
-            let reference = crate::image::pull::Reference::parse(&reference)?;
-            let opts = crate::image::pull::Options {
+            let reference = crate::image::registry::Reference::parse(&reference)?;
+            let opts = crate::image::registry::Options {
                 plain_http,
                 user,
                 platform: matcher(all_platforms, platform.as_deref())?,
@@ -328,7 +348,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             let lease = store::TempLease::create(&client).await?;
             let leased = client.with_lease(&lease.id)?;
             let result = async {
-                let img = crate::image::pull::pull(&leased, &reference, &opts).await?;
+                let img = crate::image::registry::pull(&leased, &reference, &opts).await?;
                 let unpack_platform = match &opts.platform {
                     PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
                     p => p.clone(),
@@ -347,6 +367,27 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             .await;
             lease.release(&client).await;
             result
+        }
+        Cmd::Push {
+            plain_http,
+            user,
+            skip_verify,
+            tlscacert,
+            platform,
+            remote,
+            local,
+        } => {
+            let reference = crate::image::registry::Reference::parse(&remote)?;
+            let img = get(&client, local.as_deref().unwrap_or(&remote)).await?;
+            let opts = crate::image::registry::Options {
+                plain_http,
+                user,
+                platform: matcher(platform.is_none(), platform.as_deref())?,
+                tls_ca: tlscacert,
+                skip_verify,
+            };
+            crate::image::registry::push(&client, &reference, &target_of(&img), &opts).await?;
+            Ok(())
         }
         Cmd::Export {
             skip_manifest_json,

@@ -5,7 +5,7 @@
 
 pub mod export;
 pub mod import;
-pub mod pull;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 

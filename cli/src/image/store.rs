@@ -229,6 +229,30 @@ pub async fn info(client: &Client, digest: &str) -> Result<Info, tonic::Status> 
         .ok_or_else(|| tonic::Status::internal("empty info response"))
 }
 
+/// Whether a blob is stored; when it is and the client runs in a lease, the blob is first
+/// added to the lease so garbage collection cannot take it between this check and its use
+/// (what containerd's metadata writer does when a write finds the blob present).
+pub async fn have_and_hold(client: &Client, digest: &str) -> Result<bool, tonic::Status> {
+    use protos::services::leases::v1::{AddResourceRequest, Resource};
+    if let Some(lease) = client.lease() {
+        client
+            .leases()
+            .add_resource(AddResourceRequest {
+                id: lease.to_string(),
+                resource: Some(Resource {
+                    id: digest.to_string(),
+                    r#type: "content".to_string(),
+                }),
+            })
+            .await?;
+    }
+    match info(client, digest).await {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+        Err(s) => Err(s),
+    }
+}
+
 /// Sets labels on a blob, touching only the given keys (`labels.<key>` field paths).
 pub async fn set_labels(
     client: &Client,

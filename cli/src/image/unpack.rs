@@ -107,12 +107,27 @@ pub async fn top_chain_id(
     Ok(super::chain_ids(&diff_ids).pop().unwrap_or_default())
 }
 
-/// Whether the chain's snapshot already exists.
+/// Whether the chain's snapshot already exists. Inside a lease the snapshot is added to
+/// the lease first, so garbage collection (say, after an `images rm`) cannot remove it
+/// between this check and the unpack or container that builds on it.
 pub async fn snapshot_exists(
     client: &Client,
     snapshotter: &str,
     key: &str,
 ) -> Result<bool, tonic::Status> {
+    if let Some(lease) = client.lease() {
+        use protos::services::leases::v1::{AddResourceRequest, Resource};
+        client
+            .leases()
+            .add_resource(AddResourceRequest {
+                id: lease.to_string(),
+                resource: Some(Resource {
+                    id: key.to_string(),
+                    r#type: format!("snapshots/{snapshotter}"),
+                }),
+            })
+            .await?;
+    }
     match client
         .snapshots()
         .stat(StatSnapshotRequest {

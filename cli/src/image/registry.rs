@@ -1,10 +1,16 @@
-//! `images pull`: fetches an image from an OCI distribution registry (Docker Registry HTTP
-//! API v2) into the content store, as containerd's client-side pull does: resolve the
+//! `images pull` and `images push` against an OCI distribution registry (Docker Registry
+//! HTTP API v2), client-side as containerd's client does them.
+//!
+//! Pull: resolve the
 //! reference to a manifest (or index) by `GET /v2/<repo>/manifests/<tag>`, walk it for the
 //! wanted platforms, stream every missing blob (`GET /v2/<repo>/blobs/<digest>`) into
 //! Content.Write with its expected digest (the store verifies it on commit), label blobs
 //! with `containerd.io/distribution.source.<host>` and parents with their GC references,
 //! and create the image record.
+//!
+//! Push: children before parents; a blob the registry lacks (`HEAD` 404) is uploaded
+//! monolithically (`POST …/blobs/uploads/` then `PUT <location>?digest=…`, streamed from the
+//! content store), manifests are `PUT` by digest, the root by tag.
 //!
 //! Transport: HTTP/1.1 over TLS (rustls with the ring provider; the system CA bundle plus
 //! `--tlscacert`, or no verification with `--skip-verify`), or over plain TCP with
@@ -65,7 +71,7 @@ pub enum Error {
     CaFile { path: String, reason: String },
     #[error("TLS configuration: {0}")]
     TlsConfig(#[source] rustls::Error),
-    #[error("pull access denied for {url}: {status} (check --user)")]
+    #[error("access denied for {url}: {status} (check --user)")]
     Unauthorized { url: String, status: StatusCode },
     #[error("failed to resolve reference {reference:?}: {reference}: not found")]
     NotFound { reference: String },
@@ -242,6 +248,61 @@ fn tls_config(opts: &Options) -> Result<Arc<rustls::ClientConfig>, Error> {
     Ok(Arc::new(config))
 }
 
+/// A request body: boxed so empty, in-memory and streamed bodies share one type.
+type ReqBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// What a request sends.
+#[derive(Clone)]
+enum Payload<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// A blob streamed from the content store.
+    Blob {
+        client: &'a Client,
+        digest: &'a str,
+        size: i64,
+    },
+}
+
+impl Payload<'_> {
+    /// (Content-Length, body).
+    async fn body(&self) -> Result<(u64, ReqBody), Error> {
+        use http_body_util::{Full, StreamBody};
+        Ok(match self {
+            Payload::Empty => (0, Empty::new().map_err(|never| match never {}).boxed()),
+            Payload::Bytes(b) => (
+                b.len() as u64,
+                Full::new(Bytes::copy_from_slice(b))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ),
+            Payload::Blob {
+                client,
+                digest,
+                size,
+            } => {
+                let stream = client
+                    .content()
+                    .read(protos::services::content::v1::ReadContentRequest {
+                        digest: (*digest).to_string(),
+                        offset: 0,
+                        size: 0,
+                    })
+                    .await?
+                    .into_inner();
+                let frames = stream.map(|r| {
+                    r.map(|chunk| hyper::body::Frame::data(Bytes::from(chunk.data)))
+                        .map_err(|s| std::io::Error::other(s.message().to_string()))
+                });
+                (
+                    u64::try_from(*size).unwrap_or(0),
+                    BodyExt::boxed(StreamBody::new(frames)),
+                )
+            }
+        })
+    }
+}
+
 /// A minimal registry client: one connection per request, auth remembered.
 struct Registry {
     host: String,
@@ -306,6 +367,21 @@ impl Registry {
         accept: Option<&str>,
         auth: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+        self.send_with(hyper::Method::GET, url, accept, auth, Payload::Empty, None)
+            .await
+    }
+
+    /// One request: `payload` is built anew for each attempt (a retry after an auth
+    /// challenge re-reads a blob from the content store).
+    async fn send_with(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+        payload: Payload<'_>,
+        content_type: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
         let uri: hyper::Uri =
             url.parse()
                 .map_err(|e: hyper::http::uri::InvalidUri| Error::Request {
@@ -330,19 +406,25 @@ impl Registry {
                 source,
             })?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut req = Request::get(path).header(hyper::header::HOST, authority.as_str());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, authority.as_str());
         if let Some(a) = accept {
             req = req.header(ACCEPT, a);
         }
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);
         }
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .map_err(|source| Error::Request {
-                url: url.to_string(),
-                source,
-            })?;
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        let (len, body) = payload.body().await?;
+        req = req.header(hyper::header::CONTENT_LENGTH, len);
+        let req = req.body(body).map_err(|source| Error::Request {
+            url: url.to_string(),
+            source,
+        })?;
         if https {
             let host = uri
                 .host()
@@ -403,47 +485,77 @@ impl Registry {
             })
     }
 
+    /// A request with an auth challenge answered once (credentials then remembered).
+    async fn call(
+        &mut self,
+        method: &hyper::Method,
+        url: &str,
+        accept: Option<&str>,
+        payload: &Payload<'_>,
+        content_type: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+        let resp = self
+            .send_with(
+                method.clone(),
+                url,
+                accept,
+                self.authorization.as_deref(),
+                payload.clone(),
+                content_type,
+            )
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(hyper::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let scheme = challenge
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let auth = match scheme.as_str() {
+            "basic" if self.basic.is_some() => self.basic.clone(),
+            "bearer" => Some(self.token(&challenge_params(&challenge)).await?),
+            _ => None,
+        };
+        let Some(auth) = auth else {
+            return Err(Error::Unauthorized {
+                url: url.to_string(),
+                status: resp.status(),
+            });
+        };
+        let resp = self
+            .send_with(
+                method.clone(),
+                url,
+                accept,
+                Some(&auth),
+                payload.clone(),
+                content_type,
+            )
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            return Err(Error::Unauthorized {
+                url: url.to_string(),
+                status: resp.status(),
+            });
+        }
+        self.authorization = Some(auth);
+        Ok(resp)
+    }
+
     /// GET with auth challenges answered and redirects followed.
     async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Response, Error> {
         let mut url = url.to_string();
         for _ in 0..5 {
-            let mut resp = self
-                .send(&url, accept, self.authorization.as_deref())
+            let resp = self
+                .call(&hyper::Method::GET, &url, accept, &Payload::Empty, None)
                 .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED {
-                let challenge = resp
-                    .headers()
-                    .get(hyper::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let scheme = challenge
-                    .split(' ')
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                let auth = match scheme.as_str() {
-                    "basic" if self.basic.is_some() => self.basic.clone(),
-                    "bearer" => Some(self.token(&challenge_params(&challenge)).await?),
-                    _ => None,
-                };
-                let Some(auth) = auth else {
-                    return Err(Error::Unauthorized {
-                        url,
-                        status: resp.status(),
-                    });
-                };
-                resp = self.send(&url, accept, Some(&auth)).await?;
-                if resp.status() == StatusCode::UNAUTHORIZED
-                    || resp.status() == StatusCode::FORBIDDEN
-                {
-                    return Err(Error::Unauthorized {
-                        url,
-                        status: resp.status(),
-                    });
-                }
-                self.authorization = Some(auth);
-            }
             let status = resp.status();
             if status.is_redirection() {
                 let next = resp
@@ -452,16 +564,8 @@ impl Registry {
                     .and_then(|l| l.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                url = if next.starts_with('/') {
-                    let scheme = url.split("://").next().unwrap_or("http");
-                    format!("{scheme}://{}{next}", self.host)
-                } else {
-                    next
-                };
+                url = self.absolute(&url, &next);
                 continue;
-            }
-            if status == StatusCode::NOT_FOUND {
-                return Err(Error::Status { url, status });
             }
             if !status.is_success() {
                 return Err(Error::Status { url, status });
@@ -475,12 +579,22 @@ impl Registry {
         }
         Err(Error::Redirects(url))
     }
+
+    /// A `Location` made absolute against the URL it came from.
+    fn absolute(&self, from: &str, location: &str) -> String {
+        if location.starts_with('/') {
+            let scheme = from.split("://").next().unwrap_or("http");
+            format!("{scheme}://{}{location}", self.host)
+        } else {
+            location.to_string()
+        }
+    }
 }
 
 /// One HTTP/1.1 request on an established connection.
 async fn send_on<IO>(
     io: IO,
-    req: Request<Empty<Bytes>>,
+    req: Request<ReqBody>,
     url: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, Error>
 where
@@ -531,27 +645,7 @@ pub async fn pull(
     reference: &Reference,
     opts: &Options,
 ) -> Result<protos::services::images::v1::Image, Error> {
-    let basic = opts
-        .user
-        .as_ref()
-        .map(|u| {
-            if u.contains(':') {
-                Ok(format!("Basic {}", crate::util::base64(u.as_bytes())))
-            } else {
-                Err(Error::User(u.clone()))
-            }
-        })
-        .transpose()?;
-    let tls_options = opts.tls_ca.is_some() || opts.skip_verify;
-    let plain = opts.plain_http || (is_localhost(&reference.host) && !tls_options);
-    let scheme = if plain { "http" } else { "https" };
-    let mut reg = Registry {
-        host: reference.api_host().to_string(),
-        basic,
-        authorization: None,
-        tls: tls_config(opts)?,
-    };
-    let base = format!("{scheme}://{}/v2/{}", reference.api_host(), reference.repo);
+    let (mut reg, base) = registry_for(reference, opts)?;
 
     // Resolve.
     let url = format!("{base}/manifests/{}", reference.object);
@@ -670,7 +764,7 @@ async fn fetch(
         let mut labels: HashMap<String, String> = HashMap::new();
         labels.insert(source_label.0.clone(), source_label.1.clone());
         labels.extend(super::import::gc_labels(&children));
-        if store::info(client, &desc.digest).await.is_err() {
+        if !store::have_and_hold(client, &desc.digest).await? {
             let got = store::write_bytes(
                 client,
                 &format!("manifest-{}", desc.digest),
@@ -690,7 +784,7 @@ async fn fetch(
         store::set_labels(client, &desc.digest, labels).await?;
         return Ok(());
     }
-    if store::info(client, &desc.digest).await.is_ok() {
+    if store::have_and_hold(client, &desc.digest).await? {
         let labels = [source_label.clone()].into_iter().collect();
         store::set_labels(client, &desc.digest, labels).await?;
         return Ok(());
@@ -709,6 +803,175 @@ async fn fetch(
     store::write_stream(client, &format!("fetch-{}", desc.digest), desc.size, body).await?;
     println!("{}: done", desc.digest);
     *written += 1;
+    Ok(())
+}
+
+/// Connection settings for `reference` from `opts`.
+fn registry_for(reference: &Reference, opts: &Options) -> Result<(Registry, String), Error> {
+    let basic = opts
+        .user
+        .as_ref()
+        .map(|u| {
+            if u.contains(':') {
+                Ok(format!("Basic {}", crate::util::base64(u.as_bytes())))
+            } else {
+                Err(Error::User(u.clone()))
+            }
+        })
+        .transpose()?;
+    let tls_options = opts.tls_ca.is_some() || opts.skip_verify;
+    let plain = opts.plain_http || (is_localhost(&reference.host) && !tls_options);
+    let scheme = if plain { "http" } else { "https" };
+    let reg = Registry {
+        host: reference.api_host().to_string(),
+        basic,
+        authorization: None,
+        tls: tls_config(opts)?,
+    };
+    let base = format!("{scheme}://{}/v2/{}", reference.api_host(), reference.repo);
+    Ok((reg, base))
+}
+
+/// Pushes the image whose target is `target` as `reference` (children first; the root
+/// manifest or index last, by tag).
+pub async fn push(
+    client: &Client,
+    reference: &Reference,
+    target: &Descriptor,
+    opts: &Options,
+) -> Result<(), Error> {
+    let (mut reg, base) = registry_for(reference, opts)?;
+    push_tree(
+        client,
+        &mut reg,
+        &base,
+        target,
+        opts,
+        true,
+        &reference.object,
+    )
+    .await?;
+    println!("{}: pushed", reference.name);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn push_tree(
+    client: &Client,
+    reg: &mut Registry,
+    base: &str,
+    desc: &Descriptor,
+    opts: &Options,
+    root: bool,
+    tag: &str,
+) -> Result<(), Error> {
+    let is_parent = super::is_index(&desc.media_type) || super::is_manifest(&desc.media_type);
+    if !is_parent {
+        return push_blob(client, reg, base, desc).await;
+    }
+    let body = store::read_blob(client, &desc.digest, JSON_LIMIT).await?;
+    let mut children = if super::is_index(&desc.media_type) {
+        serde_json::from_slice::<super::Index>(&body)
+            .map_err(|source| super::Error::Json {
+                what: "index",
+                digest: desc.digest.clone(),
+                source,
+            })?
+            .manifests
+    } else {
+        let m: super::Manifest =
+            serde_json::from_slice(&body).map_err(|source| super::Error::Json {
+                what: "manifest",
+                digest: desc.digest.clone(),
+                source,
+            })?;
+        let mut v = vec![m.config];
+        v.extend(m.layers);
+        v
+    };
+    children.retain(|c| opts.platform.matches(c.platform.as_ref()));
+    for c in &children {
+        Box::pin(push_tree(client, reg, base, c, opts, false, tag)).await?;
+    }
+    let target = if root && !tag.starts_with("sha256:") {
+        tag.to_string()
+    } else {
+        desc.digest.clone()
+    };
+    let url = format!("{base}/manifests/{target}");
+    let resp = reg
+        .call(
+            &hyper::Method::PUT,
+            &url,
+            None,
+            &Payload::Bytes(&body),
+            Some(&desc.media_type),
+        )
+        .await?;
+    if !resp.status().is_success() {
+        return Err(Error::Status {
+            url,
+            status: resp.status(),
+        });
+    }
+    println!("manifest-{}: done", desc.digest);
+    Ok(())
+}
+
+async fn push_blob(
+    client: &Client,
+    reg: &mut Registry,
+    base: &str,
+    desc: &Descriptor,
+) -> Result<(), Error> {
+    let url = format!("{base}/blobs/{}", desc.digest);
+    let head = reg
+        .call(&hyper::Method::HEAD, &url, None, &Payload::Empty, None)
+        .await?;
+    if head.status().is_success() {
+        println!("{}: exists", desc.digest);
+        return Ok(());
+    }
+    let start = format!("{base}/blobs/uploads/");
+    let resp = reg
+        .call(&hyper::Method::POST, &start, None, &Payload::Empty, None)
+        .await?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(Error::Status {
+            url: start,
+            status: resp.status(),
+        });
+    }
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let location = reg.absolute(&start, &location);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = format!("{location}{sep}digest={}", query_escape(&desc.digest));
+    let payload = Payload::Blob {
+        client,
+        digest: &desc.digest,
+        size: desc.size,
+    };
+    let resp = reg
+        .call(
+            &hyper::Method::PUT,
+            &put,
+            None,
+            &payload,
+            Some("application/octet-stream"),
+        )
+        .await?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(Error::Status {
+            url: put,
+            status: resp.status(),
+        });
+    }
+    println!("{}: done", desc.digest);
     Ok(())
 }
 
