@@ -26,7 +26,8 @@ use tokio::task::JoinHandle;
 use super::binary::{self, BootstrapParams, ShimCommand};
 use super::bundle::{self, Bundle};
 use super::config::{LinuxV1Config, RuntimeConfig};
-use super::shim::ShimClient;
+use super::shim::{ShimClient, TaskClient};
+use super::v1;
 use super::{event_any, Any, CreateOpts, Error, EventSink, Exit, Result};
 
 /// Topic of task exit events.
@@ -101,9 +102,23 @@ pub struct ShimTask {
     pub runtime: String,
     /// The bundle.
     pub bundle: Bundle,
-    client: ShimClient,
-    command: ShimCommand,
+    client: TaskClient,
+    backend: Backend,
     background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What it takes to clean up after the shim when it is gone.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// Runtime v2: `<shim> delete`.
+    V2(ShimCommand),
+    /// Runtime v1: the OCI runtime deletes the container; the shim is killed by pid.
+    V1 {
+        runtime: String,
+        runtime_root: String,
+        shim_pid: u32,
+        address: String,
+    },
 }
 
 impl std::fmt::Debug for ShimTask {
@@ -117,13 +132,8 @@ impl std::fmt::Debug for ShimTask {
 
 impl ShimTask {
     /// The ttrpc client of this task's shim.
-    pub fn client(&self) -> &ShimClient {
+    pub fn client(&self) -> &TaskClient {
         &self.client
-    }
-
-    /// The shim binary.
-    pub fn shim_binary(&self) -> &Path {
-        &self.command.binary
     }
 
     fn stop_background(&self) {
@@ -242,8 +252,16 @@ impl TaskManager {
                 options = rc.runc_options(&opts.runtime)?;
             }
         }
-        if name.starts_with("io.containerd.runtime.v1.") && explicit_path.is_empty() {
-            return Err(self.v1_unavailable(&name));
+        if name.starts_with("io.containerd.runtime.v1.")
+            && name != v1::RUNTIME_NAME
+            && explicit_path.is_empty()
+        {
+            return Err(Error::Unimplemented {
+                what: format!(
+                    "runtime {name:?} is not implemented by berthd: of runtime v1 only {:?} exists",
+                    v1::RUNTIME_NAME
+                ),
+            });
         }
         let path = if explicit_path.is_empty() {
             name
@@ -253,20 +271,121 @@ impl TaskManager {
         Ok((binary::resolve(&path, cfg.path_env.as_deref())?, options))
     }
 
-    fn v1_unavailable(&self, name: &str) -> Error {
-        let shim = &self.inner.cfg.linux_v1.shim;
-        match binary::resolve_plain(shim, self.inner.cfg.path_env.as_deref()) {
-            None => Error::NotFound {
-                what: format!(
-                    "runtime {name:?} needs the v1 shim binary {shim:?} ([plugins.linux] shim), which is not installed (Debian package containerd)"
-                ),
-            },
-            Some(_) => Error::Unimplemented {
-                what: format!(
-                    "runtime {name:?} (containerd-shim v1 API) is not implemented by berthd; use io.containerd.runc.v2 (or io.containerd.runc.v1)"
-                ),
-            },
+    /// `[plugins.linux]` settings for a v1 task: the shim binary (resolved) and command.
+    fn v1_command(&self, name: &str) -> Result<v1::V1Command> {
+        let cfg = &self.inner.cfg;
+        let c = &cfg.linux_v1;
+        if c.no_shim {
+            return Err(Error::Unimplemented {
+                what: format!("runtime {name:?} with [plugins.linux] no_shim = true (tasks inside the daemon) is not supported by berthd"),
+            });
         }
+        let binary = binary::resolve_plain(&c.shim, cfg.path_env.as_deref()).ok_or_else(|| Error::NotFound {
+            what: format!(
+                "runtime {name:?} needs the v1 shim binary {:?} ([plugins.linux] shim), which is not installed (Debian package containerd)",
+                c.shim
+            ),
+        })?;
+        Ok(v1::V1Command {
+            binary,
+            grpc_address: cfg.grpc_address.clone(),
+            publish_binary: cfg.publish_binary.clone(),
+            runtime_root: c.runtime_root.clone(),
+            debug: c.shim_debug || cfg.debug,
+        })
+    }
+
+    fn v1_dirs(&self) -> (PathBuf, PathBuf) {
+        let cfg = &self.inner.cfg;
+        let up = |p: &Path| p.parent().unwrap_or(p).join(v1::TASK_DIR);
+        (up(&cfg.root), up(&cfg.state))
+    }
+
+    async fn create_v1(&self, ns: &str, opts: &CreateOpts) -> Result<u32> {
+        let cfg = &self.inner.cfg;
+        let command = self.v1_command(&opts.runtime)?;
+        let (root, state) = self.v1_dirs();
+        let bundle = Bundle::create(&root, &state, ns, &opts.id, &opts.spec.value)?;
+        let work = root.join(ns).join(&opts.id);
+        let address = v1::socket_address(&cfg.grpc_address, ns, &opts.id);
+        let mut child = match command
+            .start(
+                ns,
+                &opts.id,
+                &bundle.path,
+                &work,
+                &address,
+                cfg.start_timeout,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = bundle.delete();
+                return Err(e);
+            }
+        };
+        let shim_pid = child.id().unwrap_or_default();
+        let undo = |e: Error, mut child: tokio::process::Child| {
+            let address = address.clone();
+            let bundle = bundle.clone();
+            async move {
+                let _ = child.kill().await;
+                let _ = std::fs::remove_file(address.trim_start_matches("unix://"));
+                let _ = bundle.delete();
+                e
+            }
+        };
+        let client = match v1::V1Client::connect(
+            &opts.id,
+            ns,
+            &bundle.path,
+            &address,
+            cfg.call_timeout,
+            self.inner.events.clone(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return Err(undo(e, child).await),
+        };
+        let runtime = cfg.linux_v1.runtime.clone();
+        let options = opts.task_options.clone();
+        let pid = match client
+            .create(
+                &runtime,
+                &opts.rootfs,
+                &opts.io,
+                &opts.checkpoint,
+                options.as_ref(),
+            )
+            .await
+        {
+            Ok(pid) => pid,
+            Err(e) => return Err(undo(e, child).await),
+        };
+        // The v1 shim is berthd's child until berthd exits: reap it.
+        let reaper = tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let backend = Backend::V1 {
+            runtime,
+            runtime_root: cfg.linux_v1.runtime_root.clone(),
+            shim_pid,
+            address: address.clone(),
+        };
+        let task = Arc::new(ShimTask {
+            id: opts.id.clone(),
+            namespace: ns.to_string(),
+            runtime: opts.runtime.clone(),
+            bundle,
+            client: TaskClient::V1(client),
+            backend,
+            background: Mutex::new(vec![reaper]),
+        });
+        lock(&self.inner.tasks).insert((ns.to_string(), opts.id.clone()), task.clone());
+        self.watch_address(&task, &address);
+        Ok(pid)
     }
 
     fn shim_command(&self, binary: PathBuf) -> ShimCommand {
@@ -301,6 +420,13 @@ impl TaskManager {
 
     async fn create_inner(&self, ns: &str, opts: &CreateOpts) -> Result<u32> {
         let cfg = &self.inner.cfg;
+        let v1_name = cfg
+            .runtimes
+            .get(&opts.runtime)
+            .map_or(opts.runtime.as_str(), |r| r.runtime_type.as_str());
+        if v1_name == v1::RUNTIME_NAME && opts.runtime_path.is_empty() {
+            return self.create_v1(ns, opts).await;
+        }
         let (shim_path, options) = self.resolve(opts)?;
         let bundle = Bundle::create(&cfg.root, &cfg.state, ns, &opts.id, &opts.spec.value)?;
         let command = self.shim_command(shim_path);
@@ -358,8 +484,8 @@ impl TaskManager {
             namespace: ns.to_string(),
             runtime: opts.runtime.clone(),
             bundle,
-            client,
-            command,
+            client: TaskClient::V2(client),
+            backend: Backend::V2(command),
             background: Mutex::new(vec![log_task]),
         });
         lock(&self.inner.tasks).insert((ns.to_string(), opts.id.clone()), task.clone());
@@ -386,8 +512,12 @@ impl TaskManager {
 
     /// Watch the shim's socket: when it closes while the task is listed, the shim died.
     fn watch(&self, task: &Arc<ShimTask>, params: &BootstrapParams) {
+        self.watch_address(task, &params.address);
+    }
+
+    fn watch_address(&self, task: &Arc<ShimTask>, address: &str) {
         let this = self.clone();
-        let address = params.address.clone();
+        let address = address.to_string();
         let weak = Arc::downgrade(task);
         let handle = tokio::spawn(async move {
             if let Ok(mut stream) = connect_raw(&address).await {
@@ -411,7 +541,7 @@ impl TaskManager {
             drop(task);
             if let Some(task) = taken {
                 log::info!("shim of {}/{} disconnected", key.0, key.1);
-                this.cleanup_dead(&task.command, &task.bundle).await;
+                this.cleanup_dead(&task.backend, &task.bundle).await;
                 task.stop_background();
             }
         });
@@ -420,14 +550,41 @@ impl TaskManager {
 
     /// `<shim> delete`, bundle removal, and one `/tasks/exit` + `/tasks/delete`
     /// (containerd `cleanupAfterDeadShim`). Returns the exit published.
-    async fn cleanup_dead(&self, command: &ShimCommand, bundle: &Bundle) -> Exit {
-        let exit = self.reap_dead(command, bundle).await;
+    async fn cleanup_dead(&self, backend: &Backend, bundle: &Bundle) -> Exit {
+        let exit = self.reap_dead(backend, bundle).await;
         self.publish_dead_exit(&bundle.namespace, &bundle.id, &exit);
         exit
     }
 
     /// `<shim> delete` and bundle removal for a dead shim; returns its exit.
-    async fn reap_dead(&self, command: &ShimCommand, bundle: &Bundle) -> Exit {
+    async fn reap_dead(&self, backend: &Backend, bundle: &Bundle) -> Exit {
+        let command = match backend {
+            Backend::V2(command) => command,
+            Backend::V1 {
+                runtime,
+                runtime_root,
+                address,
+                ..
+            } => {
+                let exit = v1::cleanup_dead(
+                    runtime,
+                    runtime_root,
+                    &bundle.namespace,
+                    &bundle.id,
+                    &bundle.rootfs(),
+                )
+                .await;
+                let _ = std::fs::remove_file(address.trim_start_matches("unix://"));
+                if let Err(e) = bundle.delete() {
+                    log::warn!(
+                        "remove bundle of dead v1 shim {}/{}: {e}",
+                        bundle.namespace,
+                        bundle.id
+                    );
+                }
+                return exit;
+            }
+        };
         let exit = match command.delete(bundle, self.inner.cfg.cleanup_timeout).await {
             Ok(exit) => exit,
             Err(e) => {
@@ -538,11 +695,35 @@ impl TaskManager {
             Ok(exit) => {
                 lock(&self.inner.tasks).remove(&key);
                 task.stop_background();
-                if let Err(e) = task.client.shutdown(false).await {
-                    log::warn!("shutdown shim of {ns}/{id}: {e}");
+                match (&task.client, &task.backend) {
+                    (TaskClient::V2(c), _) => {
+                        if let Err(e) = c.shutdown(false).await {
+                            log::warn!("shutdown shim of {ns}/{id}: {e}");
+                        }
+                    }
+                    (
+                        TaskClient::V1(_),
+                        Backend::V1 {
+                            shim_pid, address, ..
+                        },
+                    ) => {
+                        // containerd v1 `KillShim`: the v1 shim does not exit by itself.
+                        if let Ok(pid) = i32::try_from(*shim_pid) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::SIGKILL,
+                            );
+                        }
+                        let _ = std::fs::remove_file(address.trim_start_matches("unix://"));
+                    }
+                    (TaskClient::V1(_), Backend::V2(_)) => {}
                 }
                 if let Err(e) = task.bundle.delete() {
                     log::warn!("remove bundle of {ns}/{id}: {e}");
+                }
+                if let TaskClient::V1(c) = &task.client {
+                    // v1 shims leave /tasks/delete to the runtime.
+                    c.published_delete(&exit);
                 }
                 self.forget_exits(ns, id);
                 Ok(exit)
@@ -559,7 +740,7 @@ impl TaskManager {
                 match taken {
                     Some(t) => {
                         t.stop_background();
-                        Ok(self.cleanup_dead(&t.command, &t.bundle).await)
+                        Ok(self.cleanup_dead(&t.backend, &t.bundle).await)
                     }
                     None => Err(Error::NotFound {
                         what: format!("task {id}"),
@@ -573,13 +754,16 @@ impl TaskManager {
     /// Re-adopt every task in the state directory after a restart, in parallel: live shims
     /// are reconnected, dead ones cleaned up with their exits published once.
     pub async fn load(&self) -> LoadReport {
-        let state = self.inner.cfg.state.clone();
         let mut report = LoadReport::default();
         let mut set = tokio::task::JoinSet::new();
-        let Ok(namespaces) = std::fs::read_dir(&state) else {
-            return report;
-        };
-        for ns in namespaces.flatten() {
+        let v1_state = self.v1_dirs().1;
+        let dirs = [(self.inner.cfg.state.clone(), false), (v1_state, true)];
+        let namespaces = dirs.iter().filter_map(|(dir, is_v1)| {
+            std::fs::read_dir(dir)
+                .ok()
+                .map(|rd| rd.flatten().map(move |e| (e, *is_v1)))
+        });
+        for (ns, is_v1) in namespaces.flatten() {
             let ns_name = ns.file_name().to_string_lossy().into_owned();
             if !ns.path().is_dir() || ns_name.starts_with('.') {
                 continue;
@@ -597,7 +781,11 @@ impl TaskManager {
                 let this = self.clone();
                 let ns_name = ns_name.clone();
                 set.spawn(async move {
-                    let live = this.load_one(&ns_name, &id).await;
+                    let live = if is_v1 {
+                        this.load_one_v1(&ns_name, &id).await
+                    } else {
+                        this.load_one(&ns_name, &id).await
+                    };
                     (ns_name, id, live)
                 });
             }
@@ -636,6 +824,76 @@ impl TaskManager {
             });
         }
         report
+    }
+
+    /// Re-adopt a v1 task: connect to the address its bundle records, else clean up.
+    async fn load_one_v1(&self, ns: &str, id: &str) -> bool {
+        let cfg = &self.inner.cfg;
+        let (_, state) = self.v1_dirs();
+        let bundle = Bundle::open(&state, ns, id);
+        let address = std::fs::read_to_string(bundle.path.join("address")).unwrap_or_default();
+        let shim_pid: u32 = std::fs::read_to_string(bundle.path.join("shim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let backend = Backend::V1 {
+            runtime: cfg.linux_v1.runtime.clone(),
+            runtime_root: cfg.linux_v1.runtime_root.clone(),
+            shim_pid,
+            address: address.clone(),
+        };
+        let bundle_path = bundle.path.clone();
+        let attempt = async {
+            let client = v1::V1Client::connect(
+                id,
+                ns,
+                &bundle_path,
+                &address,
+                cfg.call_timeout,
+                self.inner.events.clone(),
+            )
+            .await?;
+            client.shim_pid().await?;
+            let state = client.state("").await?;
+            Ok::<_, Error>((client, state))
+        };
+        let connected = if address.is_empty() {
+            None
+        } else {
+            match tokio::time::timeout(cfg.load_timeout, attempt).await {
+                Ok(Ok(v)) => Some(v),
+                Ok(Err(e)) => {
+                    log::warn!("v1 shim of {ns}/{id} is gone: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        let Some((client, state)) = connected else {
+            let exit = self.reap_dead(&backend, &bundle).await;
+            lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit, true));
+            return false;
+        };
+        let task = Arc::new(ShimTask {
+            id: id.to_string(),
+            namespace: ns.to_string(),
+            runtime: v1::RUNTIME_NAME.to_string(),
+            bundle,
+            client: TaskClient::V1(client),
+            backend,
+            background: Mutex::new(Vec::new()),
+        });
+        lock(&self.inner.tasks).insert((ns.to_string(), id.to_string()), task.clone());
+        self.watch_address(&task, &address);
+        if state.status == super::Status::Stopped {
+            let exit = Exit {
+                pid: state.pid,
+                status: state.exit_status,
+                timestamp: state.exited_at,
+            };
+            lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit, false));
+        }
+        true
     }
 
     /// Returns true if the shim was live and is listed again.
@@ -681,7 +939,7 @@ impl TaskManager {
         };
         let Some((params, (client, state))) = connected else {
             // Published with the other restore exits, once subscribers are back.
-            let exit = self.reap_dead(&command, &bundle).await;
+            let exit = self.reap_dead(&Backend::V2(command), &bundle).await;
             lock(&self.inner.pending_exits).push((ns.to_string(), id.to_string(), exit, true));
             return false;
         };
@@ -699,8 +957,8 @@ impl TaskManager {
             namespace: ns.to_string(),
             runtime: String::new(),
             bundle,
-            client,
-            command,
+            client: TaskClient::V2(client),
+            backend: Backend::V2(command),
             background: Mutex::new(background),
         });
         lock(&self.inner.tasks).insert((ns.to_string(), id.to_string()), task.clone());

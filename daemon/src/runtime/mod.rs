@@ -11,6 +11,8 @@
 //!   service name), every call bounded by a timeout.
 //! - [`manager`]: the task list, create/delete/load (live restore, in parallel), dead-shim
 //!   clean-up with exactly one exit event, and the shim log fifo.
+//! - [`v1`]: the legacy `io.containerd.runtime.v1.linux` runtime over Debian's
+//!   `containerd-shim` (berthd starts it, publishes most of its events).
 //! - [`config`]: per-runtime configuration (`runtime_type`, `runtime_path`, `options`) and the
 //!   legacy `[plugins.linux]` keys.
 //!
@@ -25,6 +27,7 @@ pub mod manager;
 pub mod shim;
 #[cfg(test)]
 mod tests;
+pub mod v1;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -459,3 +459,151 @@ fn timestamp(t: &PbTimestamp) -> prost_types::Timestamp {
         nanos: t.nanos,
     }
 }
+
+/// The client of a task's shim: runtime v2 (task API v2/v3) or legacy runtime v1. The tasks
+/// service calls these without caring which.
+#[derive(Clone, Debug)]
+pub enum TaskClient {
+    /// A runtime v2 shim.
+    V2(ShimClient),
+    /// A `containerd-shim` v1.
+    V1(super::v1::V1Client),
+}
+
+impl TaskClient {
+    /// Task API version: 2 or 3 for v2 shims, 1 for `containerd-shim`.
+    pub fn version(&self) -> i32 {
+        match self {
+            TaskClient::V2(c) => c.version(),
+            TaskClient::V1(_) => 1,
+        }
+    }
+
+    /// Start the init process or an exec; returns its pid.
+    pub async fn start(&self, exec_id: &str) -> Result<u32> {
+        match self {
+            TaskClient::V2(c) => c.start(exec_id).await,
+            TaskClient::V1(c) => c.start(exec_id).await,
+        }
+    }
+
+    /// State of the init process or an exec.
+    pub async fn state(&self, exec_id: &str) -> Result<ProcessState> {
+        match self {
+            TaskClient::V2(c) => c.state(exec_id).await,
+            TaskClient::V1(c) => c.state(exec_id).await,
+        }
+    }
+
+    /// Delete the init process or an exec.
+    pub async fn delete(&self, exec_id: &str) -> Result<Exit> {
+        match self {
+            TaskClient::V2(c) => c.delete(exec_id).await,
+            TaskClient::V1(c) => c.delete(exec_id).await,
+        }
+    }
+
+    /// Signal a process (or all with `all`).
+    pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.kill(exec_id, signal, all).await,
+            TaskClient::V1(c) => c.kill(exec_id, signal, all).await,
+        }
+    }
+
+    /// Add an exec process.
+    pub async fn exec(&self, exec_id: &str, io: &ProcessIo, spec: Option<&Any>) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.exec(exec_id, io, spec).await,
+            TaskClient::V1(c) => c.exec(exec_id, io, spec).await,
+        }
+    }
+
+    /// Resize a process's terminal.
+    pub async fn resize_pty(&self, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.resize_pty(exec_id, width, height).await,
+            TaskClient::V1(c) => c.resize_pty(exec_id, width, height).await,
+        }
+    }
+
+    /// Close a process's stdin.
+    pub async fn close_io(&self, exec_id: &str, stdin: bool) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.close_io(exec_id, stdin).await,
+            TaskClient::V1(c) => c.close_io(exec_id, stdin).await,
+        }
+    }
+
+    /// Freeze the container.
+    pub async fn pause(&self) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.pause().await,
+            TaskClient::V1(c) => c.pause().await,
+        }
+    }
+
+    /// Thaw the container.
+    pub async fn resume(&self) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.resume().await,
+            TaskClient::V1(c) => c.resume().await,
+        }
+    }
+
+    /// Processes in the container.
+    pub async fn pids(&self) -> Result<Vec<PidInfo>> {
+        match self {
+            TaskClient::V2(c) => c.pids().await,
+            TaskClient::V1(c) => c.pids().await,
+        }
+    }
+
+    /// Checkpoint into `path`.
+    pub async fn checkpoint(&self, path: &str, options: Option<&Any>) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.checkpoint(path, options).await,
+            TaskClient::V1(c) => c.checkpoint(path, options).await,
+        }
+    }
+
+    /// Update resources (v1 shims take no annotations).
+    pub async fn update(
+        &self,
+        resources: Option<&Any>,
+        annotations: &std::collections::HashMap<String, String>,
+    ) -> Result<()> {
+        match self {
+            TaskClient::V2(c) => c.update(resources, annotations).await,
+            TaskClient::V1(c) => c.update(resources).await,
+        }
+    }
+
+    /// cgroup metrics (v2 shims only; containerd read v1 tasks' cgroups in the daemon).
+    pub async fn stats(&self) -> Result<Option<Any>> {
+        match self {
+            TaskClient::V2(c) => c.stats().await,
+            TaskClient::V1(_) => Err(Error::Unimplemented {
+                what:
+                    "metrics of io.containerd.runtime.v1.linux tasks are not implemented by berthd"
+                        .into(),
+            }),
+        }
+    }
+
+    /// Wait for a process to exit.
+    pub async fn wait(&self, exec_id: &str) -> Result<Exit> {
+        match self {
+            TaskClient::V2(c) => c.wait(exec_id).await,
+            TaskClient::V1(c) => c.wait(exec_id).await,
+        }
+    }
+
+    /// (shim pid, task pid); the task pid is 0 for v1 shims.
+    pub async fn connect_info(&self) -> Result<(u32, u32)> {
+        match self {
+            TaskClient::V2(c) => c.connect_info().await,
+            TaskClient::V1(c) => Ok((c.shim_pid().await?, 0)),
+        }
+    }
+}
