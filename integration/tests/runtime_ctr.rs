@@ -428,17 +428,23 @@ fn bad_input_gets_containerd_errors_and_leaves_nothing() {
     assert_fails_with(&o, &["containerd-shim-nosuch-v1"]);
     env.assert_task_gone("b1");
     let _ = env.ctr(&["c", "rm", "b1"]);
-    // Legacy v1 runtime: a clear error, not a hang.
+    // An unknown runtime v1 flavour: a clear error, not a hang.
     let o = env.ctr(&[
         "run",
         "--rm",
         "--runtime",
-        "io.containerd.runtime.v1.linux",
+        "io.containerd.runtime.v1.bsd",
         &img,
         "b2",
         "true",
     ]);
-    assert_fails_with(&o, &["io.containerd.runtime.v1.linux"]);
+    assert_fails_with(
+        &o,
+        &[
+            "io.containerd.runtime.v1.bsd",
+            "io.containerd.runtime.v1.linux",
+        ],
+    );
     env.assert_task_gone("b2");
     let _ = env.ctr(&["c", "rm", "b2"]);
     // Container id already used.
