@@ -21,7 +21,7 @@ fn bundle_v1(env: &Env, id: &str) -> std::path::PathBuf {
 
 #[test]
 fn runtime_v1_runs_restores_and_cleans_up() {
-    integration::bins::require_bin("containerd-shim", "containerd");
+    let _ = integration::bins::require_bin("containerd-shim", "containerd");
     let runc_root = tempfile::tempdir().expect("tempdir");
     let extra = format!(
         "[plugins.linux]\n  shim = \"containerd-shim\"\n  runtime = \"runc\"\n  runtime_root = \"{}\"\n  no_shim = false\n  shim_debug = true\n",
