@@ -374,3 +374,19 @@ fn oci_hook_expands_templates_and_passes_the_state() {
         "state on the hook's stdin: {got}"
     );
 }
+
+#[test]
+fn version_flag_prints_version() {
+    for flag in ["-v", "--version"] {
+        let o = Command::new(berthd())
+            .arg(flag)
+            .output()
+            .expect("berthd -v");
+        assert!(o.status.success());
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            s.starts_with("berthd ") && s.contains(env!("CARGO_PKG_VERSION")),
+            "{s}"
+        );
+    }
+}
