@@ -165,6 +165,44 @@ fn snapshots_content_leases(d: &Daemon) {
     let v: serde_json::Value = serde_json::from_str(&info).expect("info is JSON");
     assert_eq!(v["Kind"], "Active");
     assert_eq!(v["Parent"], parent.as_str());
+    // Write a file into the active snapshot; `snapshots diff` returns it as a layer.
+    let mnt = dir.path().join("active");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let cmd = d.berth_ok(&["snapshots", "mounts", s(&mnt), "cli-active"]);
+    let mounted = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.trim())
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "{cmd}");
+    std::fs::write(mnt.join("cli-diff-file"), "diffed\n").expect("write");
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    let layer = d
+        .berth_command()
+        .args([
+            "snapshots",
+            "diff",
+            "--media-type",
+            "application/vnd.oci.image.layer.v1.tar",
+            "cli-active",
+        ])
+        .output()
+        .expect("snapshots diff");
+    assert!(layer.status.success(), "{}", stderr(&layer));
+    let mut archive = tar::Archive::new(layer.stdout.as_slice());
+    let names: Vec<String> = archive
+        .entries()
+        .expect("tar")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["cli-diff-file"]);
+
     d.berth_ok(&["snapshots", "commit", "cli-committed", "cli-active"]);
     let tree = d.berth_ok(&["snapshots", "tree"]);
     assert!(

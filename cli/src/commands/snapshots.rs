@@ -27,6 +27,24 @@ enum Sub {
     /// List snapshots.
     #[command(alias = "ls")]
     List,
+    /// Write the diff of two snapshots as a layer to stdout: <idA> [<idB>] (idB defaults
+    /// to idA's parent).
+    Diff {
+        /// Media type of the diff.
+        #[arg(long, default_value = "application/vnd.oci.image.layer.v1.tar+gzip")]
+        media_type: String,
+        /// Content upload reference to use.
+        #[arg(long)]
+        r#ref: Option<String>,
+        /// Keep the diff content (labelled as a GC root).
+        #[arg(long)]
+        keep: bool,
+        /// Labels for the diff content (key=value), repeatable.
+        #[arg(long)]
+        label: Vec<String>,
+        id_a: String,
+        id_b: Option<String>,
+    },
     /// Usage of snapshots.
     Usage {
         /// Display size in bytes.
@@ -77,6 +95,8 @@ enum Sub {
 pub enum Error {
     #[error(transparent)]
     Connect(#[from] client::Error),
+    #[error(transparent)]
+    Store(#[from] crate::image::store::Error),
     #[error("{}", .0.message())]
     Rpc(#[from] tonic::Status),
     #[error("failed to remove {key:?}: {}", .status.message())]
@@ -196,6 +216,32 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 ));
             }
             print!("{}", tw.finish());
+        }
+        Sub::Diff {
+            media_type,
+            r#ref,
+            keep,
+            label,
+            id_a,
+            id_b,
+        } => {
+            let lease = crate::image::store::TempLease::create(&client).await?;
+            let leased = client.with_lease(&lease.id)?;
+            let result = diff(
+                &leased,
+                &sn,
+                &id_a,
+                id_b.as_deref(),
+                media_type,
+                r#ref,
+                keep,
+                &label,
+            )
+            .await;
+            lease.release(&client).await;
+            let digest = result?;
+            let stdout = std::io::stdout();
+            crate::image::store::copy_blob(&client, &digest, &mut stdout.lock()).await?;
         }
         Sub::Usage { bytes, keys } => {
             let keys = if keys.is_empty() {
@@ -339,6 +385,121 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Mounts of snapshot `id` for reading: an active one's own mounts, else a temporary view
+/// (removed by the caller through the returned key).
+async fn readable(
+    client: &client::Client,
+    sn: &str,
+    id: &str,
+) -> Result<(Vec<protos::types::Mount>, Option<String>), Error> {
+    let info = client
+        .snapshots()
+        .stat(StatSnapshotRequest {
+            snapshotter: sn.to_string(),
+            key: id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .info
+        .unwrap_or_default();
+    if info.kind == Kind::Active as i32 {
+        let m = client
+            .snapshots()
+            .mounts(MountsRequest {
+                snapshotter: sn.to_string(),
+                key: id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .mounts;
+        return Ok((m, None));
+    }
+    let key = format!(
+        "{id}-view-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let m = client
+        .snapshots()
+        .view(ViewSnapshotRequest {
+            snapshotter: sn.to_string(),
+            key: key.clone(),
+            parent: id.to_string(),
+            labels: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .mounts;
+    Ok((m, Some(key)))
+}
+
+/// containerd `rootfs.CreateDiff` / `Diff.Compare`: returns the new layer's digest.
+#[allow(clippy::too_many_arguments)]
+async fn diff(
+    client: &client::Client,
+    sn: &str,
+    id_a: &str,
+    id_b: Option<&str>,
+    media_type: String,
+    reference: Option<String>,
+    keep: bool,
+    labels: &[String],
+) -> Result<String, Error> {
+    let mut labels = labels_from_args(labels);
+    if keep {
+        labels.extend(gc_root_label());
+    }
+    // Left (lower) is idB, or idA's parent; right (upper) is idA.
+    let (lower_id, upper_id) = match id_b {
+        Some(b) => (b.to_string(), id_a.to_string()),
+        None => {
+            let info = client
+                .snapshots()
+                .stat(StatSnapshotRequest {
+                    snapshotter: sn.to_string(),
+                    key: id_a.to_string(),
+                })
+                .await?
+                .into_inner()
+                .info
+                .unwrap_or_default();
+            (info.parent, id_a.to_string())
+        }
+    };
+    let mut temp_keys = Vec::new();
+    let result = async {
+        let (lower, k1) = readable(client, sn, &lower_id).await?;
+        temp_keys.extend(k1);
+        let (upper, k2) = readable(client, sn, &upper_id).await?;
+        temp_keys.extend(k2);
+        let desc = client
+            .diff()
+            .diff(protos::services::diff::v1::DiffRequest {
+                left: lower,
+                right: upper,
+                media_type,
+                r#ref: reference.unwrap_or_default(),
+                labels,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .diff
+            .unwrap_or_default();
+        Ok::<String, Error>(desc.digest)
+    }
+    .await;
+    for k in temp_keys {
+        let _ = client
+            .snapshots()
+            .remove(RemoveSnapshotRequest {
+                snapshotter: sn.to_string(),
+                key: k,
+            })
+            .await;
+    }
+    result
 }
 
 /// ctr's `snapshots tree`: roots first, children indented with `\_`.
