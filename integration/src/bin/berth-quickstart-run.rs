@@ -1,7 +1,6 @@
-//! INTERIM quickstart path: runs one container from an OCI image layout with runc, through
-//! the `runc-wrapper` crate, without berthd. `packaging/quickstart.sh` uses it until berthd and
-//! our shim can run containers; then the quickstart switches to `berthd` + `berth run` and
-//! this binary goes away.
+//! Runs one container from an OCI image layout with bare runc, through the `runc-wrapper`
+//! crate, without berthd: the quickstart's first path before berthd could run containers, kept
+//! as a minimal reference ("image + runc, nothing else") for debugging and comparisons.
 //!
 //! Usage: `berth-quickstart-run <oci-layout-dir> [command...]` (default command prints a
 //! greeting). Unpacks the image into a temporary bundle, writes an OCI runtime spec, runs it
