@@ -1,4 +1,4 @@
-//! The interim quickstart runner (runc-wrapper + runc, no berthd) runs the test image.
+//! The bare-runc reference runner (runc-wrapper + runc, no berthd) runs the test image.
 
 use std::process::Command;
 
