@@ -80,6 +80,17 @@ fn runtime_v1_runs_restores_and_cleans_up() {
             .exists(),
         "runc state under [plugins.linux] runtime_root"
     );
+    // shim_debug: the shim's own output reaches berthd's log.
+    let ns = env.d.namespace().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !env.d.logs().contains(&format!("{ns}/v1d: ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no v1 shim output in berthd's log:\n{}",
+            env.d.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         env.ctr_ok(&["t", "exec", "--exec-id", "x1", "v1d", "echo", "exec-v1"]),
         "exec-v1\n"

@@ -365,9 +365,10 @@ impl TaskManager {
             Err(e) => return Err(undo(e, child).await),
         };
         // The v1 shim is berthd's child until berthd exits: reap it.
-        let reaper = tokio::spawn(async move {
+        let mut background = v1::copy_logs(ns, &opts.id, &work);
+        background.push(tokio::spawn(async move {
             let _ = child.wait().await;
-        });
+        }));
         let backend = Backend::V1 {
             runtime,
             runtime_root: cfg.linux_v1.runtime_root.clone(),
@@ -381,7 +382,7 @@ impl TaskManager {
             bundle,
             client: TaskClient::V1(client),
             backend,
-            background: Mutex::new(vec![reaper]),
+            background: Mutex::new(background),
         });
         lock(&self.inner.tasks).insert((ns.to_string(), opts.id.clone()), task.clone());
         self.watch_address(&task, &address);
@@ -881,7 +882,7 @@ impl TaskManager {
             bundle,
             client: TaskClient::V1(client),
             backend,
-            background: Mutex::new(Vec::new()),
+            background: Mutex::new(v1::copy_logs(ns, id, &self.v1_dirs().0.join(ns).join(id))),
         });
         lock(&self.inner.tasks).insert((ns.to_string(), id.to_string()), task.clone());
         self.watch_address(&task, &address);

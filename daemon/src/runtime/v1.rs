@@ -649,6 +649,10 @@ impl V1Command {
     /// Start the shim for `ns/id` in `bundle` with work dir `work`, listening on `address`;
     /// waits (bounded) until the socket accepts connections. Returns the child, which the
     /// caller must wait on (the shim is berthd's child until berthd exits).
+    ///
+    /// With `debug`, the shim's stdout/stderr are the fifos `shim.stdout.log` and
+    /// `shim.stderr.log` in the work dir (opened read-write, as containerd does, so the shim
+    /// never gets EPIPE when berthd restarts), copied into berthd's log by [`copy_logs`].
     pub async fn start(
         &self,
         ns: &str,
@@ -679,8 +683,25 @@ impl V1Command {
         cmd.current_dir(bundle);
         cmd.env("GOMAXPROCS", "2");
         cmd.stdin(std::process::Stdio::null());
-        cmd.stdout(std::process::Stdio::null());
-        cmd.stderr(std::process::Stdio::null());
+        if self.debug {
+            let open = |name: &str| -> Result<std::fs::File> {
+                let p = work.join(name);
+                match nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(Error::io("create shim log fifo", &p, e.into())),
+                }
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| Error::io("open shim log fifo", &p, e))
+            };
+            cmd.stdout(open("shim.stdout.log")?);
+            cmd.stderr(open("shim.stderr.log")?);
+        } else {
+            cmd.stdout(std::process::Stdio::null());
+            cmd.stderr(std::process::Stdio::null());
+        }
         cmd.process_group(0);
         let fail = |status: String| Error::ShimStart {
             id: id.into(),
@@ -714,6 +735,33 @@ impl V1Command {
         write("shim.pid", pid.to_string())?;
         Ok(child)
     }
+}
+
+/// Copy a v1 shim's `shim.stdout.log` / `shim.stderr.log` fifos (present with `shim_debug`)
+/// into berthd's log; one task per fifo, to keep with the task.
+pub fn copy_logs(ns: &str, id: &str, work: &Path) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut handles = Vec::new();
+    for name in ["shim.stdout.log", "shim.stderr.log"] {
+        let p = work.join(name);
+        if !p.exists() {
+            continue;
+        }
+        let Ok(rx) = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&p)
+        else {
+            continue;
+        };
+        let (ns, id) = (ns.to_string(), id.to_string());
+        handles.push(tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(rx).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log::info!(target: "berthd::shim", "{ns}/{id}: {line}");
+            }
+        }));
+    }
+    handles
 }
 
 /// Clean up after a v1 shim that is gone (containerd v1 `cleanupAfterDeadShim`): the OCI
