@@ -416,7 +416,7 @@ fn events(d: &Daemon) {
 /// detached task's stdio; `--timeout` bounds a command.
 fn signals_attach_timeout(d: &Daemon) {
     let _dir = setup(d);
-    let child = d
+    let mut child = d
         .berth_command()
         .args([
             "run",
@@ -431,16 +431,16 @@ fn signals_attach_timeout(d: &Daemon) {
         .spawn()
         .expect("spawn berth run");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-    let mut out = child.stdout.expect("stdout");
+    let mut out = child.stdout.take().expect("stdout");
     let mut first = [0u8; 6];
     out.read_exact(&mut first).expect("ready line");
     assert_eq!(&first, b"ready\n");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill berth");
-    let status = nix::sys::wait::waitpid(pid, None).expect("wait berth");
+    let status = child.wait().expect("wait berth");
     let mut rest = String::new();
     out.read_to_string(&mut rest).expect("rest");
     assert_eq!(rest, "got TERM\n");
-    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 9));
+    assert_eq!(status.code(), Some(9));
 
     d.berth_ok(&[
         "run",
