@@ -38,6 +38,13 @@ fn pull_flow(d: &Daemon) {
     let o = d.berth(&["run", "--rm", &reference, "cli-p1", "echo", "pulled"]);
     assert_eq!(cli_common::stdout(&o), "pulled\n", "{}", stderr(&o));
 
+    // content fetch: the same resolution and transfer, no image record.
+    let fetched = d.berth_ok(&["content", "fetch", "--plain-http", &reference]);
+    assert!(
+        fetched.starts_with(&format!("{reference}: resolved\n")),
+        "{fetched}"
+    );
+
     // A second pull finds everything present.
     d.berth_ok(&["images", "pull", "--plain-http", &reference]);
 

@@ -26,6 +26,28 @@ pub enum Cmd {
         quiet: bool,
         filters: Vec<String>,
     },
+    /// Fetch all content for an image reference from a registry (no image is created).
+    Fetch {
+        /// Use plain HTTP.
+        #[arg(long)]
+        plain_http: bool,
+        /// Credentials: user:password.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Skip verifying the registry's TLS certificate.
+        #[arg(short = 'k', long)]
+        skip_verify: bool,
+        /// CA certificate (PEM) to trust for the registry.
+        #[arg(long)]
+        tlscacert: Option<std::path::PathBuf>,
+        /// Fetch content for a specific platform.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Fetch content for all platforms.
+        #[arg(long)]
+        all_platforms: bool,
+        reference: String,
+    },
     /// Get the data for an object (written to stdout).
     Get { digest: String },
     /// Accept content from stdin into the store under ingest ref <key>.
@@ -60,6 +82,10 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("invalid digest {0:?}: expected <algorithm>:<hex>, e.g. sha256:…")]
     Digest(String),
+    #[error(transparent)]
+    Registry(#[from] crate::image::registry::Error),
+    #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
+    Platform(String),
     #[error("must specify a transaction reference")]
     NoRef,
     #[error("read stdin: {0}")]
@@ -129,6 +155,41 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 ));
             }
             print!("{}", tw.finish());
+        }
+        Cmd::Fetch {
+            plain_http,
+            user,
+            skip_verify,
+            tlscacert,
+            platform,
+            all_platforms,
+            reference,
+        } => {
+            use crate::image::{registry, Platform, PlatformMatcher};
+            let reference = registry::Reference::parse(&reference)?;
+            let platform = if all_platforms {
+                PlatformMatcher::All
+            } else if let Some(p) = platform {
+                PlatformMatcher::Only(
+                    super::images::parse_platform(&p).map_err(|_| Error::Platform(p.clone()))?,
+                )
+            } else {
+                PlatformMatcher::Only(Platform::host())
+            };
+            let opts = registry::Options {
+                plain_http,
+                user,
+                platform,
+                tls_ca: tlscacert,
+                skip_verify,
+            };
+            // Fetched content is only held by this temporary lease (and its GC labels), as
+            // with ctr: an image record or another lease must reference it to keep it.
+            let lease = store::TempLease::create(&client).await?;
+            let leased = client.with_lease(&lease.id)?;
+            let result = registry::fetch_all(&leased, &reference, &opts).await;
+            lease.release(&client).await;
+            result?;
         }
         Cmd::Get { digest } => {
             let digest = parse_digest(&digest)?;

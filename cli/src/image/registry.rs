@@ -645,6 +645,19 @@ pub async fn pull(
     reference: &Reference,
     opts: &Options,
 ) -> Result<protos::services::images::v1::Image, Error> {
+    let root = fetch_all(client, reference, opts).await?;
+    let image =
+        super::import::create_or_update(client, reference.name.clone(), root.to_proto()).await?;
+    Ok(image)
+}
+
+/// Resolves `reference` and fetches all its content for the wanted platforms (ctr's
+/// `content fetch`); returns the root descriptor. No image record is created.
+pub async fn fetch_all(
+    client: &Client,
+    reference: &Reference,
+    opts: &Options,
+) -> Result<Descriptor, Error> {
     let (mut reg, base) = registry_for(reference, opts)?;
 
     // Resolve.
@@ -702,9 +715,7 @@ pub async fn pull(
     )
     .await?;
     println!("elapsed: done, {written} blob(s) fetched");
-    let image =
-        super::import::create_or_update(client, reference.name.clone(), root.to_proto()).await?;
-    Ok(image)
+    Ok(root)
 }
 
 /// Fetches `desc` and (for manifests and indexes) its children for the wanted platforms.
