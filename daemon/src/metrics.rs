@@ -55,16 +55,25 @@ impl Metrics {
             "# HELP berth_images Images per namespace.\n# TYPE berth_images gauge"
         );
         let mut snaps = String::new();
+        let mut unpacked = String::new();
         for (ns, _) in &namespaces {
             let Ok(ns) = Namespace::new(ns) else { continue };
             let ctx = Ctx {
                 ns: ns.clone(),
                 lease: None,
             };
-            let images = db
-                .image_list(&ctx, &Filter::default())
-                .map(|v| v.len())
-                .unwrap_or(0);
+            let list = db.image_list(&ctx, &Filter::default()).unwrap_or_default();
+            let images = list.len();
+            for sn in db.snapshotter_names() {
+                let n = list
+                    .iter()
+                    .filter(|i| crate::images::unpacked(db, &ctx, i, &sn).unwrap_or(false))
+                    .count();
+                let _ = writeln!(
+                    unpacked,
+                    "berth_images_unpacked{{namespace=\"{ns}\",snapshotter=\"{sn}\"}} {n}"
+                );
+            }
             let _ = writeln!(out, "berth_images{{namespace=\"{ns}\"}} {images}");
             for sn in db.snapshotter_names() {
                 let n = db
@@ -79,6 +88,11 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP berth_snapshots Snapshots per namespace and snapshotter.\n# TYPE berth_snapshots gauge");
         out.push_str(&snaps);
+        let _ = writeln!(
+            out,
+            "# HELP berth_images_unpacked Images whose layers are unpacked, per snapshotter.\n# TYPE berth_images_unpacked gauge"
+        );
+        out.push_str(&unpacked);
         let blobs = db.content_store().walk().unwrap_or_default();
         let _ = writeln!(out, "# HELP berth_content_blobs Committed blobs on disk.\n# TYPE berth_content_blobs gauge\nberth_content_blobs {}", blobs.len());
         let _ = writeln!(

@@ -464,7 +464,9 @@ pub async fn run(
             cfg
         ))
         .add_service(limited!(
-            svc::images::v1::images_server::ImagesServer::new(api::images::Service(core.clone())),
+            svc::images::v1::images_server::ImagesServer::new(api::images::Service(
+                crate::images::Images::new(Arc::clone(&db), exchange.clone(), core.gc.clone()),
+            )),
             cfg
         ))
         .add_service(limited!(

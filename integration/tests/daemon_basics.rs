@@ -323,6 +323,31 @@ fn metrics_endpoint_counts_grpc_requests_and_reports_storage() {
         "{m}"
     );
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
+
+    // An imported (and unpacked) image shows up in the gauges.
+    let img = integration::image::TestImage::busybox().expect("test image");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tar = tmp.path().join("bb.tar");
+    std::fs::write(&tar, img.oci_archive().expect("archive")).expect("write");
+    d.ctr_ok(&["images", "import", &tar.display().to_string()]);
+    let m = get("/v1/metrics");
+    let ns = d.namespace();
+    assert!(
+        m.contains(&format!("berth_images{{namespace=\"{ns}\"}} 1")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "berth_images_unpacked{{namespace=\"{ns}\",snapshotter=\"overlayfs\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "berth_images_unpacked{{namespace=\"{ns}\",snapshotter=\"native\"}} 0"
+        )),
+        "{m}"
+    );
 }
 
 #[test]

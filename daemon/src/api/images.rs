@@ -1,18 +1,18 @@
 //! `containerd.services.images.v1.Images` (containerd `services/images/local.go`), with the
 //! `/images/*` events and a synchronous GC for `Delete{sync: true}`.
 
-use super::{blocking, ctx, desc_from, desc_to, filter, paths, to_status, ts, Core};
+use super::{ctx, desc_from, desc_to, filter, paths, to_status, ts};
 use crate::metadata::images::Image as MImage;
 use protos::containerd::services::images::v1::{
     images_server::Images, CreateImageRequest, CreateImageResponse, DeleteImageRequest,
-    GetImageRequest, GetImageResponse, Image, ImageCreate, ImageDelete, ImageUpdate,
-    ListImagesRequest, ListImagesResponse, UpdateImageRequest, UpdateImageResponse,
+    GetImageRequest, GetImageResponse, Image, ListImagesRequest, ListImagesResponse,
+    UpdateImageRequest, UpdateImageResponse,
 };
 use tonic::{Request, Response, Status};
 
 /// The images service.
 #[derive(Debug)]
-pub struct Service(pub Core);
+pub struct Service(pub crate::images::Images);
 
 fn to_proto(i: MImage) -> Image {
     Image {
@@ -33,6 +33,10 @@ fn from_proto(i: Image) -> MImage {
     }
 }
 
+fn st(e: &crate::images::Error) -> Status {
+    to_status(e)
+}
+
 #[tonic::async_trait]
 impl Images for Service {
     async fn get(
@@ -40,9 +44,11 @@ impl Images for Service {
         req: Request<GetImageRequest>,
     ) -> Result<Response<GetImageResponse>, Status> {
         let c = ctx(&req)?;
-        let name = req.into_inner().name;
-        let db = self.0.db.clone();
-        let img = blocking(move || db.image_get(&c, &name)).await?;
+        let img = self
+            .0
+            .get(c, req.into_inner().name)
+            .await
+            .map_err(|e| st(&e))?;
         Ok(Response::new(GetImageResponse {
             image: Some(to_proto(img)),
         }))
@@ -54,8 +60,7 @@ impl Images for Service {
     ) -> Result<Response<ListImagesResponse>, Status> {
         let c = ctx(&req)?;
         let f = filter(&req.into_inner().filters)?;
-        let db = self.0.db.clone();
-        let imgs = blocking(move || db.image_list(&c, &f)).await?;
+        let imgs = self.0.list(c, f).await.map_err(|e| st(&e))?;
         Ok(Response::new(ListImagesResponse {
             images: imgs.into_iter().map(to_proto).collect(),
         }))
@@ -70,16 +75,11 @@ impl Images for Service {
         if img.name.is_empty() {
             return Err(Status::invalid_argument("Image.Name required"));
         }
-        let db = self.0.db.clone();
-        let ns = c.ns.to_string();
-        let created = blocking(move || db.image_create(&c, from_proto(img))).await?;
-        self.0.events.publish(
-            &ns,
-            &ImageCreate {
-                name: created.name.clone(),
-                labels: created.labels.clone(),
-            },
-        );
+        let created = self
+            .0
+            .create(c, from_proto(img))
+            .await
+            .map_err(|e| st(&e))?;
         Ok(Response::new(CreateImageResponse {
             image: Some(to_proto(created)),
         }))
@@ -95,17 +95,11 @@ impl Images for Service {
         if img.name.is_empty() {
             return Err(Status::invalid_argument("Image.Name required"));
         }
-        let fps = paths(r.update_mask);
-        let db = self.0.db.clone();
-        let ns = c.ns.to_string();
-        let updated = blocking(move || db.image_update(&c, &from_proto(img), &fps)).await?;
-        self.0.events.publish(
-            &ns,
-            &ImageUpdate {
-                name: updated.name.clone(),
-                labels: updated.labels.clone(),
-            },
-        );
+        let updated = self
+            .0
+            .update(c, from_proto(img), paths(r.update_mask))
+            .await
+            .map_err(|e| st(&e))?;
         Ok(Response::new(UpdateImageResponse {
             image: Some(to_proto(updated)),
         }))
@@ -114,29 +108,11 @@ impl Images for Service {
     async fn delete(&self, req: Request<DeleteImageRequest>) -> Result<Response<()>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
-        let db = self.0.db.clone();
-        let ns = c.ns.to_string();
-        let name = r.name.clone();
-        let target = r.target.clone();
-        blocking(move || {
-            if let Some(t) = target {
-                let cur = db.image_get(&c, &name)?;
-                if cur.target.digest != t.digest {
-                    return Err(crate::metadata::Error::Precondition(format!(
-                        "image {name:?} target is {}, not {}",
-                        cur.target.digest, t.digest
-                    )));
-                }
-            }
-            db.image_delete(&c, &name)
-        })
-        .await?;
-        self.0.events.publish(&ns, &ImageDelete { name: r.name });
-        if r.sync {
-            self.0.gc.collect_now().await.map_err(|e| to_status(&e))?;
-        } else {
-            self.0.gc.schedule();
-        }
+        let target = r.target.map(|t| t.digest);
+        self.0
+            .delete(c, r.name, target, r.sync)
+            .await
+            .map_err(|e| st(&e))?;
         Ok(Response::new(()))
     }
 }
