@@ -415,3 +415,30 @@ fn version_flag_prints_version() {
         );
     }
 }
+
+#[test]
+fn json_log_format_and_socket_owner_from_config() {
+    use std::os::unix::fs::MetadataExt;
+    let tmpl = "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\n[grpc]\n  address = \"{address}\"\n  uid = 0\n  gid = 65534\n\n[ttrpc]\n  uid = 0\n  gid = 65534\n\n[debug]\n  level = \"debug\"\n  format = \"json\"\n";
+    let d = TestDaemon::builder()
+        .config(tmpl)
+        .start()
+        .expect("start berthd");
+    d.ctr_ok(&["version"]);
+    let md = std::fs::metadata(d.address()).expect("socket");
+    assert_eq!((md.uid(), md.gid()), (0, 65534), "grpc socket owner");
+    let md = std::fs::metadata(d.ttrpc_address()).expect("ttrpc socket");
+    assert_eq!(md.gid(), 65534, "ttrpc socket group");
+    let logs = d.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("msg").is_some() && v.get("level").is_some(), "{l}");
+    }
+    assert!(
+        logs.contains("serving on"),
+        "log crate records are bridged into slog: {logs}"
+    );
+}
