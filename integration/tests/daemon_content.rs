@@ -338,6 +338,14 @@ fn ctr_events_shows_every_service_topic() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ctr events");
+    // A filtered subscription: containerd's filter syntax over envelope and event fields.
+    let mut filtered = d
+        .ctr_command()
+        .args(["events", "event.key==\"ev-a\""])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr events with a filter");
     std::thread::sleep(Duration::from_millis(500));
     let ns = d.namespace().to_string();
     d.ctr_ok(&["namespaces", "create", "ev-ns"]);
@@ -371,6 +379,24 @@ fn ctr_events_shows_every_service_topic() {
     std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let _ = events.wait();
+    let _ = filtered.kill();
+    let _ = filtered.wait();
+    let mut only = String::new();
+    filtered
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut only)
+        .expect("read");
+    let topics: Vec<&str> = only
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    assert_eq!(
+        topics,
+        ["/snapshot/prepare", "/snapshot/commit"],
+        "filtered events:\n{only}"
+    );
     let mut out = String::new();
     events
         .stdout

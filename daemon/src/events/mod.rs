@@ -51,8 +51,75 @@ impl Adaptor for Envelope {
         match path.first().map(String::as_str)? {
             "namespace" => non_empty(&self.namespace),
             "topic" => non_empty(&self.topic),
+            "event" => event_field(&self.event, &path[1..]),
             _ => None,
         }
+    }
+}
+
+/// `event.<field>` in filters: the string fields (and `labels.<k>`) of containerd's event
+/// types, by protobuf field name, as their generated `Field` methods expose them. Unknown
+/// event types have no fields.
+fn event_field(any: &Any, path: &[String]) -> Option<String> {
+    use crate::filters::label_field;
+    use imgev::{ImageCreate, ImageDelete, ImageUpdate};
+    let name = path.first()?.as_str();
+    let url = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+    macro_rules! fields {
+        ($t:ty, [$($f:ident),*] $(, labels = $l:ident)?) => {{
+            let e = <$t as prost::Message>::decode(any.value.as_slice()).ok()?;
+            match name {
+                $(stringify!($f) => non_empty(&e.$f),)*
+                $("labels" => label_field(&e.$l, &path[1..]),)?
+                _ => None,
+            }
+        }};
+    }
+    match url {
+        "containerd.events.TaskCreate" => {
+            fields!(ev::TaskCreate, [container_id, bundle, checkpoint])
+        }
+        "containerd.events.TaskStart" => fields!(ev::TaskStart, [container_id]),
+        "containerd.events.TaskDelete" => fields!(ev::TaskDelete, [container_id, id]),
+        "containerd.events.TaskExit" => fields!(ev::TaskExit, [container_id, id]),
+        "containerd.events.TaskOOM" => fields!(ev::TaskOom, [container_id]),
+        "containerd.events.TaskExecAdded" => fields!(ev::TaskExecAdded, [container_id, exec_id]),
+        "containerd.events.TaskExecStarted" => {
+            fields!(ev::TaskExecStarted, [container_id, exec_id])
+        }
+        "containerd.events.TaskPaused" => fields!(ev::TaskPaused, [container_id]),
+        "containerd.events.TaskResumed" => fields!(ev::TaskResumed, [container_id]),
+        "containerd.events.TaskCheckpointed" => {
+            fields!(ev::TaskCheckpointed, [container_id, checkpoint])
+        }
+        "containerd.events.ContainerCreate" => fields!(ev::ContainerCreate, [id, image]),
+        "containerd.events.ContainerUpdate" => fields!(
+            ev::ContainerUpdate,
+            [id, image, snapshot_key],
+            labels = labels
+        ),
+        "containerd.events.ContainerDelete" => fields!(ev::ContainerDelete, [id]),
+        "containerd.events.ContentDelete" => fields!(ev::ContentDelete, [digest]),
+        "containerd.events.SnapshotPrepare" => {
+            fields!(ev::SnapshotPrepare, [key, parent, snapshotter])
+        }
+        "containerd.events.SnapshotCommit" => fields!(ev::SnapshotCommit, [key, name, snapshotter]),
+        "containerd.events.SnapshotRemove" => fields!(ev::SnapshotRemove, [key, snapshotter]),
+        "containerd.events.NamespaceCreate" => {
+            fields!(ev::NamespaceCreate, [name], labels = labels)
+        }
+        "containerd.events.NamespaceUpdate" => {
+            fields!(ev::NamespaceUpdate, [name], labels = labels)
+        }
+        "containerd.events.NamespaceDelete" => fields!(ev::NamespaceDelete, [name]),
+        "containerd.services.images.v1.ImageCreate" => {
+            fields!(ImageCreate, [name], labels = labels)
+        }
+        "containerd.services.images.v1.ImageUpdate" => {
+            fields!(ImageUpdate, [name], labels = labels)
+        }
+        "containerd.services.images.v1.ImageDelete" => fields!(ImageDelete, [name]),
+        _ => None,
     }
 }
 
@@ -321,6 +388,28 @@ mod tests {
         x.publish_any("b", "/custom/x", Any::default()).unwrap();
         assert_eq!(sub.next().await.unwrap().topic, "/custom/x");
         assert!(x.publish_any("b", "nope", Any::default()).is_err());
+        // Event fields, as containerd's generated `Field` methods expose them.
+        let mut by_field =
+            x.subscribe(Filter::parse("event.name==img2,topic==\"/images/create\"").unwrap());
+        x.publish(
+            "a",
+            &imgev::ImageCreate {
+                name: "img1".into(),
+                labels: Default::default(),
+            },
+        );
+        x.publish(
+            "a",
+            &imgev::ImageCreate {
+                name: "img2".into(),
+                labels: [("k".to_string(), "v".to_string())].into(),
+            },
+        );
+        let e = by_field.next().await.unwrap();
+        assert!(
+            Envelope::field(&e, &["event".into(), "labels".into(), "k".into()]).as_deref()
+                == Some("v")
+        );
         x.close();
         assert!(
             sub.next().await.is_none(),
