@@ -118,6 +118,25 @@ fn run_foreground(d: &Daemon) {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&log).expect("log file"), "logged\n");
 
+    // --rootfs: a host directory instead of an image snapshot.
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir(&rootfs).expect("mkdir rootfs");
+    integration::image::TestImage::busybox()
+        .expect("test image")
+        .unpack_to(&rootfs)
+        .expect("unpack to rootfs");
+    let o = d.berth(&[
+        "run",
+        "--rm",
+        "--rootfs",
+        s(&rootfs),
+        "cli-r7",
+        "sh",
+        "-c",
+        "echo on host dir; id -un",
+    ]);
+    assert_eq!(stdout(&o), "on host dir\nroot\n", "{}", stderr(&o));
+
     assert_nothing_left(d);
 
     // Bad input: clear messages, status 1, nothing created.

@@ -103,6 +103,9 @@ pub struct ContainerFlags {
     /// Platform of the image to use (os/arch[/variant]).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Use a host directory as the rootfs (the image argument is its path), not a snapshot.
+    #[arg(long)]
+    pub rootfs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,12 @@ pub enum Error {
     Running { id: String, status: String },
     #[error("failed to delete container {id:?}: {}", .status.message())]
     Delete { id: String, status: tonic::Status },
+    #[error("rootfs {path}: {source}")]
+    RootfsPath {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("get hostname: {0}")]
     Hostname(#[source] nix::Error),
 }
@@ -446,6 +455,9 @@ pub async fn create(
         }
     }
     let runtime_opts = runtime_options(flags)?;
+    if flags.rootfs {
+        return create_with_rootfs(client, flags, image_ref, id, args, runtime_opts).await;
+    }
     let img = get_image(client, image_ref).await?;
     let target = target_of(&img);
     let platform = match &flags.platform {
@@ -472,7 +484,7 @@ pub async fn create(
             })
             .await?;
         let built = async {
-            let spec = build_spec(&leased, flags, &config, id, args).await?;
+            let spec = build_spec(&leased, flags, Some(&config), None, id, args).await?;
             let mut labels: HashMap<String, String> = HashMap::new();
             labels.insert(
                 "io.containerd.image.config.stop-signal".into(),
@@ -524,11 +536,52 @@ pub async fn create(
     result
 }
 
+/// `--rootfs`: the container runs on a host directory (containerd `oci.WithRootFSPath`);
+/// no image, no snapshot.
+async fn create_with_rootfs(
+    client: &client::Client,
+    flags: &ContainerFlags,
+    path: &str,
+    id: &str,
+    args: &[String],
+    runtime_opts: Option<prost_types::Any>,
+) -> Result<Container, Error> {
+    let root = std::fs::canonicalize(path).map_err(|source| Error::RootfsPath {
+        path: PathBuf::from(path),
+        source,
+    })?;
+    let mut spec = build_spec(client, flags, None, Some(&root), id, args).await?;
+    spec["root"]["path"] = serde_json::json!(root.display().to_string());
+    let container = Container {
+        id: id.to_string(),
+        labels: labels_from_args(&flags.label),
+        runtime: Some(Runtime {
+            name: flags.runtime.clone(),
+            options: runtime_opts,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: spec::SPEC_TYPE_URL.to_string(),
+            value: serde_json::to_vec(&spec).unwrap_or_default(),
+        }),
+        ..Default::default()
+    };
+    Ok(client
+        .containers()
+        .create(CreateContainerRequest {
+            container: Some(container.clone()),
+        })
+        .await?
+        .into_inner()
+        .container
+        .unwrap_or(container))
+}
+
 /// Spec generation in ctr's option order.
 async fn build_spec(
     client: &client::Client,
     flags: &ContainerFlags,
-    config: &image::ImageConfig,
+    config: Option<&image::ImageConfig>,
+    host_rootfs: Option<&std::path::Path>,
     id: &str,
     args: &[String],
 ) -> Result<serde_json::Value, Error> {
@@ -543,28 +596,36 @@ async fn build_spec(
         .map(|m| spec::parse_mount(m))
         .collect::<Result<Vec<_>, _>>()?;
     spec::with_mounts(&mut s, mounts);
-    let run_config = config.config.clone().unwrap_or_default();
-    spec::with_image_config(&mut s, &run_config);
+    let run_config = config.and_then(|c| c.config.clone()).unwrap_or_default();
+    if config.is_some() {
+        spec::with_image_config(&mut s, &run_config);
+    }
 
-    // User lookups read the container's rootfs, mounted read-only for the moment.
+    // User lookups read the container's rootfs (a snapshot mounted read-only for the
+    // moment, or the host directory of --rootfs).
     let image_user = run_config.user.clone().filter(|u| !u.is_empty());
     let wanted_user = flags
         .user
         .clone()
         .or(image_user)
         .unwrap_or_else(|| "0".into());
-    let snapshot_mounts = client
-        .snapshots()
-        .mounts(MountsRequest {
-            snapshotter: flags.snapshotter.clone(),
-            key: id.to_string(),
-        })
-        .await?
-        .into_inner()
-        .mounts;
-    rootfs::with_readonly_mount(&snapshot_mounts, |root| {
-        spec::with_user(&mut s, &wanted_user, Some(root))
-    })??;
+    match host_rootfs {
+        Some(path) => spec::with_user(&mut s, &wanted_user, Some(path))?,
+        None => {
+            let snapshot_mounts = client
+                .snapshots()
+                .mounts(MountsRequest {
+                    snapshotter: flags.snapshotter.clone(),
+                    key: id.to_string(),
+                })
+                .await?
+                .into_inner()
+                .mounts;
+            rootfs::with_readonly_mount(&snapshot_mounts, |root| {
+                spec::with_user(&mut s, &wanted_user, Some(root))
+            })??;
+        }
+    }
 
     if !args.is_empty() {
         s["process"]["args"] = serde_json::json!(args);
