@@ -456,3 +456,40 @@ mod common {
             .collect()
     }
 }
+
+#[test]
+fn containerd_2_ctr_imports_with_local_mode() {
+    let Some(dir) = integration::bins::containerd2_dir("containerd_2_ctr_imports_with_local_mode")
+    else {
+        return;
+    };
+    let img = TestImage::busybox().expect("test image");
+    let d = daemon();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tar = write_tmp(
+        tmp.path(),
+        "busybox.oci.tar",
+        &img.oci_archive().expect("archive"),
+    );
+    let ctr2 = |args: &[&str]| {
+        let o = Command::new(dir.join("ctr"))
+            .arg("--address")
+            .arg(d.address())
+            .args(["--namespace", d.namespace()])
+            .args(args)
+            .output()
+            .expect("containerd 2 ctr");
+        assert!(
+            o.status.success(),
+            "ctr2 {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // `--local`: ctr 2.x drives Content/Images/Snapshots/Diff itself, as 1.6 does; the
+    // Transfer service (its default) is not served by berthd.
+    ctr2(&["images", "import", "--local", &tar]);
+    assert!(ctr2(&["images", "ls"]).contains(img.manifest_digest()));
+    assert!(ctr2(&["snapshots", "ls"]).contains(&img.diff_ids()[0]));
+    assert!(ctr2(&["version"]).contains("berth"));
+}
