@@ -137,6 +137,23 @@ fn run_foreground(d: &Daemon) {
     ]);
     assert_eq!(stdout(&o), "on host dir\nroot\n", "{}", stderr(&o));
 
+    // --config: a runtime spec file used as is; the one positional argument is the id.
+    d.berth_ok(&[
+        "containers",
+        "create",
+        "--rootfs",
+        s(&rootfs),
+        "cli-src",
+        "echo",
+        "from spec file",
+    ]);
+    let spec = d.berth_ok(&["containers", "info", "--spec", "cli-src"]);
+    d.berth_ok(&["containers", "rm", "cli-src"]);
+    let spec_file = dir.path().join("config.json");
+    std::fs::write(&spec_file, spec).expect("write spec");
+    let o = d.berth(&["run", "--rm", "--config", s(&spec_file), "cli-r8"]);
+    assert_eq!(stdout(&o), "from spec file\n", "{}", stderr(&o));
+
     assert_nothing_left(d);
 
     // Bad input: clear messages, status 1, nothing created.

@@ -106,6 +106,10 @@ pub struct ContainerFlags {
     /// Use a host directory as the rootfs (the image argument is its path), not a snapshot.
     #[arg(long)]
     pub rootfs: bool,
+    /// Path to a runtime spec (config.json) to use as is; then the only positional
+    /// argument is the container id.
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +150,10 @@ pub enum Error {
     Running { id: String, status: String },
     #[error("failed to delete container {id:?}: {}", .status.message())]
     Delete { id: String, status: tonic::Status },
+    #[error("with spec config file, only container id should be provided")]
+    ConfigWithImage,
+    #[error("spec config file {path}: {reason}")]
+    SpecFile { path: PathBuf, reason: String },
     #[error("rootfs {path}: {source}")]
     RootfsPath {
         path: PathBuf,
@@ -163,7 +171,7 @@ pub enum Cmd {
         #[command(flatten)]
         flags: Box<ContainerFlags>,
         image: String,
-        id: String,
+        id: Option<String>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -203,6 +211,12 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             id,
             args,
         } => {
+            let (image, id) = match (&flags.config, id) {
+                (Some(_), None) => (String::new(), image),
+                (Some(_), Some(_)) => return Err(Error::ConfigWithImage),
+                (None, Some(id)) => (image, id),
+                (None, None) => return Err(Error::NoId),
+            };
             create(&client, &flags, &image, &id, &args).await?;
         }
         Cmd::List { quiet, filters } => {
@@ -443,11 +457,14 @@ pub async fn create(
     id: &str,
     args: &[String],
 ) -> Result<Container, Error> {
-    if image_ref.is_empty() {
-        return Err(Error::NoImage);
-    }
     if id.is_empty() {
         return Err(Error::NoId);
+    }
+    if let Some(path) = &flags.config {
+        return create_from_spec_file(client, flags, path, id).await;
+    }
+    if image_ref.is_empty() {
+        return Err(Error::NoImage);
     }
     for c in flags.cap_add.iter().chain(&flags.cap_drop) {
         if !c.starts_with("CAP_") {
@@ -534,6 +551,52 @@ pub async fn create(
     .await;
     lease.release(client).await;
     result
+}
+
+/// `--config`: the spec is the user's file, unchanged (containerd `oci.WithSpecFromFile`);
+/// no image, no snapshot; the spec's `root.path` is the rootfs.
+async fn create_from_spec_file(
+    client: &client::Client,
+    flags: &ContainerFlags,
+    path: &std::path::Path,
+    id: &str,
+) -> Result<Container, Error> {
+    let text = std::fs::read(path).map_err(|source| Error::SpecFile {
+        path: path.to_path_buf(),
+        reason: source.to_string(),
+    })?;
+    let spec: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::SpecFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !spec.is_object() || spec.get("process").is_none() {
+        return Err(Error::SpecFile {
+            path: path.to_path_buf(),
+            reason: "not an OCI runtime spec (no \"process\")".into(),
+        });
+    }
+    let container = Container {
+        id: id.to_string(),
+        labels: labels_from_args(&flags.label),
+        runtime: Some(Runtime {
+            name: flags.runtime.clone(),
+            options: runtime_options(flags)?,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: spec::SPEC_TYPE_URL.to_string(),
+            value: text,
+        }),
+        ..Default::default()
+    };
+    Ok(client
+        .containers()
+        .create(CreateContainerRequest {
+            container: Some(container.clone()),
+        })
+        .await?
+        .into_inner()
+        .container
+        .unwrap_or(container))
 }
 
 /// `--rootfs`: the container runs on a host directory (containerd `oci.WithRootFSPath`);

@@ -25,10 +25,10 @@ pub struct Args {
     pid_file: Option<PathBuf>,
     #[command(flatten)]
     container: ContainerFlags,
-    /// Image reference.
+    /// Image reference (with --config: the container id).
     image: String,
     /// Container id.
-    id: String,
+    id: Option<String>,
     /// Command and arguments (default: the image's entrypoint and cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -61,12 +61,19 @@ pub async fn run(mut args: Args, g: &Globals) -> Result<i32, Error> {
         return Err(Error::RmDetach);
     }
     let wiring = tasks::wiring(args.container.tty, &args.io)?;
+    // With --config the single positional argument is the container id (ctr's rule).
+    let (image, id) = match (&args.container.config, args.id.take()) {
+        (Some(_), None) => (String::new(), args.image.clone()),
+        (Some(_), Some(_)) => return Err(containers::Error::ConfigWithImage.into()),
+        (None, Some(id)) => (args.image.clone(), id),
+        (None, None) => return Err(containers::Error::NoId.into()),
+    };
     let client = g.connect().await?;
-    containers::create(&client, &args.container, &args.image, &args.id, &args.args).await?;
-    let result = run_task(&client, &args, wiring).await;
+    containers::create(&client, &args.container, &image, &id, &args.args).await?;
+    let result = run_task(&client, &args, &id, wiring).await;
     if args.rm {
-        if let Err(e) = containers::delete(&client, &args.id, true).await {
-            eprintln!("berth: failed to remove container {}: {e}", args.id);
+        if let Err(e) = containers::delete(&client, &id, true).await {
+            eprintln!("berth: failed to remove container {id}: {e}");
         }
     }
     result
@@ -75,9 +82,9 @@ pub async fn run(mut args: Args, g: &Globals) -> Result<i32, Error> {
 async fn run_task(
     client: &client::Client,
     args: &Args,
+    id: &str,
     wiring: crate::cio::Wiring,
 ) -> Result<i32, Error> {
-    let id = args.id.as_str();
     let (io, pid) = tasks::create_task(client, id, wiring, args.io.fifo_dir.as_deref()).await?;
     if let Some(p) = &args.pid_file {
         std::fs::write(p, pid.to_string()).map_err(|source| Error::PidFile {
