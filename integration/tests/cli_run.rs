@@ -137,6 +137,48 @@ fn run_foreground(d: &Daemon) {
     ]);
     assert_eq!(stdout(&o), "on host dir\nroot\n", "{}", stderr(&o));
 
+    // --runtime as an absolute shim path, and --runc-binary through a wrapper that logs.
+    let shim = d.shim_path();
+    let o = d.berth(&[
+        "run",
+        "--rm",
+        "--runtime",
+        s(&shim),
+        IMG,
+        "cli-r9",
+        "echo",
+        "abs runtime",
+    ]);
+    assert_eq!(stdout(&o), "abs runtime\n", "{}", stderr(&o));
+    let wrapper = dir.path().join("runc-wrapper");
+    let log = dir.path().join("wrapper.log");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexec runc \"$@\"\n",
+            log.display()
+        ),
+    )
+    .expect("write wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod wrapper");
+    let o = d.berth(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        s(&wrapper),
+        IMG,
+        "cli-r10",
+        "echo",
+        "wrapped",
+    ]);
+    assert_eq!(stdout(&o), "wrapped\n", "{}", stderr(&o));
+    let calls = std::fs::read_to_string(&log).expect("wrapper was not called");
+    assert!(calls.lines().any(|l| l.contains("create")), "{calls}");
+
     // --config: a runtime spec file used as is; the one positional argument is the id.
     d.berth_ok(&[
         "containers",

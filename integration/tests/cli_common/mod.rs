@@ -48,6 +48,16 @@ impl Daemon {
         }
     }
 
+    /// Absolute path of the shim this daemon runs by default (for `--runtime <path>`).
+    pub fn shim_path(&self) -> PathBuf {
+        match self {
+            Daemon::Containerd(_) => {
+                integration::require_bin("containerd-shim-runc-v2", "containerd")
+            }
+            Daemon::Berthd(_) => bins::our_shim_bin(),
+        }
+    }
+
     pub fn address(&self) -> PathBuf {
         match self {
             Daemon::Containerd(c) => c.address(),
