@@ -22,6 +22,8 @@ struct Row {
     rss_kb: u64,
     threads: u64,
     pid: i32,
+    /// Anonymous memory after 20 `ctr t exec` round trips (growth would mean a leak).
+    anon_after_kb: u64,
 }
 
 fn kb(text: &str, key: &str) -> u64 {
@@ -84,7 +86,15 @@ fn measure(label: &str, builder: Builder, shim: &Path, archive: &Path, image: &s
         rss_kb: kb(&rollup, "Rss:"),
         threads: kb(&status, "Threads:"),
         pid,
+        anon_after_kb: 0,
     };
+    let mut row = row;
+    for i in 0..20 {
+        c.ctr_ok(&["t", "exec", "--exec-id", &format!("b{i}"), "idle1", "true"]);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    row.anon_after_kb = kb(&rollup, "Anonymous:");
     let _ = c.ctr(&["t", "kill", "-s", "9", "idle1"]);
     std::thread::sleep(Duration::from_millis(300));
     let _ = c.ctr(&["t", "rm", "idle1"]);
@@ -147,13 +157,13 @@ fn main() {
     println!();
     println!("shim memory, one idle container each ({}):", ours.display());
     println!(
-        "{:<40} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "shim", "anon KiB", "PSS KiB", "RSS KiB", "threads", "pid"
+        "{:<40} {:>10} {:>10} {:>10} {:>8} {:>8} {:>22}",
+        "shim", "anon KiB", "PSS KiB", "RSS KiB", "threads", "pid", "anon after 20 execs"
     );
     for r in &rows {
         println!(
-            "{:<40} {:>10} {:>10} {:>10} {:>8} {:>8}",
-            r.label, r.anon_kb, r.pss_kb, r.rss_kb, r.threads, r.pid
+            "{:<40} {:>10} {:>10} {:>10} {:>8} {:>8} {:>22}",
+            r.label, r.anon_kb, r.pss_kb, r.rss_kb, r.threads, r.pid, r.anon_after_kb
         );
     }
     let worst_ours = rows
