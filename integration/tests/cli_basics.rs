@@ -95,6 +95,15 @@ fn version_plugins_and_namespaces_against_containerd() {
     version_plugins_namespaces(&Daemon::containerd());
 }
 
+/// … containerd 2.x (compared with its own `ctr`) …
+#[test]
+fn version_plugins_and_namespaces_against_containerd2() {
+    let Some(d) = Daemon::containerd2("version_plugins_and_namespaces_against_containerd2") else {
+        return;
+    };
+    version_plugins_namespaces(&d);
+}
+
 /// … and berthd the same way.
 #[test]
 fn version_plugins_and_namespaces_against_berthd() {

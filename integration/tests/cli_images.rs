@@ -281,6 +281,16 @@ fn images_import_ls_tag_rm_export_against_containerd() {
     images_flow(&Daemon::containerd());
 }
 
+/// containerd 2.x's own `ctr` prints the same tables (checked against it).
+#[test]
+fn images_and_snapshots_against_containerd2() {
+    let Some(d) = Daemon::containerd2("images_and_snapshots_against_containerd2") else {
+        return;
+    };
+    images_flow(&d);
+    snapshots_content_leases(&d);
+}
+
 #[test]
 fn images_import_ls_tag_rm_export_against_berthd() {
     images_flow(&Daemon::berthd());
