@@ -104,6 +104,12 @@ fn bench_quick_produces_table_and_json_with_berth_and_containerd_measured() {
         let s = system(&lat["systems"], key, "latency");
         clean_summary(&s["run_rm"], 3, &format!("{key} run --rm"));
         clean_summary(&s["ctr_version"], 3, &format!("{key} ctr version"));
+        // CPU per run is accounted to the daemon and to what the bench reaped (ctr, shim, runc).
+        assert!(f64_at(s, "/cpu/daemon_ms") > 0.0, "{key}: {s:#}");
+        assert!(
+            f64_at(s, "/cpu/client_shim_runc_ms") > f64_at(s, "/cpu/ctr_version_ms"),
+            "{key}: {s:#}"
+        );
         // A container run costs more than the client alone and more than bare runc.
         assert!(
             f64_at(s, "/run_rm/p50_ms") > f64_at(s, "/ctr_version/p50_ms"),

@@ -37,6 +37,22 @@ pub fn vm_rss_kb(pid: i32) -> Option<u64> {
     )
 }
 
+/// User + system CPU time of a process and of the children it has reaped, in ms
+/// (`/proc/<pid>/stat` fields 14–17, in clock ticks of 10 ms: `USER_HZ` is 100 on Linux).
+/// A daemon reaps the `shim start` / `shim delete` invocations it runs, so they count.
+#[must_use]
+pub fn cpu_ms(pid: i32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces: state is field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
+    Some((utime + stime + cutime + cstime) as f64 * 10.0)
+}
+
 /// The number after `key` on its line (`Rss:   1234 kB` → 1234).
 fn field_kb(text: &str, key: &str) -> Option<u64> {
     text.lines()
@@ -102,6 +118,11 @@ mod tests {
         assert!(f.rss_kb > 0 && f.pss_kb > 0 && f.threads >= 1, "{f:?}");
         assert!(f.anon_kb <= f.rss_kb, "{f:?}");
         assert!(vm_rss_kb(me).expect("VmRSS") > 0);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_ms(me).expect("own stat") >= 10.0);
     }
 
     #[test]

@@ -127,6 +127,9 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "—".into(), |x| format!("{x:.1}"))
 }
 
+/// Picks one CPU figure of a latency result.
+type CpuField = fn(&super::scenarios::CpuPerRun) -> Option<f64>;
+
 /// A markdown table.
 struct Table {
     head: Vec<String>,
@@ -317,6 +320,27 @@ impl Report {
         }));
         r.push(String::new());
         t.row(r);
+        let cpu_rows: [(&str, CpuField); 3] = [
+            (
+                "CPU ms per run: daemon (+ shim invocations it reaps)",
+                |c| c.daemon_ms,
+            ),
+            ("CPU ms per run: ctr + shim + runc", |c| {
+                c.client_shim_runc_ms
+            }),
+            ("CPU ms: `ctr version` alone", |c| c.ctr_version_ms),
+        ];
+        for (i, (label, f)) in cpu_rows.into_iter().enumerate() {
+            let floor = if i == 1 {
+                opt_ms(l.runc_floor_cpu_ms)
+            } else {
+                "—".to_string()
+            };
+            let mut r = vec![label.to_string(), floor];
+            r.extend(cells(&l.systems, |x| opt_ms(f(&x.cpu))));
+            r.push(String::new());
+            t.row(r);
+        }
         t.render(out);
         if let Outcome::Failed(e) = &l.runc_floor {
             let _ = writeln!(out, "- bare runc failed: `{}`", one_line(e));

@@ -150,6 +150,22 @@ pub struct Latency {
     pub run_rm: Summary,
     /// `ctr version`: client start + one RPC to this daemon (the client's share).
     pub ctr_version: Summary,
+    /// CPU per `ctr run --rm`, split by who spent it.
+    pub cpu: CpuPerRun,
+}
+
+/// CPU time per container run (ms of user + system time).
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuPerRun {
+    /// The daemon process and the processes it reaped (its `shim start` and, for containerd,
+    /// `shim delete` invocations): `/proc/<pid>/stat` utime + stime + cutime + cstime.
+    pub daemon_ms: Option<f64>,
+    /// Everything the bench reaped: the `ctr` client, the shim (re-parented to the bench, a
+    /// subreaper) and the runc processes and container it waited for. ctr and runc are the
+    /// same binaries in every column, so the difference between columns is the shim's.
+    pub client_shim_runc_ms: Option<f64>,
+    /// `ctr version` alone (the client's floor).
+    pub ctr_version_ms: Option<f64>,
 }
 
 /// Scenario 1 results.
@@ -158,6 +174,8 @@ pub struct LatencyReport {
     pub runs: usize,
     /// Bare `runc run` of the same rootfs, running `true`.
     pub runc_floor: Outcome<Summary>,
+    /// CPU (ms) per bare `runc run`.
+    pub runc_floor_cpu_ms: Option<f64>,
     pub systems: Vec<SystemResult<Latency>>,
 }
 
@@ -166,15 +184,26 @@ pub struct LatencyReport {
 pub fn latency(ctx: &Ctx<'_>) -> LatencyReport {
     let n = ctx.opts.latency_runs;
     progress(&format!("latency: bare runc run × {n}"));
+    let c0 = children_cpu_ms();
     let runc_floor = match runc_floor(ctx, n) {
         Ok(s) => Outcome::Ok(s),
         Err(e) => Outcome::Failed(e),
     };
-    let systems = ctx.each_system(Scenario::Latency, true, |_, _, client| {
+    let runc_floor_cpu_ms = match (&runc_floor, c0, children_cpu_ms()) {
+        (Outcome::Ok(s), Some(a), Some(b)) if s.total + s.failures > 0 => {
+            Some(((b - a) / (s.total + s.failures) as f64 * 10.0).round() / 10.0)
+        }
+        _ => None,
+    };
+    let systems = ctx.each_system(Scenario::Latency, true, |_, inst, client| {
+        let daemon = inst.daemon_pid();
+        let children0 = children_cpu_ms();
         let version = sequential(ctx.rt, n, |_| {
             let client = client.clone();
             async move { client.run(&["version"], OP_TIMEOUT).await }
         });
+        let children1 = children_cpu_ms();
+        let daemon0 = daemon.and_then(mem::cpu_ms);
         let run_rm = sequential(ctx.rt, n, |i| {
             let client = client.clone();
             let image = ctx.image.clone();
@@ -185,16 +214,39 @@ pub fn latency(ctx: &Ctx<'_>) -> LatencyReport {
                     .await
             }
         });
+        let daemon1 = daemon.and_then(mem::cpu_ms);
+        // Shims exit at the end of each run; the harness's reaper collects them every 100 ms.
+        std::thread::sleep(Duration::from_millis(500));
+        let children2 = children_cpu_ms();
+        let per = |a: Option<f64>, b: Option<f64>, k: u64| match (a, b) {
+            (Some(a), Some(b)) if k > 0 => Some(((b - a) / k as f64 * 10.0).round() / 10.0),
+            _ => None,
+        };
+        let cpu = CpuPerRun {
+            daemon_ms: per(daemon0, daemon1, run_rm.total + run_rm.failures),
+            client_shim_runc_ms: per(children1, children2, run_rm.total + run_rm.failures),
+            ctr_version_ms: per(children0, children1, version.total + version.failures),
+        };
         Ok(Latency {
             run_rm,
             ctr_version: version,
+            cpu,
         })
     });
     LatencyReport {
         runs: n,
         runc_floor,
+        runc_floor_cpu_ms,
         systems,
     }
+}
+
+/// User + system CPU of every reaped descendant of the bench so far (ms).
+fn children_cpu_ms() -> Option<f64> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e3 + t.tv_usec() as f64 / 1e3;
+    Some(ms(u.user_time()) + ms(u.system_time()))
 }
 
 /// `n` operations one after the other; stops early after repeated failures.
