@@ -152,7 +152,7 @@ fn snapshotters(
             Ok(s) => {
                 entries.push(SnapshotterEntry {
                     name: "native".into(),
-                    backend: Arc::new(Backend::Native(s)),
+                    backend: Arc::new(Backend::Native(s)).into(),
                 });
                 infos.push(info);
             }
@@ -183,7 +183,39 @@ fn snapshotters(
             Ok(s) => {
                 entries.push(SnapshotterEntry {
                     name: "overlayfs".into(),
-                    backend: Arc::new(Backend::Overlay(s)),
+                    backend: Arc::new(Backend::Overlay(s)).into(),
+                });
+                infos.push(info);
+            }
+            Err(e) => infos.push(info.failed(e.to_string())),
+        }
+    }
+    for (name, p) in &cfg.proxy_plugins {
+        let (t, id) = match p.r#type.as_str() {
+            "snapshot" => (T, name.as_str()),
+            _ => ("io.containerd.content.v1", name.as_str()),
+        };
+        if disabled(&format!("{t}.{id}")) {
+            continue;
+        }
+        let info = PluginInfo::ok(t, id, &[]).export("address", p.address.clone());
+        if p.r#type != "snapshot" {
+            infos.push(info.failed(format!(
+                "proxy plugin {name}: type {:?} is not supported by berthd (only \"snapshot\")",
+                p.r#type
+            )));
+            continue;
+        }
+        match metadata::proxy::ProxySnapshotter::new(name, &p.address) {
+            Ok(ps) => {
+                if entries.iter().any(|e| e.name == *name) {
+                    log::warn!("proxy snapshotter {name} replaces the built-in one of that name");
+                    entries.retain(|e| e.name != *name);
+                    infos.retain(|i| !(i.r#type == T && i.id == *name));
+                }
+                entries.push(SnapshotterEntry {
+                    name: name.clone(),
+                    backend: metadata::backend::SnapBackend::Proxy(Arc::new(ps)),
                 });
                 infos.push(info);
             }

@@ -191,3 +191,76 @@ fn kill_9_during_import_never_leaves_metadata_pointing_at_missing_data() {
     d.ctr_ok(&["images", "import", &tar]);
     assert!(d.ctr_ok(&["images", "check"]).contains("complete (5/5)"));
 }
+
+/// `[proxy_plugins]` of type snapshot: a second berthd uses the first one's native
+/// snapshotter over containerd's Snapshots API (the first berthd stands in for an external
+/// snapshotter plugin; requests arrive in the `berth-proxy` namespace).
+#[test]
+fn proxy_snapshotter_plugin_serves_snapshots_from_another_process() {
+    let remote = TestDaemon::start().expect("start the remote berthd");
+    let extra = format!(
+        "[proxy_plugins]\n  [proxy_plugins.native]\n    type = \"snapshot\"\n    address = \"{}\"\n",
+        remote.address().display()
+    );
+    // Named like the built-in one it replaces, so requests reach the remote's `native`.
+    let d = TestDaemon::builder()
+        .extra_config(&extra)
+        .start()
+        .expect("start berthd with a proxy plugin");
+    let plugins = d.ctr_ok(&["plugins", "ls", "type==io.containerd.snapshotter.v1"]);
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.starts_with("io.containerd.snapshotter.v1")
+                && l.contains("native")
+                && l.trim_end().ends_with("ok")),
+        "{plugins}"
+    );
+
+    let s = |args: &[&str]| {
+        let mut v = vec!["snapshots", "--snapshotter", "native"];
+        v.extend_from_slice(args);
+        d.ctr_ok(&v)
+    };
+    s(&["prepare", "p-base", ""]);
+    s(&["commit", "p-committed", "p-base"]);
+    s(&["prepare", "p-child", "p-committed"]);
+    let tree = s(&["tree"]);
+    assert!(
+        tree.contains("p-committed") && tree.contains("\\_ p-child"),
+        "{tree}"
+    );
+    let mounts = s(&["mounts", "/mnt", "p-child"]);
+    assert!(mounts.contains("/mnt"), "{mounts}");
+    // The snapshots live in the remote process, under the proxy namespace.
+    let remote_ls = remote.ctr_ok(&[
+        "--namespace",
+        "berth-proxy",
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "ls",
+    ]);
+    assert_eq!(remote_ls.lines().count(), 3, "{remote_ls}");
+    assert!(
+        remote_ls.contains("/p-committed") && remote_ls.contains("/p-child"),
+        "{remote_ls}"
+    );
+    // Removal and GC go through the proxy too.
+    s(&["rm", "p-child"]);
+    s(&["rm", "p-committed"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let remote_ls = remote.ctr_ok(&[
+        "--namespace",
+        "berth-proxy",
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "ls",
+    ]);
+    assert_eq!(
+        remote_ls.lines().count(),
+        1,
+        "backend snapshots collected:\n{remote_ls}"
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::{blocking, ctx, filter, mount_to, paths, to_status, ts, Core};
 use crate::metadata::snapshots::Info as MInfo;
-use crate::snapshots::{Kind, Snapshotter as _};
+use crate::snapshots::Kind;
 use futures::Stream;
 use protos::containerd::events as ev;
 use protos::containerd::services::snapshots::v1::{
@@ -210,7 +210,7 @@ impl Snapshots for Service {
         self.0.gc.collect_now().await.map_err(|e| to_status(&e))?;
         let db = self.0.db.clone();
         blocking(move || -> Result<(), crate::metadata::Error> {
-            Ok(db.snapshotter(&sn)?.cleanup()?)
+            db.snapshotter(&sn)?.cleanup()
         })
         .await?;
         Ok(Response::new(()))

@@ -14,12 +14,14 @@
 //!
 //! All methods block on disk I/O; async callers use `spawn_blocking` where it matters.
 
+pub mod backend;
 pub mod containers;
 pub mod content;
 pub mod gc;
 pub mod images;
 pub mod leases;
 pub mod namespaces;
+pub mod proxy;
 pub mod snapshots;
 
 use crate::content as cs;
@@ -30,7 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Labels map, as everywhere in containerd.
@@ -132,6 +134,16 @@ pub enum Error {
         /// redb's message.
         msg: String,
     },
+    /// A proxy plugin failed (connection or unexpected status).
+    #[error("proxy snapshotter {name} at {address}: {msg}")]
+    Proxy {
+        /// Plugin name.
+        name: String,
+        /// Its socket.
+        address: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
     /// A record that does not decode.
     #[error("metadata record {key:?} is corrupt: {source}")]
     Corrupt {
@@ -165,7 +177,7 @@ impl HasKind for Error {
                 sn::ErrorKind::InvalidArgument => Kind::InvalidArgument,
                 sn::ErrorKind::Internal => Kind::Unknown,
             },
-            Error::Db { .. } | Error::Corrupt { .. } => Kind::Unknown,
+            Error::Db { .. } | Error::Corrupt { .. } | Error::Proxy { .. } => Kind::Unknown,
         }
     }
 }
@@ -319,7 +331,7 @@ pub struct SnapshotterEntry {
     /// containerd's name (`overlayfs`, `native`).
     pub name: String,
     /// The backend.
-    pub backend: Arc<sn::Backend>,
+    pub backend: backend::SnapBackend,
 }
 
 /// How content is shared between namespaces (containerd's bolt `content_sharing_policy`).
@@ -337,7 +349,7 @@ pub struct Db {
     path: PathBuf,
     db: redb::Database,
     content: cs::Store,
-    snapshotters: BTreeMap<String, Arc<sn::Backend>>,
+    snapshotters: BTreeMap<String, backend::SnapBackend>,
     policy: SharingPolicy,
     // Serialises GC against backend-visible mutations (containerd's wlock).
     gc_lock: Mutex<()>,
@@ -467,7 +479,7 @@ impl Db {
     }
 
     /// The backend called `name`.
-    pub fn snapshotter(&self, name: &str) -> Result<&Arc<sn::Backend>> {
+    pub fn snapshotter(&self, name: &str) -> Result<&backend::SnapBackend> {
         self.snapshotters
             .get(name)
             .ok_or_else(|| Error::NoSnapshotter(name.to_string()))
@@ -550,7 +562,9 @@ pub(crate) mod testutil {
             content,
             vec![SnapshotterEntry {
                 name: "native".into(),
-                backend: Arc::new(sn::Backend::Native(native)),
+                backend: backend::SnapBackend::Builtin(std::sync::Arc::new(sn::Backend::Native(
+                    native,
+                ))),
             }],
             policy,
         )

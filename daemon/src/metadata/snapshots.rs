@@ -11,7 +11,7 @@ use super::{
     META, SNAPSHOTS,
 };
 use crate::filters::{label_field, non_empty, Adaptor, Filter};
-use crate::snapshots::{self as sn, Kind, Mount, Snapshotter as _, Usage};
+use crate::snapshots::{Kind, Mount, Usage};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
@@ -103,13 +103,13 @@ impl Db {
     /// Mounts of an active or view snapshot.
     pub fn snapshot_mounts(&self, ctx: &Ctx, snapshotter: &str, k: &str) -> Result<Vec<Mount>> {
         let rec = self.snap_record(ctx, snapshotter, k)?;
-        Ok(self.snapshotter(snapshotter)?.mounts(&rec.backend_key)?)
+        self.snapshotter(snapshotter)?.mounts(&rec.backend_key)
     }
 
     /// Disk usage of a snapshot's own layer.
     pub fn snapshot_usage(&self, ctx: &Ctx, snapshotter: &str, k: &str) -> Result<Usage> {
         let rec = self.snap_record(ctx, snapshotter, k)?;
-        Ok(self.snapshotter(snapshotter)?.usage(&rec.backend_key)?)
+        self.snapshotter(snapshotter)?.usage(&rec.backend_key)
     }
 
     /// Snapshots of the namespace in one snapshotter, passing the filter.
@@ -363,14 +363,10 @@ impl Db {
 
 /// Removes backend snapshots not in `keep`, children before parents. Returns how many.
 pub(crate) fn sweep_backend(
-    backend: &sn::Backend,
+    backend: &super::backend::SnapBackend,
     keep: &std::collections::HashSet<String>,
 ) -> Result<usize> {
-    let mut all = Vec::new();
-    backend.walk(&mut |i| {
-        all.push((i.name.clone(), i.parent.clone()));
-        Ok(())
-    })?;
+    let mut all = backend.list()?;
     let mut doomed: Vec<(String, String)> = all
         .iter()
         .filter(|(n, _)| !keep.contains(n))
