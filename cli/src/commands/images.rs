@@ -283,49 +283,13 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             snapshotter,
             input,
         } => {
-            let reader: Box<dyn Read + Send> = if input == "-" {
-                Box::new(std::io::stdin())
-            } else {
-                Box::new(std::fs::File::open(&input).map_err(|source| Error::Open {
-                    path: input.clone(),
-                    source,
-                })?)
-            };
             let opts = import::Options {
                 base_name,
                 digests,
                 index_name,
                 platform: matcher(all_platforms, platform.as_deref())?,
             };
-            let lease = store::TempLease::create(&client).await?;
-            let leased = client.with_lease(&lease.id)?;
-            let result = async {
-                let images = import::import(&leased, reader, &opts).await?;
-                if !no_unpack {
-                    let unpack_platform = match &opts.platform {
-                        PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
-                        p => p.clone(),
-                    };
-                    for img in &images {
-                        let target = target_of(img);
-                        print!("unpacking {} ({})...", img.name, target.digest);
-                        use std::io::Write as _;
-                        let _ = std::io::stdout().flush();
-                        unpack::unpack(
-                            &leased,
-                            &target,
-                            &unpack_platform,
-                            &snapshotter.snapshotter,
-                        )
-                        .await?;
-                        println!("done");
-                    }
-                }
-                Ok::<(), Error>(())
-            }
-            .await;
-            lease.release(&client).await;
-            result
+            import_cmd(&client, &opts, &input, no_unpack, &snapshotter.snapshotter).await
         }
         Cmd::Pull {
             plain_http,
@@ -337,7 +301,6 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             snapshotter,
             reference,
         } => {
-            let reference = crate::image::registry::Reference::parse(&reference)?;
             let opts = crate::image::registry::Options {
                 plain_http,
                 user,
@@ -345,28 +308,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 tls_ca: tlscacert,
                 skip_verify,
             };
-            let lease = store::TempLease::create(&client).await?;
-            let leased = client.with_lease(&lease.id)?;
-            let result = async {
-                let img = crate::image::registry::pull(&leased, &reference, &opts).await?;
-                let unpack_platform = match &opts.platform {
-                    PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
-                    p => p.clone(),
-                };
-                let target = target_of(&img);
-                println!(
-                    "unpacking {} {}...",
-                    unpack_platform.describe(),
-                    target.digest
-                );
-                unpack::unpack(&leased, &target, &unpack_platform, &snapshotter.snapshotter)
-                    .await?;
-                println!("done");
-                Ok::<(), Error>(())
-            }
-            .await;
-            lease.release(&client).await;
-            result
+            pull_cmd(&client, &reference, &opts, &snapshotter.snapshotter).await
         }
         Cmd::Push {
             plain_http,
@@ -512,107 +454,21 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             image,
             target,
         } => {
-            let sn = snapshotter.snapshotter;
-            let labels = [(
-                format!("containerd.io/gc.ref.snapshot.{sn}"),
-                target.clone(),
-            )]
-            .into_iter()
-            .collect();
-            let lease = store::TempLease::named(&client, &target, labels).await?;
-            let leased = client.with_lease(&lease.id)?;
-            let img = get(&leased, &image).await?;
-            let t = target_of(&img);
-            let platform = matcher(false, platform.as_deref())?;
-            let chain = unpack::unpack(&leased, &t, &platform, &sn).await?;
-            println!("{chain}");
-            let created = if rw {
-                leased
-                    .snapshots()
-                    .prepare(protos::services::snapshots::v1::PrepareSnapshotRequest {
-                        snapshotter: sn.clone(),
-                        key: target.clone(),
-                        parent: chain,
-                        labels: std::collections::HashMap::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().mounts)
-            } else {
-                leased
-                    .snapshots()
-                    .view(protos::services::snapshots::v1::ViewSnapshotRequest {
-                        snapshotter: sn.clone(),
-                        key: target.clone(),
-                        parent: chain,
-                        labels: std::collections::HashMap::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().mounts)
-            };
-            // An existing snapshot for this target (mounted before) is reused, as ctr does.
-            let mounts = match created {
-                Ok(m) => m,
-                Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                    leased
-                        .snapshots()
-                        .mounts(protos::services::snapshots::v1::MountsRequest {
-                            snapshotter: sn.clone(),
-                            key: target.clone(),
-                        })
-                        .await?
-                        .into_inner()
-                        .mounts
-                }
-                Err(s) => return Err(s.into()),
-            };
-            if let Err(e) = crate::rootfs::mount_all(&mounts, std::path::Path::new(&target), !rw) {
-                let _ = leased
-                    .snapshots()
-                    .remove(protos::services::snapshots::v1::RemoveSnapshotRequest {
-                        snapshotter: sn,
-                        key: target.clone(),
-                    })
-                    .await;
-                return Err(e.into());
-            }
-            println!("{target}");
-            Ok(())
+            mount(
+                &client,
+                snapshotter.snapshotter,
+                rw,
+                platform.as_deref(),
+                &image,
+                target,
+            )
+            .await
         }
         Cmd::Unmount {
             snapshotter,
             rm,
             target,
-        } => {
-            crate::rootfs::unmount_all(std::path::Path::new(&target))?;
-            if rm {
-                match client
-                    .leases()
-                    .delete(protos::services::leases::v1::DeleteRequest {
-                        id: target.clone(),
-                        sync: false,
-                    })
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(s) if s.code() == tonic::Code::NotFound => {}
-                    Err(s) => return Err(Error::Lease(s)),
-                }
-                match client
-                    .snapshots()
-                    .remove(protos::services::snapshots::v1::RemoveSnapshotRequest {
-                        snapshotter: snapshotter.snapshotter,
-                        key: target.clone(),
-                    })
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(s) if s.code() == tonic::Code::NotFound => {}
-                    Err(s) => return Err(Error::RemoveSnapshot(s)),
-                }
-            }
-            println!("{target}");
-            Ok(())
-        }
+        } => unmount(&client, snapshotter.snapshotter, rm, target).await,
         Cmd::Label { image, labels } => {
             let labels = labels_from_args(&labels);
             let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
@@ -635,6 +491,193 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `images import`: the archive into the content store under a temporary lease, image
+/// records created, then each image unpacked (ctr prints `unpacking <name> (<digest>)...done`).
+async fn import_cmd(
+    client: &client::Client,
+    opts: &import::Options,
+    input: &str,
+    no_unpack: bool,
+    snapshotter: &str,
+) -> Result<(), Error> {
+    let reader: Box<dyn Read + Send> = if input == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(input).map_err(|source| Error::Open {
+            path: input.to_string(),
+            source,
+        })?)
+    };
+    let lease = store::TempLease::create(client).await?;
+    let leased = client.with_lease(&lease.id)?;
+    let result = async {
+        let images = import::import(&leased, reader, opts).await?;
+        if !no_unpack {
+            let unpack_platform = match &opts.platform {
+                PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
+                p => p.clone(),
+            };
+            for img in &images {
+                let target = target_of(img);
+                print!("unpacking {} ({})...", img.name, target.digest);
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                unpack::unpack(&leased, &target, &unpack_platform, snapshotter).await?;
+                println!("done");
+            }
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    lease.release(client).await;
+    result
+}
+
+/// `images pull`: fetch under a temporary lease, create the image, unpack it.
+async fn pull_cmd(
+    client: &client::Client,
+    reference: &str,
+    opts: &crate::image::registry::Options,
+    snapshotter: &str,
+) -> Result<(), Error> {
+    let reference = crate::image::registry::Reference::parse(reference)?;
+    let lease = store::TempLease::create(client).await?;
+    let leased = client.with_lease(&lease.id)?;
+    let result = async {
+        let img = crate::image::registry::pull(&leased, &reference, opts).await?;
+        let unpack_platform = match &opts.platform {
+            PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
+            p => p.clone(),
+        };
+        let target = target_of(&img);
+        println!(
+            "unpacking {} {}...",
+            unpack_platform.describe(),
+            target.digest
+        );
+        unpack::unpack(&leased, &target, &unpack_platform, snapshotter).await?;
+        println!("done");
+        Ok::<(), Error>(())
+    }
+    .await;
+    lease.release(client).await;
+    result
+}
+
+/// `images mount`: unpack, then a view (or, with `--rw`, an active snapshot) keyed by the
+/// target path under a lease named after it, mounted there; prints the chain ID and target.
+async fn mount(
+    client: &client::Client,
+    sn: String,
+    rw: bool,
+    platform: Option<&str>,
+    image: &str,
+    target: String,
+) -> Result<(), Error> {
+    let labels = [(
+        format!("containerd.io/gc.ref.snapshot.{sn}"),
+        target.clone(),
+    )]
+    .into_iter()
+    .collect();
+    let lease = store::TempLease::named(client, &target, labels).await?;
+    let leased = client.with_lease(&lease.id)?;
+    let img = get(&leased, image).await?;
+    let t = target_of(&img);
+    let platform = matcher(false, platform)?;
+    let chain = unpack::unpack(&leased, &t, &platform, &sn).await?;
+    println!("{chain}");
+    let created = if rw {
+        leased
+            .snapshots()
+            .prepare(protos::services::snapshots::v1::PrepareSnapshotRequest {
+                snapshotter: sn.clone(),
+                key: target.clone(),
+                parent: chain,
+                labels: std::collections::HashMap::new(),
+            })
+            .await
+            .map(|r| r.into_inner().mounts)
+    } else {
+        leased
+            .snapshots()
+            .view(protos::services::snapshots::v1::ViewSnapshotRequest {
+                snapshotter: sn.clone(),
+                key: target.clone(),
+                parent: chain,
+                labels: std::collections::HashMap::new(),
+            })
+            .await
+            .map(|r| r.into_inner().mounts)
+    };
+    // An existing snapshot for this target (mounted before) is reused, as ctr does.
+    let mounts = match created {
+        Ok(m) => m,
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            leased
+                .snapshots()
+                .mounts(protos::services::snapshots::v1::MountsRequest {
+                    snapshotter: sn.clone(),
+                    key: target.clone(),
+                })
+                .await?
+                .into_inner()
+                .mounts
+        }
+        Err(s) => return Err(s.into()),
+    };
+    if let Err(e) = crate::rootfs::mount_all(&mounts, std::path::Path::new(&target), !rw) {
+        let _ = leased
+            .snapshots()
+            .remove(protos::services::snapshots::v1::RemoveSnapshotRequest {
+                snapshotter: sn,
+                key: target.clone(),
+            })
+            .await;
+        return Err(e.into());
+    }
+    println!("{target}");
+    Ok(())
+}
+
+/// `images unmount`: unmounts the target; `--rm` drops its lease and snapshot.
+async fn unmount(
+    client: &client::Client,
+    sn: String,
+    rm: bool,
+    target: String,
+) -> Result<(), Error> {
+    crate::rootfs::unmount_all(std::path::Path::new(&target))?;
+    if rm {
+        match client
+            .leases()
+            .delete(protos::services::leases::v1::DeleteRequest {
+                id: target.clone(),
+                sync: false,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(Error::Lease(s)),
+        }
+        match client
+            .snapshots()
+            .remove(protos::services::snapshots::v1::RemoveSnapshotRequest {
+                snapshotter: sn,
+                key: target.clone(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(Error::RemoveSnapshot(s)),
+        }
+    }
+    println!("{target}");
+    Ok(())
 }
 
 async fn list(client: &client::Client, quiet: bool, filters: Vec<String>) -> Result<(), Error> {
