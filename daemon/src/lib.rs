@@ -6,7 +6,11 @@
 //!
 //! - `config`: config.toml (containerd's keys), defaults, imports, unknown-key warnings.
 //! - `content`: namespace-agnostic blob store; `snapshots`: namespace-agnostic layer stores.
-//! - `metadata`: redb database adding namespaces, labels, leases, GC on top of both.
+//! - `metadata`: redb database adding namespaces, labels, leases, GC on top of both (and
+//!   `[proxy_plugins]` snapshotters reached over gRPC).
+//! - `images`: image create/update/delete with events and GC; bounded manifest/config reads.
+//! - `filters`: containerd's filter language, shared by every List and by event subscribers.
+//! - `errdefs`: error kinds every module error maps to.
 //! - `events`: the in-process exchange every service publishes to and `Subscribe` reads.
 //! - `metrics`: Prometheus `/v1/metrics` on `[metrics] address`, gRPC request counters.
 //! - `api`: one module per containerd gRPC service, plus `to_status` (the only errdefs map).

@@ -1,10 +1,12 @@
 //! Wires stores, services and sockets together; start-up and shutdown.
 //!
-//! [`run`] reads top to bottom: directories → content store → snapshotters → metadata → event
-//! exchange + GC → the plugin list (what `ctr plugins ls` shows) → gRPC services on the Unix
-//! socket → ttrpc events socket → `READY=1` → wait for the shutdown future → close.
-//! Shutdown is graceful for up to 5 s (in-flight calls finish; endless `Subscribe` streams
-//! are then dropped), then the sockets are removed.
+//! [`run`] reads top to bottom: directories (root 0700, state 0711) → `oom_score` → content
+//! store → snapshotters (built-in and `[proxy_plugins]`) → metadata → event exchange + GC (one
+//! collection before serving) → the plugin list (what `ctr plugins ls` shows; disabled and
+//! required plugins applied) → gRPC services on the Unix socket (0660, `[grpc]` uid/gid) →
+//! ttrpc events socket → metrics → `READY=1` → wait for the shutdown future → close.
+//! Shutdown ends event subscriptions, lets in-flight calls finish for up to 5 s, then removes
+//! the sockets.
 //!
 //! The runtime subsystem registers its services (containers, tasks) in [`runtime_services`].
 
