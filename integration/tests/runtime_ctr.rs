@@ -84,6 +84,10 @@ fn detached_lifecycle(shim: Shim, test: &str) {
     let Some(env) = Env::start(shim, test, "") else {
         return;
     };
+    detached_lifecycle_in(&env);
+}
+
+fn detached_lifecycle_in(env: &Env) {
     let img = env.image.clone();
     env.ctr_ok(&["run", "-d", &img, "d1", "sleep", "1000"]);
     let (pid, _) = env.wait_status("d1", "RUNNING", Duration::from_secs(10));
@@ -164,6 +168,19 @@ fn detached_lifecycle(shim: Shim, test: &str) {
     env.ctr_ok(&["c", "rm", "c1"]);
     assert!(env.ctr_ok(&["c", "ls", "-q"]).trim().is_empty());
     env.assert_nothing_left();
+}
+
+#[test]
+fn detached_lifecycle_driven_by_containerd_2_3_ctr() {
+    let test = "detached_lifecycle_driven_by_containerd_2_3_ctr";
+    let Some(dir) = integration::bins::containerd2_dir(test) else {
+        return;
+    };
+    let Some(mut env) = Env::start(Shim::Ours, test, "") else {
+        return;
+    };
+    env.ctr_bin = Some(dir.join("ctr"));
+    detached_lifecycle_in(&env);
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub struct Env {
     pub image: String,
     pub shim: PathBuf,
     pub work: tempfile::TempDir,
+    /// A `ctr` other than Debian's (containerd v2.3.4's) for [`Env::ctr`].
+    pub ctr_bin: Option<PathBuf>,
 }
 
 impl Env {
@@ -64,15 +66,37 @@ impl Env {
             image: img.name.clone(),
             shim: shim_bin,
             work,
+            ctr_bin: None,
         })
     }
 
     pub fn ctr(&self, args: &[&str]) -> Output {
-        self.d.ctr(args)
+        match &self.ctr_bin {
+            None => self.d.ctr(args),
+            Some(bin) => std::process::Command::new(bin)
+                .arg("--address")
+                .arg(self.d.address())
+                .arg("--namespace")
+                .arg(self.d.namespace())
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display())),
+        }
     }
 
     pub fn ctr_ok(&self, args: &[&str]) -> String {
-        self.d.ctr_ok(args)
+        let o = self.ctr(args);
+        assert!(
+            o.status.success(),
+            "`ctr {}` failed ({}):\nstdout: {}\nstderr: {}\nberthd log tail:\n{}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.d.log_tail(40)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// `ctr t ls` line of a task: (pid, status).
