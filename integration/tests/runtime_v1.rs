@@ -111,10 +111,22 @@ fn runtime_v1_runs_restores_and_cleans_up() {
         "sleep 2; exit 5",
     ]);
     env.wait_status("v1e", "RUNNING", Duration::from_secs(10));
+    env.ctr_ok(&["run", "-d", "--runtime", V1, &img, "v1f", "sleep", "1000"]);
+    env.wait_status("v1f", "RUNNING", Duration::from_secs(10));
+    let v1f_shim: i32 = std::fs::read_to_string(bundle_v1(&env, "v1f").join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid");
     drop(events);
 
-    // kill -9 berthd; v1e exits while it is down.
+    // kill -9 berthd; v1e exits and v1f's shim dies while it is down.
     env.d.kill9();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v1f_shim),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill v1 shim");
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         integration::procs::is_alive(pid.parse().expect("pid")),
@@ -125,6 +137,19 @@ fn runtime_v1_runs_restores_and_cleans_up() {
     let (pid_after, _) = env.wait_status("v1d", "RUNNING", Duration::from_secs(5));
     assert_eq!(pid_after, pid);
     env.wait_status("v1e", "STOPPED", Duration::from_secs(5));
+    // The dead shim's task: cleaned up (runc delete --force, rootfs unmounted), one exit.
+    assert!(
+        env.task_status("v1f").is_none(),
+        "task of the dead v1 shim is gone"
+    );
+    assert!(!bundle_v1(&env, "v1f").exists(), "its bundle is removed");
+    events.wait_for(
+        "/tasks/exit",
+        &["\"v1f\"", "\"exit_status\":137"],
+        1,
+        Duration::from_secs(10),
+    );
+    env.ctr_ok(&["c", "rm", "v1f"]);
     events.wait_for(
         "/tasks/exit",
         &["\"v1e\"", "\"exit_status\":5"],
@@ -155,6 +180,12 @@ fn runtime_v1_runs_restores_and_cleans_up() {
         events.count("/tasks/exit", &["\"v1e\""]),
         1,
         "one exit for v1e:\n{}",
+        events.text()
+    );
+    assert_eq!(
+        events.count("/tasks/exit", &["\"v1f\""]),
+        1,
+        "{}",
         events.text()
     );
     assert_eq!(
