@@ -365,6 +365,127 @@ pub async fn drive(
     Ok(status?)
 }
 
+/// `tasks exec` arguments.
+struct ExecArgs {
+    cwd: Option<String>,
+    tty: bool,
+    detach: bool,
+    exec_id: String,
+    fifo_dir: Option<PathBuf>,
+    log_uri: Option<String>,
+    user: Option<String>,
+    id: String,
+    args: Vec<String>,
+}
+
+/// `tasks exec`: the container's process spec with the new args (and tty, cwd, user),
+/// Tasks.Exec with fresh stdio, then start and, in the foreground, wait and delete it.
+async fn exec(client: &client::Client, a: ExecArgs) -> Result<i32, Error> {
+    let ExecArgs {
+        cwd,
+        tty,
+        detach,
+        exec_id,
+        fifo_dir,
+        log_uri,
+        user,
+        id,
+        args,
+    } = a;
+    if exec_id.is_empty() {
+        return Err(Error::NoExecId);
+    }
+    let spec = container_spec(client, &id).await?;
+    let mut process = spec["process"].clone();
+    process["terminal"] = serde_json::json!(tty);
+    if tty {
+        // Sized from the start: a short-lived exec can finish before ResizePty lands.
+        if let Some((width, height)) = cio::terminal_size() {
+            process["consoleSize"] = serde_json::json!({"height": height, "width": width});
+        }
+    }
+    process["args"] = serde_json::json!(args);
+    if let Some(c) = cwd {
+        process["cwd"] = serde_json::json!(c);
+    }
+    if let Some(u) = user {
+        // Names resolve in the container's rootfs, as ctr's `oci.WithUser` does: its
+        // snapshot mounted read-only, or the spec's root path for --rootfs/--config ones.
+        let c = super::containers::get(client, &id).await?;
+        let mut s = serde_json::json!({ "process": process });
+        if c.snapshot_key.is_empty() {
+            let root = spec["root"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let root = std::path::Path::new(&root);
+            crate::spec::with_user(&mut s, &u, root.is_absolute().then_some(root))
+                .map_err(super::containers::Error::from)?;
+        } else {
+            let mounts = client
+                .snapshots()
+                .mounts(MountsRequest {
+                    snapshotter: c.snapshotter.clone(),
+                    key: c.snapshot_key.clone(),
+                })
+                .await?
+                .into_inner()
+                .mounts;
+            crate::rootfs::with_readonly_mount(&mounts, |root| {
+                crate::spec::with_user(&mut s, &u, Some(root))
+            })
+            .map_err(super::containers::Error::from)?
+            .map_err(super::containers::Error::from)?;
+        }
+        process = s["process"].take();
+    }
+    let w = wiring(
+        tty,
+        &IoFlags {
+            null_io: false,
+            log_uri,
+            fifo_dir: fifo_dir.clone(),
+        },
+    )?;
+    let mut io = Io::new(&exec_id, w, fifo_dir.as_deref())?;
+    client
+        .tasks()
+        .exec(ExecProcessRequest {
+            container_id: id.clone(),
+            stdin: io.paths.stdin.clone(),
+            stdout: io.paths.stdout.clone(),
+            stderr: io.paths.stderr.clone(),
+            terminal: io.paths.terminal,
+            spec: Some(prost_types::Any {
+                type_url: PROCESS_TYPE_URL.to_string(),
+                value: serde_json::to_vec(&process).unwrap_or_default(),
+            }),
+            exec_id: exec_id.clone(),
+        })
+        .await?;
+    io.start_stdin();
+    if detach {
+        io.keep();
+        client
+            .tasks()
+            .start(StartRequest {
+                container_id: id.clone(),
+                exec_id: exec_id.clone(),
+            })
+            .await?;
+        return Ok(0);
+    }
+    let result = drive(client, &id, &exec_id, io, tty, true).await;
+    let _ = client
+        .tasks()
+        .delete_process(DeleteProcessRequest {
+            container_id: id.clone(),
+            exec_id: exec_id.clone(),
+        })
+        .await;
+    Ok(i32::try_from(result?).unwrap_or(1))
+}
+
 /// Tasks.ResizePty to our terminal's size (errors ignored, as ctr logs and goes on).
 async fn resize_pty(client: &client::Client, id: &str, exec_id: &str) {
     if let Some((width, height)) = cio::terminal_size() {
@@ -457,87 +578,18 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<i32, Error> {
             id,
             args,
         } => {
-            if exec_id.is_empty() {
-                return Err(Error::NoExecId);
-            }
-            let spec = container_spec(&client, &id).await?;
-            let mut process = spec["process"].clone();
-            process["terminal"] = serde_json::json!(tty);
-            if tty {
-                // Sized from the start: a short-lived exec can finish before ResizePty lands.
-                if let Some((width, height)) = cio::terminal_size() {
-                    process["consoleSize"] = serde_json::json!({"height": height, "width": width});
-                }
-            }
-            process["args"] = serde_json::json!(args);
-            if let Some(c) = cwd {
-                process["cwd"] = serde_json::json!(c);
-            }
-            if let Some(u) = user {
-                // Names resolve in the container's rootfs, as ctr's `oci.WithUser` does.
-                let c = super::containers::get(&client, &id).await?;
-                let mounts = client
-                    .snapshots()
-                    .mounts(MountsRequest {
-                        snapshotter: c.snapshotter.clone(),
-                        key: c.snapshot_key.clone(),
-                    })
-                    .await?
-                    .into_inner()
-                    .mounts;
-                let mut s = serde_json::json!({ "process": process });
-                crate::rootfs::with_readonly_mount(&mounts, |root| {
-                    crate::spec::with_user(&mut s, &u, Some(root))
-                })
-                .map_err(super::containers::Error::from)?
-                .map_err(super::containers::Error::from)?;
-                process = s["process"].take();
-            }
-            let w = wiring(
+            let req = ExecArgs {
+                cwd,
                 tty,
-                &IoFlags {
-                    null_io: false,
-                    log_uri,
-                    fifo_dir: fifo_dir.clone(),
-                },
-            )?;
-            let mut io = Io::new(&exec_id, w, fifo_dir.as_deref())?;
-            client
-                .tasks()
-                .exec(ExecProcessRequest {
-                    container_id: id.clone(),
-                    stdin: io.paths.stdin.clone(),
-                    stdout: io.paths.stdout.clone(),
-                    stderr: io.paths.stderr.clone(),
-                    terminal: io.paths.terminal,
-                    spec: Some(prost_types::Any {
-                        type_url: PROCESS_TYPE_URL.to_string(),
-                        value: serde_json::to_vec(&process).unwrap_or_default(),
-                    }),
-                    exec_id: exec_id.clone(),
-                })
-                .await?;
-            io.start_stdin();
-            if detach {
-                io.keep();
-                client
-                    .tasks()
-                    .start(StartRequest {
-                        container_id: id.clone(),
-                        exec_id: exec_id.clone(),
-                    })
-                    .await?;
-                return Ok(0);
-            }
-            let result = drive(&client, &id, &exec_id, io, tty, true).await;
-            let _ = client
-                .tasks()
-                .delete_process(DeleteProcessRequest {
-                    container_id: id.clone(),
-                    exec_id: exec_id.clone(),
-                })
-                .await;
-            return Ok(i32::try_from(result?).unwrap_or(1));
+                detach,
+                exec_id,
+                fifo_dir,
+                log_uri,
+                user,
+                id,
+                args,
+            };
+            return exec(&client, req).await;
         }
         Cmd::Kill {
             signal,
