@@ -1,7 +1,8 @@
 //! Garbage collection (containerd `metadata/gc.go` + `gc/gc.go`): tricolour-free mark and
 //! sweep over the whole database in one write transaction.
 //!
-//! Roots: unexpired leases (and everything they hold), images (their target), containers
+//! Roots: unexpired leases (and everything they hold; a `containerd.io/gc.flat` lease only its
+//! own resources and snapshot parents), images (their target), containers
 //! (their snapshot), content and snapshots labelled `containerd.io/gc.root`, and ingests not
 //! held by a lease. References: `containerd.io/gc.ref.content*` labels (value = digest) and
 //! `containerd.io/gc.ref.snapshot.<snapshotter>*` labels (value = key) on images, containers,
@@ -22,6 +23,8 @@ use std::collections::{HashSet, VecDeque};
 
 /// Label marking an object as a GC root.
 pub const ROOT_LABEL: &str = "containerd.io/gc.root";
+/// Label making a lease hold only its own resources.
+pub const FLAT_LABEL: &str = "containerd.io/gc.flat";
 const REF_CONTENT: &str = "containerd.io/gc.ref.content";
 const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 
@@ -105,6 +108,7 @@ impl Db {
 
         // Roots.
         let mut queue: VecDeque<Node> = VecDeque::new();
+        let mut flat: Vec<Node> = Vec::new();
         let mut leased_ingests = HashSet::new();
         let mut expired = Vec::new();
         for (k, l) in &leases {
@@ -113,7 +117,20 @@ impl Db {
                 expired.push(k.clone());
                 continue;
             }
+            // A flat lease holds exactly its resources (and a snapshot's parents), not what
+            // their labels reference (containerd's `containerd.io/gc.flat`).
+            let is_flat = l.labels.contains_key(FLAT_LABEL);
             for (kind, id) in &l.resources {
+                let node = match kind.as_str() {
+                    "content" => Some(Node::Content(ns.clone(), id.clone())),
+                    k => k
+                        .strip_prefix("snapshots/")
+                        .map(|sn| Node::Snapshot(ns.clone(), sn.to_string(), id.clone())),
+                };
+                if let (true, Some(n)) = (is_flat, node) {
+                    flat.push(n);
+                    continue;
+                }
                 match kind.as_str() {
                     "content" => queue.push_back(Node::Content(ns.clone(), id.clone())),
                     "ingests" => {
@@ -206,6 +223,21 @@ impl Db {
                 Node::Ingest(..) => {}
             }
             queue.extend(refs.into_iter().filter(|r| !marked.contains(r)));
+        }
+        // Flat roots last: whatever a full root reaches was expanded above already.
+        for n in flat {
+            let mut next = Some(n);
+            while let Some(n) = next.take() {
+                if !marked.insert(n.clone()) {
+                    break;
+                }
+                if let Node::Snapshot(ns, sn, key) = &n {
+                    next = snap_by_key
+                        .get(format!("{ns}\0{sn}\0{key}").as_str())
+                        .filter(|s| !s.parent.is_empty())
+                        .map(|s| Node::Snapshot(ns.clone(), sn.clone(), s.parent.clone()));
+                }
+            }
         }
 
         // Sweep the metadata.
@@ -361,6 +393,46 @@ mod tests {
         db.lease_delete(&c, "hold").unwrap();
         db.garbage_collect().unwrap();
         assert!(db.content_store().walk().unwrap().is_empty());
+    }
+
+    #[test]
+    fn flat_lease_holds_only_its_own_resources() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        let layer = put(&db, &c, b"layer", Labels::new());
+        let manifest = put(
+            &db,
+            &c,
+            b"manifest",
+            [(
+                "containerd.io/gc.ref.content.l.0".to_string(),
+                layer.to_string(),
+            )]
+            .into(),
+        );
+        db.lease_create(&c, "flat", [(FLAT_LABEL.to_string(), String::new())].into())
+            .unwrap();
+        db.lease_add_resource(&c, "flat", "content", manifest.as_str())
+            .unwrap();
+        db.snapshot_create(&c, "native", "p", "", Labels::new(), false)
+            .unwrap();
+        db.snapshot_commit(&c, "native", "parent", "p", Labels::new())
+            .unwrap();
+        db.snapshot_create(&c, "native", "child", "parent", Labels::new(), false)
+            .unwrap();
+        db.lease_add_resource(&c, "flat", "snapshots/native", "child")
+            .unwrap();
+        db.garbage_collect().unwrap();
+        assert!(db.content_info(&c, &manifest).is_ok());
+        assert!(
+            db.content_info(&c, &layer).is_err(),
+            "a flat lease does not follow labels"
+        );
+        assert!(
+            db.snapshot_stat(&c, "native", "parent").is_ok(),
+            "parents are kept"
+        );
     }
 
     #[test]
