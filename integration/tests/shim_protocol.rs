@@ -302,6 +302,8 @@ fn dead_shim_is_cleaned_up_by_delete(gen: Gen, test: &str) {
     env.run_ok(&["-d", &env.image, "k1", "sleep", "1000"]);
     let (pid, _) = env.wait_status("k1", "RUNNING", Duration::from_secs(10));
     let shim_pid = env.shim_pid("k1");
+    let sock = fs::read_to_string(env.c.bundle_dir("k1").join("address")).expect("address");
+    let sock = sock.trim_start_matches("unix://").to_string();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim_pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -327,6 +329,10 @@ fn dead_shim_is_cleaned_up_by_delete(gen: Gen, test: &str) {
     );
     env.ctr_ok(&["c", "rm", "k1"]);
     assert_task_gone(&env, "k1");
+    assert!(
+        !std::path::Path::new(&sock).exists(),
+        "socket {sock} of the dead shim left behind"
+    );
 }
 
 #[test]

@@ -503,6 +503,15 @@ pub async fn delete(flags: &Flags) -> Result<Vec<u8>, ManagerError> {
     if let Err(e) = crate::mount::unmount_all(&bundle.join("rootfs")) {
         log::warn!("failed to cleanup rootfs mount: {e}");
     }
+    // The dead shim could not remove its socket; do it unless a live (grouped) shim still
+    // answers on it.
+    if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        if let Some(path) = socket_path(address.trim()) {
+            if UnixStream::connect(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
     let pid = std::fs::read_to_string(bundle.join("init.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())

@@ -230,6 +230,9 @@ pub fn detached_lifecycle(env: &Env) {
         our_shim(),
         "task t2 is not served by our shim"
     );
+    let t2_shim = env.shim_pid("t2");
+    let t2_sock = fs::read_to_string(env.c.bundle_dir("t2").join("address")).expect("address");
+    let t2_sock = t2_sock.trim_start_matches("unix://").to_string();
     let (pid, status) = env.wait_status("t2", "RUNNING", Duration::from_secs(10));
 
     let hi = env.ctr_ok(&["t", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo hi"]);
@@ -283,10 +286,14 @@ pub fn detached_lifecycle(env: &Env) {
     assert_rm_status(&rm, 137);
     env.ctr_ok(&["c", "rm", "t2"]);
     assert_task_gone(env, "t2");
+    assert_shim_gone(t2_shim, &t2_sock);
 
     // kill -a takes down the init and an exec'd process.
     env.run_ok(&["-d", &env.image, "t3", "sleep", "1000"]);
     env.wait_status("t3", "RUNNING", Duration::from_secs(10));
+    let t3_shim = env.shim_pid("t3");
+    let t3_sock = fs::read_to_string(env.c.bundle_dir("t3").join("address")).expect("address");
+    let t3_sock = t3_sock.trim_start_matches("unix://").to_string();
     env.ctr_ok(&["t", "exec", "-d", "--exec-id", "e2", "t3", "sleep", "1000"]);
     ev.wait_for(
         "/tasks/exec-started",
@@ -313,6 +320,7 @@ pub fn detached_lifecycle(env: &Env) {
     assert_rm_status(&rm, 137);
     env.ctr_ok(&["c", "rm", "t3"]);
     assert_task_gone(env, "t3");
+    assert_shim_gone(t3_shim, &t3_sock);
 
     for topic in [
         "/tasks/create",
@@ -478,4 +486,20 @@ pub fn live_restore(env: &mut Env) {
     env.ctr_ok(&["c", "rm", "r1"]);
     assert_task_gone(env, "r1");
     assert_task_gone(env, "r2");
+}
+
+/// The shim process exited and removed its socket.
+pub fn assert_shim_gone(pid: i32, socket: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (procs::is_alive(pid) || Path::new(socket).exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !procs::is_alive(pid),
+        "shim {pid} still running after its task was deleted"
+    );
+    assert!(
+        !Path::new(socket).exists(),
+        "shim socket {socket} left behind"
+    );
 }
