@@ -12,6 +12,10 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use protos::services;
 
+/// Largest response we accept: containerd raises its own send limit to 16 MiB; lists of
+/// containers with big specs can exceed tonic's 4 MiB default.
+const MAX_MESSAGE: usize = 64 << 20;
+
 /// gRPC metadata key carrying the namespace (containerd `namespaces.GRPCHeader`).
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 
@@ -147,6 +151,7 @@ impl Client {
 
     pub fn version(&self) -> services::version::v1::version_client::VersionClient<Transport> {
         services::version::v1::version_client::VersionClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn introspection(
@@ -155,48 +160,57 @@ impl Client {
         services::introspection::v1::introspection_client::IntrospectionClient::new(
             self.transport(),
         )
+        .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn namespaces(
         &self,
     ) -> services::namespaces::v1::namespaces_client::NamespacesClient<Transport> {
         services::namespaces::v1::namespaces_client::NamespacesClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn images(&self) -> services::images::v1::images_client::ImagesClient<Transport> {
         services::images::v1::images_client::ImagesClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn content(&self) -> services::content::v1::content_client::ContentClient<Transport> {
         services::content::v1::content_client::ContentClient::new(self.transport())
-            .max_decoding_message_size(usize::MAX)
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn leases(&self) -> services::leases::v1::leases_client::LeasesClient<Transport> {
         services::leases::v1::leases_client::LeasesClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn snapshots(
         &self,
     ) -> services::snapshots::v1::snapshots_client::SnapshotsClient<Transport> {
         services::snapshots::v1::snapshots_client::SnapshotsClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn diff(&self) -> services::diff::v1::diff_client::DiffClient<Transport> {
         services::diff::v1::diff_client::DiffClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn containers(
         &self,
     ) -> services::containers::v1::containers_client::ContainersClient<Transport> {
         services::containers::v1::containers_client::ContainersClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn tasks(&self) -> services::tasks::v1::tasks_client::TasksClient<Transport> {
         services::tasks::v1::tasks_client::TasksClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     pub fn events(&self) -> services::events::v1::events_client::EventsClient<Transport> {
         services::events::v1::events_client::EventsClient::new(self.transport())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 }

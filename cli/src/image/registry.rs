@@ -77,6 +77,10 @@ pub enum Error {
     NotFound { reference: String },
     #[error("unexpected status from GET {url}: {status}")]
     Status { url: String, status: StatusCode },
+    #[error(
+        "{reference}: Docker schema 1 manifests are not supported (deprecated by containerd too)"
+    )]
+    Schema1 { reference: String },
     #[error("too many redirects fetching {0}")]
     Redirects(String),
     #[error("invalid token response from {realm}: {reason}")]
@@ -681,6 +685,38 @@ pub async fn fetch_all(
         .trim()
         .to_string();
     let body = read_limited(resp, JSON_LIMIT).await?;
+    // Some registries answer with a generic content type: the manifest names its own.
+    let media_type = if super::is_manifest(&media_type) || super::is_index(&media_type) {
+        media_type
+    } else {
+        let declared = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                if v.get("schemaVersion").and_then(serde_json::Value::as_i64) == Some(1) {
+                    return Some("schema1".to_string());
+                }
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .or_else(|| {
+                        // An OCI index or manifest may omit mediaType.
+                        if v.get("manifests").is_some() {
+                            Some(super::MT_OCI_INDEX.to_string())
+                        } else if v.get("layers").is_some() {
+                            Some(super::MT_OCI_MANIFEST.to_string())
+                        } else {
+                            None
+                        }
+                    })
+            })
+            .unwrap_or_default();
+        if declared == "schema1" {
+            return Err(Error::Schema1 {
+                reference: reference.name.clone(),
+            });
+        }
+        declared
+    };
     let digest = store::digest_of(&body);
     if reference.object.starts_with("sha256:") && reference.object != digest {
         return Err(Error::Digest {
