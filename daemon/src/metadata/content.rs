@@ -269,6 +269,8 @@ impl Db {
                 });
             }
             if self.policy == SharingPolicy::Shared {
+                // Held until the record commits, so GC cannot remove the blob in between.
+                let _gc = self.gc_guard();
                 if let Ok(bi) = self.content.info(d) {
                     if total <= 0 || total == bi.size {
                         let txn = self.write()?;
