@@ -21,9 +21,9 @@ fn runc_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
     fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-            log.display(),
-            runc.display()
+            "#!/bin/sh\necho \"$*\" >> '{log}'\nl=; n=0; while [ $n -lt 256 ]; do [ -e /proc/$$/fd/$n ] && l=\"$l $n\"; n=$((n+1)); done\necho \"$l\" >> '{log}.fds'\nexec '{runc}' \"$@\"\n",
+            log = log.display(),
+            runc = runc.display()
         ),
     )
     .expect("write wrapper");
@@ -80,6 +80,19 @@ fn binary_name_wrapper_is_used(gen: Gen, test: &str) {
         );
     }
     assert_task_gone(&env, "w1");
+    // What the runtime inherits from our shim: stdio only. The fd numbers are probed with the
+    // `[` builtin (stat, no fd of its own) before any redirection (a redirect makes dash park
+    // a copy of fd 1 above 10); fd 10 is dash's handle on this script itself.
+    let fds = fs::read_to_string(log.with_extension("log.fds")).expect("fd listing");
+    for line in fds.lines() {
+        let mut got: Vec<&str> = line.split_whitespace().collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            ["0", "1", "10", "2"],
+            "fds inherited by the OCI runtime:\n{fds}"
+        );
+    }
 }
 
 fn youki_runs_scenarios_1_and_2(gen: Gen, test: &str) {
