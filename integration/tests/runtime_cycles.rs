@@ -39,7 +39,12 @@ fn churn(shim: Shim, test: &str) {
     let Some(env) = Env::start(shim, test, "") else {
         return;
     };
-    let prefix = format!("cyc{}-", std::process::id());
+    // Unique per test: both churn tests run at once in this process and share /run/containerd/fifo.
+    let prefix = format!(
+        "cyc{}{}-",
+        std::process::id(),
+        if shim == Shim::Ours { "o" } else { "g" }
+    );
     // The leftover checks below look in the right places: a live task has its socket.
     let probe = format!("{prefix}probe");
     env.ctr_ok(&["run", "-d", &env.image, &probe, "sleep", "100"]);
@@ -60,15 +65,28 @@ fn churn(shim: Shim, test: &str) {
     }
     assert!(!sock.exists(), "socket removed with the task");
     let started = Instant::now();
+    let ctr_stderr = std::sync::Mutex::new(Vec::<String>::new());
     std::thread::scope(|s| {
         for worker in 0..CONCURRENCY {
             let env = &env;
             let prefix = &prefix;
+            let ctr_stderr = &ctr_stderr;
             s.spawn(move || {
                 for i in (worker..CYCLES).step_by(CONCURRENCY) {
                     let id = format!("{prefix}{i}");
-                    let out = env.ctr_ok(&["run", "--rm", &env.image, &id, "echo", &id]);
+                    let o = env.ctr(&["run", "--rm", &env.image, &id, "echo", &id]);
+                    let (out, err) = (
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr),
+                    );
+                    assert!(o.status.success(), "ctr run {id}: {err}");
                     assert_eq!(out.trim(), id, "output of {id}");
+                    if !err.trim().is_empty() {
+                        ctr_stderr
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(format!("{id}: {err}"));
+                    }
                 }
             });
         }
@@ -100,7 +118,13 @@ fn churn(shim: Shim, test: &str) {
     assert!(sockets.is_empty(), "shim sockets left: {sockets:?}");
     let mut fifos = Vec::new();
     files_named(Path::new("/run/containerd/fifo"), &prefix, &mut fifos);
-    assert!(fifos.is_empty(), "fifos left: {fifos:?}");
+    assert!(
+        fifos.is_empty(),
+        "fifos left: {fifos:?}; ctr warnings: {:?}",
+        ctr_stderr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    );
     // Orphaned shims re-parent to the test process (the subreaper), whose reaper collects
     // them: nothing stays a zombie.
     let deadline = Instant::now() + Duration::from_secs(5);
