@@ -81,7 +81,10 @@ fn write_msg(
 /// Sends `msgs` on one Write stream; returns the first error (or the number of replies).
 async fn write(ch: &Channel, msgs: Vec<WriteContentRequest>) -> Result<usize, tonic::Status> {
     let mut c = ContentClient::new(ch.clone());
-    let mut stream = c.write(req(tonic::codegen::tokio_stream::iter(msgs))).await?.into_inner();
+    let mut stream = c
+        .write(req(tonic::codegen::tokio_stream::iter(msgs)))
+        .await?
+        .into_inner();
     let mut n = 0;
     while let Some(_reply) = stream.message().await? {
         n += 1;
@@ -175,7 +178,9 @@ async fn content_codes() {
         .await
         .expect("send");
     let mut held = first
-        .write(req(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .write(req(
+            tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .await
         .expect("first writer")
         .into_inner();

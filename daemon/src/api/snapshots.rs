@@ -209,10 +209,8 @@ impl Snapshots for Service {
         let sn = snapshotter(&req.into_inner().snapshotter)?;
         self.0.gc.collect_now().await.map_err(|e| to_status(&e))?;
         let db = self.0.db.clone();
-        blocking(move || -> Result<(), crate::metadata::Error> {
-            db.snapshotter(&sn)?.cleanup()
-        })
-        .await?;
+        blocking(move || -> Result<(), crate::metadata::Error> { db.snapshotter(&sn)?.cleanup() })
+            .await?;
         Ok(Response::new(()))
     }
 }
