@@ -592,3 +592,57 @@ pub fn register(
     ];
     (rows, tasks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_and_legacy_linux_settings_come_from_config_toml() {
+        let src = r#"
+version = 2
+root = "/var/lib/berth"
+state = "/run/berth"
+[grpc]
+  address = "/run/berth/berth.sock"
+[debug]
+  level = "debug"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]
+  runtime_type = "io.containerd.kata.v2"
+[plugins."io.containerd.runtime.v2.task".runtimes.youki]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.runtime.v2.task".runtimes.youki.options]
+    BinaryName = "/usr/local/bin/youki"
+[plugins.linux]
+  shim = "containerd-shim"
+  runtime = "runc"
+  runtime_root = "/run/berth/runc"
+  no_shim = false
+  shim_debug = true
+"#;
+        let (cfg, _warnings) =
+            crate::config::Config::parse(src, std::path::Path::new("config.toml"))
+                .expect("config parses");
+        let m = manager_config(&cfg);
+        assert_eq!(
+            m.state,
+            std::path::Path::new("/run/berth/io.containerd.runtime.v2.task")
+        );
+        assert_eq!(
+            m.root,
+            std::path::Path::new("/var/lib/berth/io.containerd.runtime.v2.task")
+        );
+        assert_eq!(m.grpc_address, "/run/berth/berth.sock");
+        assert_eq!(m.ttrpc_address, "/run/berth/berth.sock.ttrpc");
+        assert!(m.debug, "debug level passes -debug to shims");
+        assert_eq!(m.runtimes["kata"].runtime_type, "io.containerd.kata.v2");
+        let youki = m.runtimes["youki"]
+            .runc_options("youki")
+            .expect("options")
+            .expect("some");
+        let o = protos::runc_options::Options::decode(youki.value.as_slice()).expect("decode");
+        assert_eq!(o.binary_name, "/usr/local/bin/youki");
+        assert_eq!(m.linux_v1.runtime_root, "/run/berth/runc");
+        assert!(m.linux_v1.shim_debug);
+    }
+}
