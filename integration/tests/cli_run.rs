@@ -590,6 +590,8 @@ fn spec_matches_ctr(d: &Daemon) {
         "--read-only",
         "--allow-new-privs",
         "-t",
+        "--with-ns",
+        "ipc:/proc/1/ns/ipc",
     ];
     let create = |id: &str| {
         let mut args = vec!["containers", "create"];

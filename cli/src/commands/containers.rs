@@ -103,6 +103,9 @@ pub struct ContainerFlags {
     /// Platform of the image to use (os/arch[/variant]).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Join an existing namespace: <type>:<path>, e.g. network:/run/netns/x (repeatable).
+    #[arg(long)]
+    pub with_ns: Vec<String>,
     /// Use a host directory as the rootfs (the image argument is its path), not a snapshot.
     #[arg(long)]
     pub rootfs: bool,
@@ -150,6 +153,10 @@ pub enum Error {
     Running { id: String, status: String },
     #[error("failed to delete container {id:?}: {}", .status.message())]
     Delete { id: String, status: tonic::Status },
+    #[error("joining a Linux namespace using --with-ns requires the format 'nstype:path'")]
+    WithNsFormat,
+    #[error("the Linux namespace type specified in --with-ns is not valid: {0}")]
+    WithNsType(String),
     #[error("with spec config file, only container id should be provided")]
     ConfigWithImage,
     #[error("spec config file {path}: {reason}")]
@@ -739,6 +746,21 @@ async fn build_spec(
     }
     if let Some(limit) = flags.memory_limit {
         s["linux"]["resources"]["memory"] = serde_json::json!({ "limit": limit });
+    }
+    for ns in &flags.with_ns {
+        let (kind, path) = ns.split_once(':').ok_or(Error::WithNsFormat)?;
+        const KINDS: [&str; 7] = ["pid", "network", "mount", "ipc", "uts", "user", "cgroup"];
+        if !KINDS.contains(&kind) {
+            return Err(Error::WithNsType(kind.to_string()));
+        }
+        // containerd `oci.WithLinuxNamespace`: replaced in place, appended if absent.
+        if let Some(list) = s["linux"]["namespaces"].as_array_mut() {
+            let entry = serde_json::json!({"type": kind, "path": path});
+            match list.iter_mut().find(|n| n["type"] == kind) {
+                Some(slot) => *slot = entry,
+                None => list.push(entry),
+            }
+        }
     }
     let mut annotations = labels_from_args(&flags.annotation);
     annotations.extend(labels_from_args(&flags.label));
