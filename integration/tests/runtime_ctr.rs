@@ -599,3 +599,47 @@ fn ctr_events_show_task_events_in_order_with_containerd_2_3_go_shim() {
         "ctr_events_show_task_events_in_order_with_containerd_2_3_go_shim",
     );
 }
+
+#[test]
+fn a_hung_shim_shows_as_unknown_instead_of_blocking_ctr() {
+    let test = "a_hung_shim_shows_as_unknown_instead_of_blocking_ctr";
+    let Some(env) = Env::start(Shim::DebianGo, test, "") else {
+        return;
+    };
+    let img = env.image.clone();
+    env.ctr_ok(&["run", "-d", &img, "h1", "sleep", "1000"]);
+    env.ctr_ok(&["run", "-d", &img, "h2", "sleep", "1000"]);
+    env.wait_status("h1", "RUNNING", Duration::from_secs(10));
+    let shim = nix::unistd::Pid::from_raw(env.shim_pid("h1"));
+    nix::sys::signal::kill(shim, nix::sys::signal::SIGSTOP).expect("stop shim");
+    let started = std::time::Instant::now();
+    let ls = env.ctr_ok(&["t", "ls"]);
+    let took = started.elapsed();
+    nix::sys::signal::kill(shim, nix::sys::signal::SIGCONT).expect("continue shim");
+    assert!(
+        took < Duration::from_secs(5),
+        "ctr t ls took {took:?} with a hung shim"
+    );
+    let line = |id: &str| {
+        ls.lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("h1").contains("UNKNOWN"),
+        "hung task reported as UNKNOWN: {ls}"
+    );
+    assert!(
+        line("h2").contains("RUNNING"),
+        "the other task is unaffected: {ls}"
+    );
+    env.wait_status("h1", "RUNNING", Duration::from_secs(5));
+    for id in ["h1", "h2"] {
+        env.ctr_ok(&["t", "kill", "-s", "9", id]);
+        env.wait_status(id, "STOPPED", Duration::from_secs(10));
+        env.ctr_ok(&["t", "rm", id]);
+        env.ctr_ok(&["c", "rm", id]);
+    }
+    env.assert_nothing_left();
+}
