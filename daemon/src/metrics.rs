@@ -148,6 +148,41 @@ where
     }
 }
 
+/// Reads one request head and returns (method, path).
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> (String, String) {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let mut parts = head.split_whitespace();
+    (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    )
+}
+
+async fn respond<S: tokio::io::AsyncWrite + Unpin>(
+    conn: &mut S,
+    status: &str,
+    ctype: &str,
+    body: &str,
+) {
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(resp.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
 /// Serves `GET /v1/metrics` (and `/metrics`) until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, db: Arc<Db>) {
     loop {
@@ -156,44 +191,84 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, db: Arc<
         };
         let (metrics, db) = (metrics.clone(), Arc::clone(&db));
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            while n < buf.len() {
-                match conn.read(&mut buf[n..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = if method != "GET" {
-                (
+            let (method, path) = read_request(&mut conn).await;
+            if method != "GET" {
+                respond(
+                    &mut conn,
                     "405 Method Not Allowed",
                     "text/plain",
-                    "method not allowed\n".to_string(),
+                    "method not allowed\n",
                 )
+                .await;
             } else if path == "/v1/metrics" || path == "/metrics" {
                 let body = tokio::task::spawn_blocking(move || metrics.render(&db))
                     .await
                     .unwrap_or_default();
-                ("200 OK", "text/plain; version=0.0.4", body)
+                respond(&mut conn, "200 OK", "text/plain; version=0.0.4", &body).await;
             } else {
-                (
+                respond(
+                    &mut conn,
                     "404 Not Found",
                     "text/plain",
-                    "not found: try /v1/metrics\n".to_string(),
+                    "not found: try /v1/metrics\n",
                 )
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-            let _ = conn.shutdown().await;
+                .await;
+            }
+        });
+    }
+}
+
+/// The `[debug] address` socket. containerd serves Go's pprof and expvar there; berthd serves
+/// `/debug/vars`: a JSON object with its pid, version, uptime, resident memory and gRPC request
+/// counts.
+pub async fn serve_debug(
+    listener: tokio::net::UnixListener,
+    metrics: Metrics,
+    started: std::time::Instant,
+) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let (method, path) = read_request(&mut conn).await;
+            if method == "GET" && path == "/debug/vars" {
+                let rss_kib = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                            .and_then(|v| {
+                                v.split_whitespace()
+                                    .next()
+                                    .and_then(|n| n.parse::<u64>().ok())
+                            })
+                    })
+                    .unwrap_or(0);
+                let requests = metrics
+                    .requests
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let body = serde_json::json!({
+                    "pid": std::process::id(),
+                    "version": crate::api::version::VERSION,
+                    "uptime_seconds": started.elapsed().as_secs(),
+                    "memstats": {"rss_kib": rss_kib},
+                    "grpc_requests": requests,
+                })
+                .to_string();
+                respond(&mut conn, "200 OK", "application/json", &body).await;
+            } else {
+                respond(
+                    &mut conn,
+                    "404 Not Found",
+                    "text/plain",
+                    "not found: try /debug/vars\n",
+                )
+                .await;
+            }
         });
     }
 }

@@ -567,6 +567,19 @@ pub async fn run(
         )))
     };
 
+    let debug_path = (!cfg.debug.address.is_empty()).then(|| PathBuf::from(&cfg.debug.address));
+    let debug_task = match &debug_path {
+        None => None,
+        Some(p) => {
+            let l = bind_unix(p, 0o660, cfg.debug.uid, cfg.debug.gid)?;
+            Some(tokio::spawn(crate::metrics::serve_debug(
+                l,
+                metrics.clone(),
+                std::time::Instant::now(),
+            )))
+        }
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .layer(metrics.layer())
@@ -608,6 +621,12 @@ pub async fn run(
     gc_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
+    }
+    if let Some(t) = debug_task {
+        t.abort();
+    }
+    if let Some(p) = &debug_path {
+        let _ = std::fs::remove_file(p);
     }
     for p in [&address, &ttrpc_path] {
         let _ = std::fs::remove_file(p);

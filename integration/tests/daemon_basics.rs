@@ -442,3 +442,38 @@ fn json_log_format_and_socket_owner_from_config() {
         "log crate records are bridged into slog: {logs}"
     );
 }
+
+#[test]
+fn debug_socket_serves_vars() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let sock = tmp.path().join("debug.sock");
+    let d = TestDaemon::builder()
+        .extra_config(&format!("\n[debug]\n  address = \"{}\"\n", sock.display()))
+        .start();
+    // The harness config already has a [debug] table: a second one is a TOML error.
+    let err = d.expect_err("duplicate [debug] table must be refused");
+    assert!(err.to_string().contains("debug"), "{err}");
+
+    let tmpl = format!(
+        "version = 2\nroot = \"{{root}}\"\nstate = \"{{state}}\"\n\n[grpc]\n  address = \"{{address}}\"\n\n[debug]\n  address = \"{}\"\n",
+        sock.display()
+    );
+    let d = TestDaemon::builder()
+        .config(&tmpl)
+        .start()
+        .expect("start berthd");
+    d.ctr_ok(&["version"]);
+    assert_eq!(mode(&sock), 0o660);
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect debug socket");
+    write!(s, "GET /debug/vars HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let body = out.split("\r\n\r\n").nth(1).expect("body");
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    assert_eq!(v["pid"].as_u64(), d.pid().map(u64::from), "{v}");
+    assert_eq!(
+        v["grpc_requests"]["/containerd.services.version.v1.Version/Version"], 1,
+        "{v}"
+    );
+}
