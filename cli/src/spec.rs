@@ -245,6 +245,160 @@ pub fn with_tty(spec: &mut Value) {
     }
 }
 
+/// Capability names by number, as containerd's `pkg/cap` knows them (kernel 5.9).
+const CAP_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Our effective capabilities (containerd `cap.Current`: `CapEff` of /proc/self/status).
+pub fn current_capabilities() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bits = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (bits >> i) & 1 == 1)
+        .map(|(_, n)| (*n).to_string())
+        .collect()
+}
+
+/// containerd `oci.HostDevices`: every char and block device under /dev (sorted walk,
+/// skipping pts, shm, fd, mqueue, .lxc, .lxd-mounts, .udev and console; symlinks are
+/// not followed).
+pub fn host_devices() -> Vec<Value> {
+    fn walk(dir: &Path, out: &mut Vec<Value>) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<_> = rd.filter_map(Result::ok).collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let name = e.file_name();
+            let path = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                let skip = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+                if !skip.iter().any(|s| name == *s) {
+                    walk(&path, out);
+                }
+                continue;
+            }
+            if name == "console" {
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let rdev = md.rdev();
+            out.push(json!({
+                "path": path.display().to_string(),
+                "type": kind,
+                "major": libc::major(rdev),
+                "minor": libc::minor(rdev),
+                "fileMode": md.mode() & 0o7777,
+                "uid": md.uid(),
+                "gid": md.gid(),
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/dev"), &mut out);
+    out
+}
+
+/// ctr's `--privileged`: containerd `WithPrivileged` (all current capabilities, no masked
+/// or read-only paths, writable sysfs and cgroupfs, no seccomp/AppArmor/SELinux), then
+/// `WithAllDevicesAllowed` and `WithHostDevices`.
+pub fn with_privileged(spec: &mut Value, caps: &[String], devices: Vec<Value>) {
+    for set in ["bounding", "effective", "permitted"] {
+        spec["process"]["capabilities"][set] = json!(caps);
+    }
+    if let Some(linux) = spec["linux"].as_object_mut() {
+        linux.remove("maskedPaths");
+        linux.remove("readonlyPaths");
+        linux.remove("seccomp");
+        linux.remove("mountLabel");
+    }
+    if let Some(p) = spec["process"].as_object_mut() {
+        p.remove("selinuxLabel");
+        p.remove("apparmorProfile");
+    }
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for m in mounts {
+            if m["type"] == "sysfs" || m["type"] == "cgroup" {
+                if let Some(opts) = m["options"].as_array_mut() {
+                    for o in opts.iter_mut() {
+                        if o == "ro" {
+                            *o = json!("rw");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    if !devices.is_empty() {
+        let mut all = spec["linux"]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.extend(devices);
+        spec["linux"]["devices"] = Value::Array(all);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PasswdEntry {
     name: String,

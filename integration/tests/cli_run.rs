@@ -611,6 +611,22 @@ fn spec_matches_ctr(d: &Daemon) {
     };
     assert_eq!(spec("cli-spec-b"), spec("cli-spec-c"));
     d.berth_ok(&["containers", "rm", "cli-spec-b", "cli-spec-c"]);
+
+    // --privileged: every current capability, host devices, nothing masked.
+    for (tool, id) in [("berth", "cli-priv-b"), ("ctr", "cli-priv-c")] {
+        let args = ["containers", "create", "--privileged", IMG, id, "true"];
+        if tool == "berth" {
+            d.berth_ok(&args);
+        } else {
+            d.ctr_ok(&args);
+        }
+    }
+    let privileged = spec("cli-priv-b");
+    assert_eq!(privileged, spec("cli-priv-c"));
+    assert!(privileged["linux"]["devices"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty()));
+    d.berth_ok(&["containers", "rm", "cli-priv-b", "cli-priv-c"]);
     assert_nothing_left(d);
 }
 

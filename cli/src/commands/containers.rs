@@ -73,6 +73,9 @@ pub struct ContainerFlags {
     /// Drop capabilities (CAP_…), repeatable.
     #[arg(long)]
     pub cap_drop: Vec<String>,
+    /// Run privileged: all current capabilities, host devices, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
     /// Allow privilege escalation (no_new_privileges off).
     #[arg(long)]
     pub allow_new_privs: bool,
@@ -705,6 +708,9 @@ async fn build_spec(
     }
     if flags.tty {
         spec::with_tty(&mut s);
+    }
+    if flags.privileged {
+        spec::with_privileged(&mut s, &spec::current_capabilities(), spec::host_devices());
     }
     if flags.read_only {
         s["root"]["readonly"] = serde_json::json!(true);
