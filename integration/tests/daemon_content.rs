@@ -421,3 +421,45 @@ fn ctr_events_shows_every_service_topic() {
     }
     assert!(out.contains("c-oom") && out.contains(&ns), "{out}");
 }
+
+#[test]
+fn interrupted_ingest_resumes_after_kill_9_of_berthd() {
+    let mut d = TestDaemon::start().expect("start berthd");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let dgst = digest(&data);
+    let cut = 64_000;
+    let partial = tmp.path().join("partial");
+    std::fs::write(&partial, &data[..cut]).expect("write");
+    let o = ingest(
+        &d,
+        "survivor",
+        std::fs::File::open(&partial).expect("open"),
+        data.len(),
+        &dgst,
+    );
+    assert!(!o.status.success());
+    d.kill9();
+    d.restart().expect("restart");
+    assert!(
+        d.ctr_ok(&["content", "active"]).contains("survivor"),
+        "ingest kept across kill -9"
+    );
+    let mut second = vec![0u8; cut];
+    second.extend_from_slice(&data[cut..]);
+    let full = tmp.path().join("second");
+    std::fs::write(&full, &second).expect("write");
+    let o = ingest(
+        &d,
+        "survivor",
+        std::fs::File::open(&full).expect("open"),
+        data.len(),
+        &dgst,
+    );
+    assert!(
+        o.status.success(),
+        "resume after restart: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(d.ctr(&["content", "get", &dgst]).stdout, data);
+}
