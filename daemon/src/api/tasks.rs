@@ -543,14 +543,23 @@ pub fn register(
     let state_dir = mcfg.state.clone();
     let tasks = TaskManager::new(mcfg, std::sync::Arc::new(core.events.clone()));
     let started = std::time::Instant::now();
-    let report =
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(tasks.load()));
-    log::info!(
-        "runtime: re-adopted {} task(s), cleaned up {} dead one(s) in {:?}",
-        report.live.len(),
-        report.cleaned.len(),
-        started.elapsed()
-    );
+    let log_report = move |report: &runtime::manager::LoadReport| {
+        log::info!(
+            "runtime: re-adopted {} task(s), cleaned up {} dead one(s) in {:?}",
+            report.live.len(),
+            report.cleaned.len(),
+            started.elapsed()
+        );
+    };
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        // Cannot block a current-thread runtime (tests): re-adopt in the background.
+        let loading = tasks.clone();
+        handle.spawn(async move { log_report(&loading.load().await) });
+    } else {
+        let report = tokio::task::block_in_place(|| handle.block_on(tasks.load()));
+        log_report(&report);
+    }
     routes.add_service(
         svc::containers::v1::containers_server::ContainersServer::new(super::containers::Service(
             core.clone(),
