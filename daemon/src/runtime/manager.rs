@@ -461,6 +461,7 @@ impl TaskManager {
         };
         let undo = |e: Error| async {
             self.cleanup_failed_start(&command, &bundle).await;
+            log_task.abort();
             e
         };
         if let Err(e) = save_start_files(&bundle, &command.binary, &params) {
