@@ -29,6 +29,10 @@ pub enum Error {
     NoUser { user: String },
     #[error("unable to find group {group}: no matching entries in group file")]
     NoGroup { group: String },
+    #[error(
+        "error gathering device information while adding custom device {0:?}: not a device node"
+    )]
+    NotADevice(String),
     #[error("invalid user {0:?}: expected user, uid, user:group or uid:gid")]
     BadUser(String),
 }
@@ -306,12 +310,35 @@ pub fn current_capabilities() -> Vec<String> {
         .collect()
 }
 
-/// containerd `oci.HostDevices`: every char and block device under /dev (sorted walk,
-/// skipping pts, shm, fd, mqueue, .lxc, .lxd-mounts, .udev and console; symlinks are
-/// not followed).
-pub fn host_devices() -> Vec<Value> {
+/// One device node as a runtime-spec `LinuxDevice` (containerd `oci.DeviceFromPath`:
+/// `lstat`, so symlinks are not devices); `None` for anything but char/block devices.
+fn device_from_path(path: &Path) -> Option<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::symlink_metadata(path).ok()?;
+    let ft = md.file_type();
+    let kind = if ft.is_char_device() {
+        "c"
+    } else if ft.is_block_device() {
+        "b"
+    } else {
+        return None;
+    };
+    let rdev = md.rdev();
+    Some(json!({
+        "path": path.display().to_string(),
+        "type": kind,
+        "major": libc::major(rdev),
+        "minor": libc::minor(rdev),
+        "fileMode": md.mode() & 0o7777,
+        "uid": md.uid(),
+        "gid": md.gid(),
+    }))
+}
+
+/// containerd `getDevices`: the device at `path`, or every device below a directory
+/// (sorted walk, skipping pts, shm, fd, mqueue, .lxc, .lxd-mounts, .udev and console).
+pub fn devices_at(path: &Path) -> Result<Vec<Value>, Error> {
     fn walk(dir: &Path, out: &mut Vec<Value>) {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -319,43 +346,52 @@ pub fn host_devices() -> Vec<Value> {
         entries.sort_by_key(std::fs::DirEntry::file_name);
         for e in entries {
             let name = e.file_name();
-            let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 let skip = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
                 if !skip.iter().any(|s| name == *s) {
-                    walk(&path, out);
+                    walk(&e.path(), out);
                 }
-                continue;
+            } else if name != "console" {
+                out.extend(device_from_path(&e.path()));
             }
-            if name == "console" {
-                continue;
-            }
-            let kind = if ft.is_char_device() {
-                "c"
-            } else if ft.is_block_device() {
-                "b"
-            } else {
-                continue;
-            };
-            let Ok(md) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            let rdev = md.rdev();
-            out.push(json!({
-                "path": path.display().to_string(),
-                "type": kind,
-                "major": libc::major(rdev),
-                "minor": libc::minor(rdev),
-                "fileMode": md.mode() & 0o7777,
-                "uid": md.uid(),
-                "gid": md.gid(),
-            }));
         }
     }
-    let mut out = Vec::new();
-    walk(Path::new("/dev"), &mut out);
-    out
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        let mut out = Vec::new();
+        walk(path, &mut out);
+        return Ok(out);
+    }
+    device_from_path(path)
+        .map(|d| vec![d])
+        .ok_or_else(|| Error::NotADevice(path.display().to_string()))
+}
+
+/// containerd `oci.HostDevices`: every device under /dev.
+pub fn host_devices() -> Vec<Value> {
+    devices_at(Path::new("/dev")).unwrap_or_default()
+}
+
+/// ctr's `--device <path>` (containerd `WithDevices(path, "", "rwm")`): the devices and a
+/// cgroup rule allowing each.
+pub fn with_devices(spec: &mut Value, path: &Path) -> Result<(), Error> {
+    for d in devices_at(path)? {
+        let rule = json!({"allow": true, "type": d["type"], "major": d["major"],
+                          "minor": d["minor"], "access": "rwm"});
+        let mut devs = spec["linux"]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        devs.push(d);
+        spec["linux"]["devices"] = Value::Array(devs);
+        let mut rules = spec["linux"]["resources"]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        rules.push(rule);
+        spec["linux"]["resources"]["devices"] = Value::Array(rules);
+    }
+    Ok(())
 }
 
 /// ctr's `--privileged`: containerd `WithPrivileged` (all current capabilities, no masked

@@ -592,6 +592,8 @@ fn spec_matches_ctr(d: &Daemon) {
         "-t",
         "--with-ns",
         "ipc:/proc/1/ns/ipc",
+        "--device",
+        "/dev/null",
     ];
     let create = |id: &str| {
         let mut args = vec!["containers", "create"];

@@ -73,6 +73,9 @@ pub struct ContainerFlags {
     /// Drop capabilities (CAP_…), repeatable.
     #[arg(long)]
     pub cap_drop: Vec<String>,
+    /// Add a device (or every device below a directory) to the container (repeatable).
+    #[arg(long)]
+    pub device: Vec<PathBuf>,
     /// Run privileged: all current capabilities, host devices, no masked paths.
     #[arg(long)]
     pub privileged: bool,
@@ -767,6 +770,9 @@ async fn build_spec(
                 None => list.push(entry),
             }
         }
+    }
+    for dev in &flags.device {
+        spec::with_devices(&mut s, dev)?;
     }
     let mut annotations = labels_from_args(&flags.annotation);
     annotations.extend(labels_from_args(&flags.label));
