@@ -320,8 +320,9 @@ fn runtime_selection_by_name_path_binary_name_and_config() {
     let youki_calls = wrappers.path().join("youki.calls");
     let youki_wrapper = runtime_wrapper(wrappers.path(), "youki-wrapper.sh", &youki, &youki_calls);
     let extra = format!(
-        "[plugins.\"io.containerd.runtime.v2.task\".runtimes.youki]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.runtime.v2.task\".runtimes.youki.options]\n    BinaryName = \"{}\"\n",
-        youki_wrapper.display()
+        "[plugins.\"io.containerd.runtime.v2.task\".runtimes.youki]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.runtime.v2.task\".runtimes.youki.options]\n    BinaryName = \"{}\"\n[plugins.\"io.containerd.runtime.v2.task\".runtimes.debian]\n  runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"{}\"\n",
+        youki_wrapper.display(),
+        integration::bins::require_bin("containerd-shim-runc-v2", "containerd").display()
     );
     let Some(env) = Env::start(Shim::Ours, test, &extra) else {
         return;
@@ -350,6 +351,28 @@ fn runtime_selection_by_name_path_binary_name_and_config() {
         "by-path",
     ]);
     assert_eq!(out, "by-path\n");
+    // A configured runtime with runtime_path: that shim binary runs the task.
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "debian",
+        &img,
+        "s2a",
+        "sleep",
+        "100",
+    ]);
+    env.wait_status("s2a", "RUNNING", Duration::from_secs(10));
+    let shim_exe =
+        std::fs::read_link(format!("/proc/{}/exe", env.shim_pid("s2a"))).expect("shim exe");
+    assert_eq!(
+        shim_exe,
+        std::path::Path::new("/usr/bin/containerd-shim-runc-v2")
+    );
+    env.ctr_ok(&["t", "kill", "-s", "9", "s2a"]);
+    env.wait_status("s2a", "STOPPED", Duration::from_secs(10));
+    env.ctr_ok(&["t", "rm", "s2a"]);
+    env.ctr_ok(&["c", "rm", "s2a"]);
     // The deprecated io.containerd.runc.v1 resolves like any name, to Debian's
     // containerd-shim-runc-v1 (which reads its options from stdin at start).
     let out = env.ctr_ok(&[

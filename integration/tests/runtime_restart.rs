@@ -41,6 +41,19 @@ fn restart_keeps_tasks(shim: Shim, test: &str) {
         pids.push(pid.parse::<i32>().expect("pid"));
     }
     let doomed_shim = env.shim_pid("doomed");
+    // Shims are outside berthd's process group and session: signals to berthd's group
+    // (systemd KillMode=process, ^C) do not reach them.
+    let berthd =
+        nix::unistd::Pid::from_raw(i32::try_from(env.d.pid().expect("berthd pid")).expect("pid"));
+    let shim = nix::unistd::Pid::from_raw(doomed_shim);
+    assert_ne!(
+        nix::unistd::getpgid(Some(shim)).expect("pgid"),
+        nix::unistd::getpgid(Some(berthd)).expect("pgid")
+    );
+    assert_ne!(
+        nix::unistd::getsid(Some(shim)).expect("sid"),
+        nix::unistd::getsid(Some(berthd)).expect("sid")
+    );
 
     env.d.kill9();
     // While berthd is down: the containers keep running, five exit, one shim is killed.
