@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use integration::bins;
-use integration::containerd::Containerd;
+use integration::containerd::{Containerd, Generation};
 use integration::daemon::TestDaemon;
 use integration::image::TestImage;
 
@@ -51,6 +51,12 @@ impl Daemon {
     /// Absolute path of the shim this daemon runs by default (for `--runtime <path>`).
     pub fn shim_path(&self) -> PathBuf {
         match self {
+            // containerd 2.x needs its own shim (bootstrap protocol, task API v3).
+            Daemon::Containerd(c) if c.generation() == Generation::V2 => c
+                .containerd_bin()
+                .parent()
+                .expect("containerd 2 directory")
+                .join("containerd-shim-runc-v2"),
             Daemon::Containerd(_) => {
                 integration::require_bin("containerd-shim-runc-v2", "containerd")
             }
