@@ -11,8 +11,9 @@
 //! - [`report`]: the markdown table (with the targets beside the measurements) and JSON.
 //! - [`stats`], [`mem`]: percentiles, and memory/thread readings from `/proc`.
 //!
-//! Each scenario starts a fresh instance per system and drops it at the end, so "daemon idle"
-//! really is idle and a broken system cannot poison the next scenario. A system that fails
+//! Each scenario starts fresh instances and drops them at the end, so "daemon idle" really is
+//! idle and a broken system cannot poison the next scenario; latency and throughput keep all
+//! systems up and interleave them (see [`scenarios`]). A system that fails
 //! to start or to run containers is reported (with its error) and the bench goes on.
 
 pub mod mem;

@@ -1,10 +1,13 @@
-//! The five scenarios of issue 7. Each runs every selected system back to back on a fresh
-//! instance and returns per-system outcomes: a system that cannot start is `failed` with its
+//! The five scenarios of issue 7. Latency and throughput start every selected system at once
+//! and let them take turns (run by run, point by point) so that load drift on the shared
+//! machine hits every column alike; density, restart and pull run each system back to back
+//! on a fresh instance (idle memory must be idle, restart kills the daemon). Each returns
+//! per-system outcomes: a system that cannot start is `failed` with its
 //! error, one whose operations fail has its failures counted (and first errors kept) —
 //! never a crash of the bench, never a silently missing number.
 //!
 //! The client is always Debian's `ctr`, one process per operation:
-//! - latency: `ctr run --rm <busybox> <id> true`, sequentially; floors: bare `runc run` of an
+//! - latency: `ctr run --rm <busybox> <id> true`, one at a time; floors: bare `runc run` of an
 //!   equivalent bundle (same rootfs, `runc spec` config running `true`) and `ctr version`
 //!   (client start + one RPC) against the same daemon;
 //! - throughput: the same `run --rm` (create → start → wait → delete) from `c` concurrent
@@ -131,6 +134,57 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// Starts every system selected for `scenario` at once, for scenarios that interleave
+    /// them so that load drift on the shared machine hits every column alike. Instances are
+    /// dropped (and cleaned up) by the caller.
+    fn start_all(&self, scenario: Scenario) -> Vec<(SystemKind, Result<Instance, String>)> {
+        let mut out = Vec::new();
+        for kind in self.opts.systems_for(scenario) {
+            if kind == SystemKind::Containerd2 && self.bins.containerd2.is_none() {
+                progress(&format!(
+                    "{}: skipping {} ({} is not set)",
+                    scenario.key(),
+                    kind.key(),
+                    crate::bins::CONTAINERD2_ENV
+                ));
+                continue;
+            }
+            progress(&format!("{}: starting {}", scenario.key(), kind.label()));
+            let inst = Instance::start(kind, self.bins, Some(&self.image_archive))
+                .map_err(|e| e.to_string());
+            if let Err(e) = &inst {
+                progress(&format!("  FAILED: {}", first_line(e)));
+            }
+            out.push((kind, inst));
+        }
+        out
+    }
+}
+
+/// Turns per-system results of an interleaved scenario into columns (with the daemon's log
+/// tail for a system whose start failed).
+fn columns<T>(
+    systems: &[(SystemKind, Result<Instance, String>)],
+    mut result: impl FnMut(usize) -> Option<T>,
+) -> Vec<SystemResult<T>> {
+    systems
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, inst))| {
+            let outcome = match (inst, result(i)) {
+                (Err(e), _) => Outcome::Failed(e.clone()),
+                (Ok(_), Some(t)) => Outcome::Ok(t),
+                (Ok(inst), None) => Outcome::Failed(format!(
+                    "no result\ndaemon log tail:\n{}",
+                    inst.log_tail(15)
+                )),
+            };
+            SystemResult::new(*kind, outcome)
+        })
+        .collect()
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
@@ -179,65 +233,146 @@ pub struct LatencyReport {
     pub systems: Vec<SystemResult<Latency>>,
 }
 
-/// Runs scenario 1.
+/// Runs scenario 1. The systems (and bare runc) take turns run by run, so load drift on the
+/// shared machine hits every column alike; CPU is then measured per system in a separate
+/// sequential pass (reaped-children accounting cannot be split between interleaved systems).
 #[must_use]
 pub fn latency(ctx: &Ctx<'_>) -> LatencyReport {
     let n = ctx.opts.latency_runs;
-    progress(&format!("latency: bare runc run × {n}"));
-    let c0 = children_cpu_ms();
-    let runc_floor = match runc_floor(ctx, n) {
-        Ok(s) => Outcome::Ok(s),
-        Err(e) => Outcome::Failed(e),
-    };
-    let runc_floor_cpu_ms = match (&runc_floor, c0, children_cpu_ms()) {
-        (Outcome::Ok(s), Some(a), Some(b)) if s.total + s.failures > 0 => {
-            Some(((b - a) / (s.total + s.failures) as f64 * 10.0).round() / 10.0)
+    let floor = match runc_bundle(ctx) {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            progress(&format!("latency: bare runc bundle: {e}"));
+            Err(e)
         }
-        _ => None,
     };
-    let systems = ctx.each_system(Scenario::Latency, true, |_, inst, client| {
-        let daemon = inst.daemon_pid();
-        let children0 = children_cpu_ms();
-        let version = sequential(ctx.rt, n, |_| {
-            let client = client.clone();
-            async move { client.run(&["version"], OP_TIMEOUT).await }
-        });
-        let children1 = children_cpu_ms();
-        let daemon0 = daemon.and_then(mem::cpu_ms);
-        let run_rm = sequential(ctx.rt, n, |i| {
-            let client = client.clone();
-            let image = ctx.image.clone();
-            async move {
-                let id = format!("lat-{i}");
-                client
-                    .run(&["run", "--rm", &image, &id, "true"], OP_TIMEOUT)
-                    .await
+    let systems = ctx.start_all(Scenario::Latency);
+    let clients: Vec<Option<Client>> = systems
+        .iter()
+        .map(|(_, i)| i.as_ref().ok().map(|i| i.client(ctx.bins)))
+        .collect();
+    progress(&format!(
+        "latency: {n} rounds of bare runc, then `ctr version` and `ctr run --rm` on each system"
+    ));
+    let mut floor_samples = Samples::default();
+    let mut floor_time = Duration::ZERO;
+    let mut run_rm = vec![(Samples::default(), Duration::ZERO, 0usize); systems.len()];
+    let mut version = vec![(Samples::default(), Duration::ZERO, 0usize); systems.len()];
+    for round in 0..n {
+        if let Ok(b) = &floor {
+            record(
+                &mut floor_samples,
+                &mut floor_time,
+                ctx.rt.block_on(b.run(round)),
+            );
+        }
+        for (k, client) in clients.iter().enumerate() {
+            let Some(client) = client else { continue };
+            let v = &mut version[k];
+            if v.2 < MAX_CONSECUTIVE_FAILURES {
+                let r = ctx.rt.block_on(client.run(&["version"], OP_TIMEOUT));
+                v.2 = if r.is_ok() { 0 } else { v.2 + 1 };
+                record(&mut v.0, &mut v.1, r);
             }
-        });
-        let daemon1 = daemon.and_then(mem::cpu_ms);
-        // Shims exit at the end of each run; the harness's reaper collects them every 100 ms.
-        std::thread::sleep(Duration::from_millis(500));
-        let children2 = children_cpu_ms();
-        let per = |a: Option<f64>, b: Option<f64>, k: u64| match (a, b) {
-            (Some(a), Some(b)) if k > 0 => Some(((b - a) / k as f64 * 10.0).round() / 10.0),
+            let rr = &mut run_rm[k];
+            if rr.2 < MAX_CONSECUTIVE_FAILURES {
+                let id = format!("lat-{round}");
+                let r = ctx
+                    .rt
+                    .block_on(client.run(&["run", "--rm", &ctx.image, &id, "true"], OP_TIMEOUT));
+                rr.2 = if r.is_ok() { 0 } else { rr.2 + 1 };
+                record(&mut rr.0, &mut rr.1, r);
+            }
+        }
+    }
+    let cpu_runs = n.min(CPU_RUNS);
+    progress(&format!(
+        "latency: CPU per run, {cpu_runs} sequential runs per system"
+    ));
+    let floor_cpu = floor.as_ref().ok().and_then(|b| {
+        let c0 = children_cpu_ms();
+        let ok = (0..cpu_runs)
+            .filter(|i| ctx.rt.block_on(b.run(n + i)).is_ok())
+            .count();
+        per_run(c0, children_cpu_ms(), ok)
+    });
+    let mut cpu: Vec<Option<CpuPerRun>> = Vec::new();
+    for ((_, inst), client) in systems.iter().zip(&clients) {
+        cpu.push(match (inst, client) {
+            (Ok(inst), Some(client)) => Some(cpu_per_run(ctx, inst, client, cpu_runs)),
             _ => None,
-        };
-        let cpu = CpuPerRun {
-            daemon_ms: per(daemon0, daemon1, run_rm.total + run_rm.failures),
-            client_shim_runc_ms: per(children1, children2, run_rm.total + run_rm.failures),
-            ctr_version_ms: per(children0, children1, version.total + version.failures),
-        };
-        Ok(Latency {
-            run_rm,
-            ctr_version: version,
-            cpu,
+        });
+    }
+    let result = columns(&systems, |k| {
+        let (s, t, _) = &run_rm[k];
+        let (v, vt, _) = &version[k];
+        Some(Latency {
+            run_rm: s.summary(*t),
+            ctr_version: v.summary(*vt),
+            cpu: cpu[k].clone()?,
         })
     });
+    drop(systems);
     LatencyReport {
         runs: n,
-        runc_floor,
-        runc_floor_cpu_ms,
-        systems,
+        runc_floor: match floor {
+            Ok(_) => Outcome::Ok(floor_samples.summary(floor_time)),
+            Err(e) => Outcome::Failed(e),
+        },
+        runc_floor_cpu_ms: floor_cpu,
+        systems: result,
+    }
+}
+
+/// Runs used for CPU accounting per system.
+const CPU_RUNS: usize = 10;
+
+fn record(s: &mut Samples, total: &mut Duration, r: Result<(Duration, String), String>) {
+    match r {
+        Ok((d, _)) => {
+            s.ok(d);
+            *total += d;
+        }
+        Err(e) => s.fail(&e),
+    }
+}
+
+fn per_run(a: Option<f64>, b: Option<f64>, k: usize) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if k > 0 => Some(((b - a) / k as f64 * 10.0).round() / 10.0),
+        _ => None,
+    }
+}
+
+/// CPU of `runs` sequential `ctr run --rm` (and `ctr version`) against one system.
+fn cpu_per_run(ctx: &Ctx<'_>, inst: &Instance, client: &Client, runs: usize) -> CpuPerRun {
+    let daemon = inst.daemon_pid();
+    let c0 = children_cpu_ms();
+    let v_ok = (0..runs)
+        .filter(|_| {
+            ctx.rt
+                .block_on(client.run(&["version"], OP_TIMEOUT))
+                .is_ok()
+        })
+        .count();
+    let c1 = children_cpu_ms();
+    let d0 = daemon.and_then(mem::cpu_ms);
+    let ok = (0..runs)
+        .filter(|i| {
+            let id = format!("cpu-{i}");
+            ctx.rt
+                .block_on(client.run(&["run", "--rm", &ctx.image, &id, "true"], OP_TIMEOUT))
+                .is_ok()
+        })
+        .count();
+    let d1 = daemon.and_then(mem::cpu_ms);
+    // Shims exit at the end of each run; the harness's reaper collects them every 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let c2 = children_cpu_ms();
+    CpuPerRun {
+        daemon_ms: per_run(d0, d1, ok),
+        client_shim_runc_ms: per_run(c1, c2, ok),
+        ctr_version_ms: per_run(c0, c1, v_ok),
     }
 }
 
@@ -281,8 +416,28 @@ where
 }
 
 /// The bare-runc floor: a bundle with the busybox rootfs and `runc spec`'s config running
-/// `true`, run `n` times with `runc run` (create, start, wait, delete in one process).
-fn runc_floor(ctx: &Ctx<'_>, n: usize) -> Result<Summary, String> {
+/// `true`, run with `runc run` (create, start, wait, delete in one process).
+struct RuncBundle {
+    runc: PathBuf,
+    root: PathBuf,
+    bundle: PathBuf,
+}
+
+impl RuncBundle {
+    async fn run(&self, i: usize) -> Result<(Duration, String), String> {
+        let mut c = Command::new(&self.runc);
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg(format!("berth-bench-floor-{}-{i}", std::process::id()))
+            .stdin(Stdio::null());
+        timed(c, OP_TIMEOUT, "runc run").await
+    }
+}
+
+fn runc_bundle(ctx: &Ctx<'_>) -> Result<RuncBundle, String> {
     let bundle = ctx.work.join("runc-bundle");
     let root = ctx.work.join("runc-root");
     let rootfs = bundle.join("rootfs");
@@ -310,18 +465,11 @@ fn runc_floor(ctx: &Ctx<'_>, n: usize) -> Result<Summary, String> {
     cfg["process"]["terminal"] = serde_json::Value::Bool(false);
     cfg["process"]["args"] = serde_json::json!(["true"]);
     std::fs::write(&cfg_path, cfg.to_string()).map_err(|e| format!("{e}"))?;
-    let summary = sequential(ctx.rt, n, |i| {
-        let mut c = Command::new(&ctx.bins.runc);
-        c.arg("--root")
-            .arg(&root)
-            .arg("run")
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg(format!("berth-bench-floor-{}-{i}", std::process::id()))
-            .stdin(Stdio::null());
-        timed(c, OP_TIMEOUT, "runc run")
-    });
-    Ok(summary)
+    Ok(RuncBundle {
+        runc: ctx.bins.runc.clone(),
+        root,
+        bundle,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,38 +490,44 @@ pub struct ThroughputReport {
     pub systems: Vec<SystemResult<Vec<ThroughputPoint>>>,
 }
 
-/// Runs scenario 2.
+/// Runs scenario 2. All systems are started first; for each concurrency every system runs
+/// its point in turn, so each concurrency level is measured under similar load everywhere.
 #[must_use]
 pub fn throughput(ctx: &Ctx<'_>) -> ThroughputReport {
     let main = ctx.opts.duration;
     let extra = main / ctx.opts.aux_divisor.max(1);
-    let systems = ctx.each_system(Scenario::Throughput, true, |kind, _, client| {
-        // The two main columns get the full duration; the extra columns a fraction.
-        let duration = if matches!(kind, SystemKind::Berth | SystemKind::Containerd) {
-            main
-        } else {
-            extra
-        };
-        let mut points = Vec::new();
-        for &c in &ctx.opts.concurrency {
+    let systems = ctx.start_all(Scenario::Throughput);
+    let mut points: Vec<Vec<ThroughputPoint>> = vec![Vec::new(); systems.len()];
+    for &c in &ctx.opts.concurrency {
+        for (k, (kind, inst)) in systems.iter().enumerate() {
+            let Ok(inst) = inst else { continue };
+            // The two main columns get the full duration; the extra columns a fraction.
+            let duration = if matches!(kind, SystemKind::Berth | SystemKind::Containerd) {
+                main
+            } else {
+                extra
+            };
             progress(&format!(
-                "  concurrency {c} for {:.0}s",
+                "throughput: {} at concurrency {c} for {:.0}s",
+                kind.label(),
                 duration.as_secs_f64()
             ));
+            let client = inst.client(ctx.bins);
             let summary = ctx
                 .rt
-                .block_on(throughput_at(client, &ctx.image, c, duration));
-            points.push(ThroughputPoint {
+                .block_on(throughput_at(&client, &ctx.image, c, duration));
+            points[k].push(ThroughputPoint {
                 concurrency: c,
                 summary,
             });
         }
-        Ok(points)
-    });
+    }
+    let result = columns(&systems, |k| Some(points[k].clone()));
+    drop(systems);
     ThroughputReport {
         seconds_main: main.as_secs_f64(),
         seconds_extra: extra.as_secs_f64(),
-        systems,
+        systems: result,
     }
 }
 
