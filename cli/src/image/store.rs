@@ -146,7 +146,10 @@ pub async fn write_stream<S>(
 where
     S: Stream<Item = Piece> + Send + 'static,
 {
-    let r = reference.to_string();
+    // containerd locks an ingest by its ref: a concurrent berth (or ctr) writing the same
+    // blob under the same ref would fail with "ref … locked". Our process id makes the ref
+    // ours; two writers of one blob both succeed (the second commit finds it present).
+    let r = format!("{reference}@berth-{}", std::process::id());
     let first = WriteContentRequest {
         action: WriteAction::Stat as i32,
         r#ref: r.clone(),
