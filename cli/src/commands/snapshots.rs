@@ -227,21 +227,27 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
         } => {
             let lease = crate::image::store::TempLease::create(&client).await?;
             let leased = client.with_lease(&lease.id)?;
-            let result = diff(
-                &leased,
-                &sn,
-                &id_a,
-                id_b.as_deref(),
-                media_type,
-                r#ref,
-                keep,
-                &label,
-            )
+            // The layer is read out while our lease still holds it (GC may run as soon
+            // as the lease goes).
+            let result = async {
+                let digest = diff(
+                    &leased,
+                    &sn,
+                    &id_a,
+                    id_b.as_deref(),
+                    media_type,
+                    r#ref,
+                    keep,
+                    &label,
+                )
+                .await?;
+                let stdout = std::io::stdout();
+                crate::image::store::copy_blob(&leased, &digest, &mut stdout.lock()).await?;
+                Ok::<(), Error>(())
+            }
             .await;
             lease.release(&client).await;
-            let digest = result?;
-            let stdout = std::io::stdout();
-            crate::image::store::copy_blob(&client, &digest, &mut stdout.lock()).await?;
+            result?;
         }
         Sub::Usage { bytes, keys } => {
             let keys = if keys.is_empty() {
