@@ -123,9 +123,9 @@ pub mod runtimeoptions {
 }
 
 pub use containerd::events;
+/// `containerd.runc.v1`: runc `Options`, `CheckpointOptions`, `ProcessDetails`.
+pub use containerd::runc::v1 as runc_options;
 pub use containerd::services;
 pub use containerd::types;
 /// `containerd.v1.types`: task status and process info.
 pub use containerd::v1::types as task_types;
-/// `containerd.runc.v1`: runc `Options`, `CheckpointOptions`, `ProcessDetails`.
-pub use containerd::runc::v1 as runc_options;
