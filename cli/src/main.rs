@@ -173,7 +173,18 @@ fn logger(debug: bool) -> slog::Logger {
     slog::Logger::root(slog::LevelFilter::new(drain, level).fuse(), slog::o!())
 }
 
+/// Rust starts with SIGPIPE ignored, so `berth images ls | head -1` would panic on the
+/// next write; like ctr (Go kills a process whose stdout pipe is gone) we die quietly.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL installs
+    // no handler code, so no async-signal-safety rules apply.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     let log = logger(cli.debug);
     let _scope = slog_scope::set_global_logger(log);

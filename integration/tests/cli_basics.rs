@@ -23,6 +23,19 @@ fn version_plugins_namespaces(d: &Daemon) {
     let quiet = d.berth_ok(&["plugins", "ls", "-q"]);
     assert!(quiet.lines().any(|l| l == "overlayfs"), "{quiet}");
 
+    // A closed stdout pipe (`berth plugins ls | head -0`) ends berth quietly, no panic.
+    let mut child = d
+        .berth_command()
+        .args(["plugins", "ls"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().expect("wait berth");
+    assert!(!stderr(&closed).contains("panicked"), "{}", stderr(&closed));
+    assert_ne!(closed.status.code(), Some(101));
+
     d.berth_ok(&["namespaces", "create", "cli-ns-a", "team=blue"]);
     d.berth_ok(&["namespaces", "label", "cli-ns-a", "tier=1"]);
     let ls = d.berth_ok(&["namespaces", "ls"]);

@@ -13,14 +13,8 @@ pub enum Error {
 pub async fn run(g: &Globals) -> Result<(), Error> {
     println!("Client:");
     println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "  Revision: {}",
-        option_env!("BERTH_REVISION").unwrap_or("")
-    );
-    println!(
-        "  Rust version: {}",
-        option_env!("RUSTC_VERSION").unwrap_or("stable")
-    );
+    println!("  Revision: {}", env!("BERTH_REVISION"));
+    println!("  Rust version: {}", env!("BERTH_RUSTC_VERSION"));
     println!();
     let client = g.connect().await?;
     let v = client.version().version(()).await?.into_inner();
