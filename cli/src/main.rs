@@ -7,14 +7,17 @@
 //! - `commands/`: one module per top-level command (`images`, `run`, `tasks`, …), each a
 //!   clap `Args`/`Subcommand` type plus its handler; handlers print what ctr prints.
 //! - `image/`: client-side image work ctr does itself: archive import/export, unpack
-//!   (Snapshots.Prepare → Diff.Apply → Snapshots.Commit per layer), manifest walking.
+//!   (Snapshots.Prepare → Diff.Apply → Snapshots.Commit per layer), manifest walking,
+//!   registry pull/push (`registry.rs`), content and lease helpers (`store.rs`).
 //! - `spec.rs`: the default OCI runtime spec (containerd `oci.populateDefaultUnixSpec`).
 //! - `cio.rs`: container stdio over fifos (containerd `cio`), pty handling.
 //! - `rootfs.rs`: temporary read-only rootfs mounts for user/group lookups.
 //! - `tabwriter.rs`, `util.rs`: ctr-compatible table and value formatting.
 //!
-//! Errors print as `berth: <message>` on stderr with exit status 1; `run`, `tasks start`
-//! and `tasks exec` exit with the container process's status instead.
+//! Errors print as `berth: <message>` on stderr with exit status 1; `run`, `tasks start`,
+//! `tasks exec` and `tasks attach` exit with the container process's status instead.
+//! One current-thread tokio runtime runs each command; the process exits when the command
+//! returns (blocking stdin readers are plain threads and do not hold it up).
 
 mod cio;
 mod client;
