@@ -12,7 +12,7 @@
 //! - `spec.rs`: the default OCI runtime spec (containerd `oci.populateDefaultUnixSpec`).
 //! - `cio.rs`: container stdio over fifos (containerd `cio`), pty handling.
 //! - `rootfs.rs`: temporary read-only rootfs mounts for user/group lookups.
-//! - `tabwriter.rs`, `util.rs`: ctr-compatible table and value formatting.
+//! - `tabwriter.rs`, `gojson.rs`, `util.rs`: ctr-compatible tables, JSON and values.
 //!
 //! Errors print as `berth: <message>` on stderr with exit status 1; `run`, `tasks start`,
 //! `tasks exec` and `tasks attach` exit with the container process's status instead.
@@ -22,6 +22,7 @@
 mod cio;
 mod client;
 mod commands;
+mod gojson;
 mod image;
 mod rootfs;
 mod spec;
@@ -89,6 +90,9 @@ enum Command {
     /// Manage namespaces.
     #[command(aliases = ["namespace", "ns"], subcommand)]
     Namespaces(commands::namespaces::Cmd),
+    /// OCI tools (`oci spec`: the default runtime spec).
+    #[command(subcommand)]
+    Oci(commands::oci::Cmd),
     /// Run a container.
     Run(Box<commands::run::Args>),
     /// Manage snapshots.
@@ -135,6 +139,8 @@ enum Error {
     #[error(transparent)]
     Namespaces(#[from] commands::namespaces::Error),
     #[error(transparent)]
+    Oci(#[from] commands::oci::Error),
+    #[error(transparent)]
     Run(#[from] commands::run::Error),
     #[error(transparent)]
     Snapshots(#[from] commands::snapshots::Error),
@@ -155,6 +161,7 @@ async fn dispatch(cmd: Command, g: &Globals) -> Result<i32, Error> {
         Command::Images(c) => commands::images::run(c, g).await.map(|()| 0)?,
         Command::Leases(c) => commands::leases::run(c, g).await.map(|()| 0)?,
         Command::Namespaces(c) => commands::namespaces::run(c, g).await.map(|()| 0)?,
+        Command::Oci(c) => commands::oci::run(&c, g).map(|()| 0)?,
         Command::Run(a) => commands::run::run(*a, g).await?,
         Command::Snapshots(c) => commands::snapshots::run(c, g).await.map(|()| 0)?,
         Command::Tasks(c) => commands::tasks::run(c, g).await?,

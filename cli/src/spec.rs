@@ -131,6 +131,19 @@ pub fn default_spec(ns: &str, id: &str) -> Value {
     })
 }
 
+/// containerd's `populateDefaultUnixSpec` exactly, for a container without an id (what
+/// `ctr oci spec` prints): no env, only the deny-all device rule.
+pub fn bare_default_spec(ns: &str) -> Value {
+    let mut s = default_spec(ns, "");
+    s["linux"]["cgroupsPath"] = json!(format!("/{ns}"));
+    s["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+    if let Some(p) = s["process"].as_object_mut() {
+        p.remove("env");
+        p.remove("args");
+    }
+    s
+}
+
 /// containerd `replaceOrAppendEnvValues`: overrides replace by key or append; a bare
 /// `KEY` (no `=`) removes it.
 pub fn merge_env(defaults: &[String], overrides: &[String]) -> Vec<String> {

@@ -612,6 +612,36 @@ fn spec_matches_ctr(d: &Daemon) {
         serde_json::from_str(&text).expect("spec JSON")
     };
     assert_eq!(spec("cli-spec-b"), spec("cli-spec-c"));
+    // And printed like ctr prints it, byte for byte (Go field order, 4-space indent).
+    for args in [
+        ["containers", "info", "--spec", "cli-spec-b"].as_slice(),
+        ["containers", "info", "cli-spec-b"].as_slice(),
+    ] {
+        let (ours, theirs) = (d.berth_ok(args), d.ctr_ok(args));
+        let first = ours
+            .lines()
+            .zip(theirs.lines())
+            .position(|(a, b)| a != b)
+            .map(|i| {
+                let ctx = |t: &str| {
+                    t.lines()
+                        .skip(i.saturating_sub(6))
+                        .take(10)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                format!(
+                    "line {i}:\nours:\n{}\ntheirs:\n{}",
+                    ctx(&ours),
+                    ctx(&theirs)
+                )
+            });
+        assert_eq!(
+            ours, theirs,
+            "berth {args:?} differs from ctr, first: {first:?}"
+        );
+    }
+    assert_eq!(d.berth_ok(&["oci", "spec"]), d.ctr_ok(&["oci", "spec"]));
     d.berth_ok(&["containers", "rm", "cli-spec-b", "cli-spec-c"]);
 
     // --privileged: every current capability, host devices, nothing masked.

@@ -20,7 +20,7 @@ use protos::services::tasks::v1::{DeleteTaskRequest, GetRequest};
 use super::images::{get as get_image, parse_platform, target_of};
 use crate::image::{self, store, unpack, Platform, PlatformMatcher};
 use crate::spec;
-use crate::util::{go_json, labels_from_args, rfc3339_nano};
+use crate::util::{labels_from_args, rfc3339_nano};
 use crate::{client, rootfs, Globals};
 
 /// The type URL containerd registers for runc's `options.Options`.
@@ -276,9 +276,13 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 .as_ref()
                 .and_then(|s| serde_json::from_slice(&s.value).ok());
             if spec {
-                println!("{}", go_json(&spec_json));
+                let v = spec_json.unwrap_or(serde_json::Value::Null);
+                println!("{}", crate::gojson::render(&v, ""));
             } else {
-                println!("{}", go_json(&info_json(&c, spec_json)));
+                println!(
+                    "{}",
+                    crate::gojson::render(&info_json(&c, spec_json), "Container")
+                );
             }
         }
         Cmd::Label { id, labels } => {
@@ -723,7 +727,10 @@ async fn build_spec(
         spec::with_host_network(&mut s, &host.to_string_lossy());
     }
     if flags.allow_new_privs {
-        s["process"]["noNewPrivileges"] = serde_json::json!(false);
+        // Go's `omitempty` drops a false noNewPrivileges: store it the way ctr does.
+        if let Some(p) = s["process"].as_object_mut() {
+            p.remove("noNewPrivileges");
+        }
     }
     for cap in &flags.cap_add {
         for set in ["bounding", "effective", "permitted"] {

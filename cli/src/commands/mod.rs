@@ -7,6 +7,7 @@ pub mod images;
 pub mod leases;
 pub mod metrics;
 pub mod namespaces;
+pub mod oci;
 pub mod plugins;
 pub mod run;
 pub mod snapshots;
