@@ -118,12 +118,26 @@ fn logger(cfg: &Config) -> Result<slog::Logger, String> {
     Ok(log)
 }
 
-async fn shutdown_signal() {
+type Signals = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
+/// Installs the SIGTERM/SIGINT handlers. Called before start-up work begins: a handler installed
+/// lazily (when the server first polls the shutdown future) leaves a window in which SIGTERM
+/// still has its default action and kills the daemon without a graceful stop.
+fn install_signal_handlers(rt: &tokio::runtime::Runtime) -> Signals {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    rt.block_on(async {
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    })
+}
+
+async fn shutdown_signal(signals: Signals) {
+    let (Ok(mut term), Ok(mut int)) = signals else {
         // Without signal handlers the daemon can still be stopped with SIGKILL.
         std::future::pending::<()>().await;
         return;
@@ -165,7 +179,8 @@ fn serve(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(daemon::server::run(cfg, shutdown_signal())) {
+    let signals = install_signal_handlers(&rt);
+    match rt.block_on(daemon::server::run(cfg, shutdown_signal(signals))) {
         Ok(()) => {
             slog::info!(log, "berthd stopped");
             ExitCode::SUCCESS

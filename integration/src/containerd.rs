@@ -285,20 +285,20 @@ impl Containerd {
             path.push(':');
         }
         path.push_str("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let child = Command::new(&self.containerd)
-            .arg("--config")
-            .arg(&self.config)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| ContainerdError::Spawn {
-                bin: self.containerd.clone(),
-                source,
-            })?;
-        subreaper::register(child.id());
+        let child = subreaper::spawn_registered(
+            Command::new(&self.containerd)
+                .arg("--config")
+                .arg(&self.config)
+                .env("PATH", path)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .process_group(0),
+        )
+        .map_err(|source| ContainerdError::Spawn {
+            bin: self.containerd.clone(),
+            source,
+        })?;
         self.child = Some(child);
         self.wait_ready(Duration::from_secs(30))
     }

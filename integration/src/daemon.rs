@@ -249,22 +249,22 @@ impl TestDaemon {
             path.push(':');
         }
         path.push_str("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let child = Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .args(&self.args)
-            .env("PATH", path)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| DaemonError::Spawn {
-                bin: self.bin.clone(),
-                source,
-            })?;
-        subreaper::register(child.id());
+        let child = subreaper::spawn_registered(
+            Command::new(&self.bin)
+                .arg("--config")
+                .arg(&self.config)
+                .args(&self.args)
+                .env("PATH", path)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .process_group(0),
+        )
+        .map_err(|source| DaemonError::Spawn {
+            bin: self.bin.clone(),
+            source,
+        })?;
         self.child = Some(child);
         let timeout = Duration::from_secs(30);
         let deadline = Instant::now() + timeout;

@@ -284,19 +284,19 @@ fn spawn_and_wait(
     };
     let log = fs::File::create(log_path).map_err(io_err)?;
     let log2 = log.try_clone().map_err(io_err)?;
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| RegistryError::Spawn {
-            bin: bin.to_path_buf(),
-            source,
-        })?;
-    subreaper::register(child.id());
+    let mut child = subreaper::spawn_registered(
+        Command::new(bin)
+            .arg("serve")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0),
+    )
+    .map_err(|source| RegistryError::Spawn {
+        bin: bin.to_path_buf(),
+        source,
+    })?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let exited = matches!(child.try_wait(), Ok(Some(_)));

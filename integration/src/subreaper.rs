@@ -86,6 +86,22 @@ pub fn register(pid: u32) {
     }
 }
 
+/// Spawns `cmd` and registers its pid atomically with respect to the reaper thread: the state
+/// lock is held across the spawn, so a child that exits at once (a daemon failing at start-up)
+/// cannot be taken for an orphan between `spawn` and [`register`] and reaped from under its
+/// owner (whose `try_wait` would then see `ECHILD` instead of the exit status).
+///
+/// # Errors
+/// The spawn error.
+pub fn spawn_registered(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let mut guard = state()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let child = cmd.spawn()?;
+    guard.registered.insert(child.id().cast_signed());
+    Ok(child)
+}
+
 /// Forgets a registered pid (after its owner has waited on it).
 pub fn unregister(pid: u32) {
     if let Ok(mut s) = state().lock() {
