@@ -103,9 +103,17 @@ fn version_info_and_flag_errors() {
 #[test]
 fn start_refuses_bad_bundles_without_leaving_a_socket() {
     let dir = tempfile::tempdir().expect("tmp");
-    let sockets_before: Vec<_> = fs::read_dir("/run/containerd/s")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    // The socket this start would create (containerd's SocketAddress: sha256 of
+    // path.Join(address, namespace, id)). Checked by name, not by counting the shared
+    // directory, which tests running in parallel fill and empty.
+    let socket = std::path::Path::new("/run/containerd/s").join(hex::encode(
+        <sha2::Sha256 as sha2::Digest>::digest(b"/nonexistent/containerd.sock/berth-proto/bad1"),
+    ));
+    assert!(
+        !socket.exists(),
+        "stale {} from an earlier run",
+        socket.display()
+    );
     let args = [
         "-namespace",
         "berth-proto",
@@ -134,13 +142,10 @@ fn start_refuses_bad_bundles_without_leaving_a_socket() {
     let o = shim(&args, dir.path(), &any);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(text(&o.stderr).contains("bogus.Foo"), "{o:?}");
-    let sockets_after: Vec<_> = fs::read_dir("/run/containerd/s")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert_eq!(
-        sockets_before.len(),
-        sockets_after.len(),
-        "a failed start left a socket behind"
+    assert!(
+        !socket.exists(),
+        "a failed start left its socket {} behind",
+        socket.display()
     );
     assert!(!dir.path().join("address").exists() && !dir.path().join("shim.pid").exists());
 }
