@@ -176,8 +176,9 @@ impl Containers for Service {
         let fps = paths(r.update_mask);
         let ns = c.ns.as_str().to_string();
         let db = self.0.db.clone();
-        let updated =
-            to_proto(blocking(move || db.container_update(&c, &from_proto(container), &fps)).await?);
+        let updated = to_proto(
+            blocking(move || db.container_update(&c, &from_proto(container), &fps)).await?,
+        );
         self.0.events.publish(
             &ns,
             &ContainerUpdate {
