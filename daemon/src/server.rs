@@ -272,7 +272,8 @@ fn bind_unix(
 }
 
 /// ttrpc `Events/Forward`: what shims call to deliver task events.
-/// The task manager drops a `/tasks/exit` it already published on restore (or a shim re-sent).
+/// The task manager drops a `/tasks/exit` it already published on restore (or a shim re-sent)
+/// and a second `/tasks/delete` of a task, and learns when a task's `/tasks/delete` went out.
 struct TtrpcEvents(Exchange, crate::runtime::TaskManager);
 
 #[async_trait::async_trait]
@@ -316,12 +317,15 @@ impl containerd_shim_protos::shim_async::Events for TtrpcEvents {
         {
             return Ok(Default::default());
         }
+        let (ns, topic, event) = (e.namespace.clone(), e.topic.clone(), e.event.clone());
         self.0.forward(e).map_err(|e| {
             ttrpc::Error::RpcStatus(ttrpc::get_status(
                 ttrpc::Code::INVALID_ARGUMENT,
                 e.to_string(),
             ))
         })?;
+        // Only now may a `delete` waiting for this /tasks/delete shut the shim down.
+        self.1.event_forwarded(&ns, &topic, &event);
         Ok(Default::default())
     }
 }

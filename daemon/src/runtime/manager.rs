@@ -162,8 +162,19 @@ struct Inner {
     pending_exits: Mutex<Vec<(String, String, Exit, bool)>>,
     /// The restore grace period: which tasks' forwarded exits wait for it, and until when.
     restore: Mutex<RestoreWindow>,
+    /// When each task's `/tasks/delete` was published (by berthd or forwarded by its shim):
+    /// a later copy is dropped, so subscribers see one per task. See [`TaskManager::delete`].
+    deletes_published: Mutex<HashMap<Key, std::time::Instant>>,
+    /// `delete`s waiting for the shim to forward the task's `/tasks/delete`.
+    delete_waiters: Mutex<HashMap<Key, Arc<tokio::sync::Notify>>>,
     events: Arc<dyn EventSink>,
 }
+
+/// How long `delete` waits for the shim's `/tasks/delete` before shutting the shim down;
+/// past it berthd publishes the event itself (and drops the shim's late copy).
+const DELETE_EVENT_WAIT: Duration = Duration::from_secs(3);
+/// How long a published `/tasks/delete` is remembered, to drop a shim's late re-send.
+const DELETE_EVENT_MEMORY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct RestoreWindow {
@@ -201,6 +212,8 @@ impl TaskManager {
                 exits: Mutex::new(HashSet::new()),
                 pending_exits: Mutex::new(Vec::new()),
                 restore: Mutex::new(RestoreWindow::default()),
+                deletes_published: Mutex::new(HashMap::new()),
+                delete_waiters: Mutex::new(HashMap::new()),
                 events,
             }),
         }
@@ -414,6 +427,8 @@ impl TaskManager {
                 });
             }
         }
+        // A new task under this id: its /tasks/delete is a new one.
+        lock(&self.inner.deletes_published).remove(&key);
         let result = self.create_inner(ns, &opts).await;
         lock(&self.inner.creating).remove(&key);
         result
@@ -615,6 +630,15 @@ impl TaskManager {
     /// `/tasks/exit` (once) + `/tasks/delete` for a task whose shim died.
     fn publish_dead_exit(&self, ns: &str, id: &str, exit: &Exit) {
         self.publish_exit(ns, id, id, exit);
+        self.publish_delete_once(ns, id, exit);
+        self.forget_exits(ns, id);
+    }
+
+    /// Publish `/tasks/delete` for `id` unless it was already published or forwarded.
+    fn publish_delete_once(&self, ns: &str, id: &str, exit: &Exit) {
+        if !self.mark_delete_published(ns, id) {
+            return;
+        }
         self.publish(
             ns,
             TOPIC_DELETE,
@@ -629,7 +653,37 @@ impl TaskManager {
                 },
             ),
         );
-        self.forget_exits(ns, id);
+    }
+
+    /// Records that `/tasks/delete` of `ns/id` is being published; `false` if it already
+    /// was (the caller then drops its copy). Forgets records older than a minute.
+    fn mark_delete_published(&self, ns: &str, id: &str) -> bool {
+        let mut published = lock(&self.inner.deletes_published);
+        published.retain(|_, at| at.elapsed() < DELETE_EVENT_MEMORY);
+        published
+            .insert((ns.to_string(), id.to_string()), std::time::Instant::now())
+            .is_none()
+    }
+
+    /// The init `TaskDelete` forwarded by a shim: (container id) if `event` is one.
+    fn forwarded_task_delete(topic: &str, event: &Any) -> Option<String> {
+        if topic != TOPIC_DELETE {
+            return None;
+        }
+        let ev = protos::events::TaskDelete::decode(event.value.as_slice()).ok()?;
+        (ev.id.is_empty() || ev.id == ev.container_id).then_some(ev.container_id)
+    }
+
+    /// For the ttrpc events service, after it forwarded an event `forwarded_event_is_new`
+    /// let through: wakes a `delete` waiting for this task's `/tasks/delete`, so the shim
+    /// is only shut down once its event reached subscribers.
+    pub fn event_forwarded(&self, ns: &str, topic: &str, event: &Any) {
+        let Some(id) = Self::forwarded_task_delete(topic, event) else {
+            return;
+        };
+        if let Some(n) = lock(&self.inner.delete_waiters).get(&(ns.to_string(), id)) {
+            n.notify_one();
+        }
     }
 
     fn publish(&self, ns: &str, topic: &str, event: Any) {
@@ -663,12 +717,17 @@ impl TaskManager {
 
     /// For the ttrpc events service: `false` if a `/tasks/exit` forwarded by a shim was
     /// already published (berthd published it on restore, or the shim re-sent it), so
-    /// every exit reaches subscribers once. Other events are always new.
+    /// every exit reaches subscribers once. Likewise a task's `/tasks/delete` passes once
+    /// (berthd publishes it itself when the shim's copy is late, see [`TaskManager::delete`]).
+    /// Other events are always new.
     ///
     /// After a restart, a re-sent exit of a task berthd found stopped is held until the
     /// restore grace period ends (when berthd would publish it itself), so subscribers that
     /// reconnect within it see that exit once, whoever delivers it.
     pub async fn forwarded_event_is_new(&self, ns: &str, topic: &str, event: &Any) -> bool {
+        if let Some(id) = Self::forwarded_task_delete(topic, event) {
+            return self.mark_delete_published(ns, &id);
+        }
         if topic != TOPIC_EXIT {
             return true;
         }
@@ -690,10 +749,41 @@ impl TaskManager {
     }
 
     /// Delete the task: the shim deletes the container, then exits; the bundle goes.
+    ///
+    /// A v2 shim queues `/tasks/delete` in `Delete` and forwards it asynchronously; the
+    /// containerd 2.3 Go shim exits as soon as `Shutdown` ran its callbacks without waiting
+    /// for that forward, so shutting it down at once can lose the event. So berthd waits
+    /// (up to [`DELETE_EVENT_WAIT`]) until the shim's `/tasks/delete` went through the ttrpc
+    /// events service before `Shutdown`, and publishes it itself if it never came; the
+    /// events service drops whichever copy comes second.
     pub async fn delete(&self, ns: &str, id: &str) -> Result<Exit> {
         let task = self.get(ns, id)?;
         let key = (ns.to_string(), id.to_string());
-        match task.client.delete("").await {
+        let delete_event = match &task.client {
+            TaskClient::V2(_) => {
+                let n = Arc::new(tokio::sync::Notify::new());
+                lock(&self.inner.delete_waiters).insert(key.clone(), n.clone());
+                Some(n)
+            }
+            TaskClient::V1(_) => None,
+        };
+        let result = task.client.delete("").await;
+        if let (Ok(exit), Some(n)) = (&result, &delete_event) {
+            let forwarded = lock(&self.inner.deletes_published).contains_key(&key)
+                || tokio::time::timeout(DELETE_EVENT_WAIT, n.notified())
+                    .await
+                    .is_ok();
+            if !forwarded {
+                log::warn!(
+                    "shim of {ns}/{id} did not forward /tasks/delete within {DELETE_EVENT_WAIT:?}: publishing it"
+                );
+            }
+            self.publish_delete_once(ns, id, exit);
+        }
+        if delete_event.is_some() {
+            lock(&self.inner.delete_waiters).remove(&key);
+        }
+        match result {
             Ok(exit) => {
                 lock(&self.inner.tasks).remove(&key);
                 task.stop_background();
