@@ -37,12 +37,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 say "cargo build --workspace --bins"
 cargo build --workspace --bins
 
-say "cargo test --workspace"
+say "cargo test --workspace --no-fail-fast"
 log="$(mktemp /tmp/berth-test-log.XXXXXX)"
 stamp="$(mktemp /tmp/berth-test-stamp.XXXXXX)"
 trap 'rm -f "$log" "$stamp"' EXIT
 set +e
-cargo test --workspace 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
