@@ -33,6 +33,8 @@ pub mod ids {
     pub const NATIVE: &str = "io.containerd.snapshotter.v1.native";
     /// GC scheduler.
     pub const GC: &str = "io.containerd.gc.v1.scheduler";
+    /// The built-in (local) content store.
+    pub const CONTENT: &str = "io.containerd.content.v1.content";
     /// Runtime v2 task plugin (read by the runtime subsystem).
     pub const RUNTIME_V2: &str = "io.containerd.runtime.v2.task";
 }
@@ -194,7 +196,8 @@ pub struct Cgroup {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ProxyPlugin {
-    /// `snapshot` or `content`.
+    /// `snapshot` or `content` (or the plugin types `io.containerd.snapshotter.v1`,
+    /// `io.containerd.content.v1`, which containerd accepts too).
     pub r#type: String,
     /// gRPC socket of the plugin.
     pub address: String,
@@ -206,11 +209,41 @@ pub struct ProxyPlugin {
     pub capabilities: Vec<String>,
 }
 
+/// What a `[proxy_plugins]` entry provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// A snapshotter (`io.containerd.snapshotter.v1`).
+    Snapshot,
+    /// A content store (`io.containerd.content.v1`).
+    Content,
+}
+
+impl ProxyKind {
+    /// The containerd plugin type it registers as.
+    pub fn plugin_type(self) -> &'static str {
+        match self {
+            ProxyKind::Snapshot => "io.containerd.snapshotter.v1",
+            ProxyKind::Content => "io.containerd.content.v1",
+        }
+    }
+}
+
+impl ProxyPlugin {
+    /// The kind named by `type` (both spellings containerd accepts); `None` if unknown.
+    pub fn kind(&self) -> Option<ProxyKind> {
+        match self.r#type.as_str() {
+            "snapshot" | "io.containerd.snapshotter.v1" => Some(ProxyKind::Snapshot),
+            "content" | "io.containerd.content.v1" => Some(ProxyKind::Content),
+            _ => None,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
-    /// Schema version (2 or 3; absent is treated as 2).
+    /// Schema version (2 or 3; absent means containerd 1.x's version 1, migrated to 2 on load).
     pub version: i64,
     /// Persistent data directory.
     pub root: String,
@@ -297,7 +330,7 @@ pub struct OverlayfsConfig {
     pub root_path: String,
     /// Report upper dirs in a label.
     pub upperdir_label: bool,
-    /// Extra mount options (accepted, unused).
+    /// Extra options for overlay mounts (containerd 1.7+), e.g. `["volatile"]`.
     pub mount_options: Vec<String>,
     /// Sync removal (accepted, unused).
     pub sync_remove: bool,
@@ -456,6 +489,135 @@ const KNOWN_PLUGINS: &[&str] = &[
     "io.containerd.tracing.processor.v1.otlp",
 ];
 
+/// The full URI (`io.containerd.<type>.<version>.<id>`) of a plugin berthd knows by its short
+/// id (`linux`, `bolt`, `overlayfs`, `scheduler`, `cri`, ...). Version 1 configs (containerd
+/// 1.x, no `version` key) name plugin sections, `disabled_plugins` and `required_plugins` by
+/// short id: containerd's `Config.Decode` looks plugins up by `p.ID` when the version is 1.
+pub fn full_plugin_id(short: &str) -> Option<&'static str> {
+    if short.split('.').count() >= 4 {
+        return None;
+    }
+    KNOWN_PLUGINS
+        .iter()
+        .copied()
+        .find(|uri| uri.splitn(5, '.').nth(4) == Some(short))
+}
+
+/// The version a config file declares: containerd's `GetVersion` (absent or 0 means 1).
+fn declared_version(table: &toml::Table) -> i64 {
+    match table.get("version").and_then(toml::Value::as_integer) {
+        None | Some(0) => 1,
+        Some(v) => v,
+    }
+}
+
+/// Rewrites a version 1 config (short plugin ids) into berthd's version 2 form, as
+/// containerd 2.x's config migration does. Short ids in a version 2/3 config (which containerd
+/// rejects with "invalid plugin key URI") are accepted the same way; `parse_file` has already
+/// warned about them with their line.
+/// Applied per file before merging, so a later file's section replaces an earlier one
+/// whichever spelling each used. The version itself is settled on the merged table.
+fn migrate_short_ids(table: &mut toml::Table) {
+    if let Some(toml::Value::Table(plugins)) = table.get_mut("plugins") {
+        let short: Vec<String> = plugins
+            .keys()
+            .filter(|k| full_plugin_id(k).is_some())
+            .cloned()
+            .collect();
+        for k in short {
+            let (Some(full), Some(v)) = (full_plugin_id(&k), plugins.remove(&k)) else {
+                continue;
+            };
+            // An explicit full-URI section wins over its short alias.
+            plugins.entry(full.to_string()).or_insert(v);
+        }
+    }
+    for list in ["disabled_plugins", "required_plugins"] {
+        if let Some(toml::Value::Array(a)) = table.get_mut(list) {
+            for v in a.iter_mut() {
+                if let Some(full) = v.as_str().and_then(full_plugin_id) {
+                    *v = toml::Value::String(full.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A version 1 config (no `version` key) has been migrated by [`migrate_short_ids`]; from
+/// here on it is read as version 2.
+fn settle_version(table: &mut toml::Table) {
+    if declared_version(table) == 1 {
+        table.insert("version".into(), toml::Value::Integer(2));
+    }
+}
+
+/// Warnings for short plugin ids in one file: a deprecation notice for version 1 files (as
+/// containerd 1.6 logs), and for version 2/3 files each short key with its full URI.
+fn check_short_ids(
+    src: &str,
+    file: &Path,
+    de: &toml::de::DeTable<'_>,
+    table: &toml::Table,
+    out: &mut Vec<Warning>,
+) {
+    let version = declared_version(table);
+    let uses_short = |id: &str| full_plugin_id(id).is_some();
+    let mut any_short = false;
+    for (k, v) in de {
+        match (k.get_ref().as_ref(), v.get_ref()) {
+            ("plugins", toml::de::DeValue::Table(p)) => {
+                for (pk, _) in p {
+                    let id = pk.get_ref().as_ref();
+                    if !uses_short(id) {
+                        continue;
+                    }
+                    any_short = true;
+                    if version >= 2 {
+                        out.push(Warning {
+                            file: file.to_path_buf(),
+                            line: line_of(src, pk.span().start),
+                            key: format!("plugins.{id:?}"),
+                            message: format!(
+                                "short plugin id in a version {version} config (containerd rejects it): read as plugins.{:?}; write that instead",
+                                full_plugin_id(id).unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+            }
+            ("disabled_plugins" | "required_plugins", toml::de::DeValue::Array(a)) => {
+                for item in a {
+                    if let toml::de::DeValue::String(s) = item.get_ref() {
+                        if uses_short(s) {
+                            any_short = true;
+                            if version >= 2 {
+                                out.push(Warning {
+                                    file: file.to_path_buf(),
+                                    line: line_of(src, item.span().start),
+                                    key: k.get_ref().to_string(),
+                                    message: format!(
+                                        "short plugin id {s:?} in a version {version} config (containerd rejects it): read as {:?}",
+                                        full_plugin_id(s).unwrap_or_default()
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if version == 1 && (any_short || table.contains_key("plugins")) {
+        out.push(Warning {
+            file: file.to_path_buf(),
+            line: 1,
+            key: "version".into(),
+            message: "config version 1 (no `version` key) is deprecated, as in containerd 1.6: plugin sections are read by short id; add `version = 2` and use full plugin URIs (`berthd config default`)".into(),
+        });
+    }
+}
+
 fn line_of(src: &str, offset: usize) -> usize {
     src[..offset.min(src.len())]
         .bytes()
@@ -515,6 +677,7 @@ fn check_keys(
                 for (pk, pv) in sub {
                     let id = pk.get_ref().as_ref();
                     let ppath = format!("plugins.{id:?}");
+                    let id = full_plugin_id(id).unwrap_or(id);
                     let keys = match id {
                         ids::BOLT => Some(BOLT),
                         ids::OVERLAYFS => Some(OVERLAYFS),
@@ -576,10 +739,12 @@ fn parse_file(path: &Path, src: &str, warnings: &mut Vec<Warning>) -> Result<tom
         message: e.to_string(),
     })?;
     check_keys(src, path, de.get_ref(), "", TOP, warnings);
-    toml::from_str::<toml::Table>(src).map_err(|e| Error::Parse {
+    let table = toml::from_str::<toml::Table>(src).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })
+    })?;
+    check_short_ids(src, path, de.get_ref(), &table, warnings);
+    Ok(table)
 }
 
 fn load_into(
@@ -598,6 +763,7 @@ fn load_into(
         source,
     })?;
     let mut table = parse_file(path, &src, warnings)?;
+    migrate_short_ids(&mut table);
     let imports: Vec<String> = match table.remove("imports") {
         Some(toml::Value::Array(a)) => a
             .into_iter()
@@ -654,6 +820,7 @@ impl Config {
         let mut acc = toml::Table::new();
         let mut warnings = Vec::new();
         load_into(path, &mut acc, &mut vec![], &mut warnings)?;
+        settle_version(&mut acc);
         let cfg: Config = toml::Value::Table(acc)
             .try_into()
             .map_err(|e: toml::de::Error| Error::Parse {
@@ -667,7 +834,9 @@ impl Config {
     /// Parses a config from a string (no imports), for tests and `config default`.
     pub fn parse(src: &str, name: &Path) -> Result<(Self, Vec<Warning>), Error> {
         let mut warnings = Vec::new();
-        let table = parse_file(name, src, &mut warnings)?;
+        let mut table = parse_file(name, src, &mut warnings)?;
+        migrate_short_ids(&mut table);
+        settle_version(&mut table);
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| Error::Parse {
@@ -777,10 +946,13 @@ impl Config {
         self.plugin_config::<NativeConfig>(ids::NATIVE)
             .map_err(|r| bad(&format!("plugins.{:?}", ids::NATIVE), r))?;
         for (name, p) in &self.proxy_plugins {
-            if !matches!(p.r#type.as_str(), "snapshot" | "content") {
+            if p.kind().is_none() {
                 return Err(bad(
                     &format!("proxy_plugins.{name}.type"),
-                    format!("{:?}: want \"snapshot\" or \"content\"", p.r#type),
+                    format!(
+                        "{:?}: want \"snapshot\" or \"content\" (or \"io.containerd.snapshotter.v1\", \"io.containerd.content.v1\")",
+                        p.r#type
+                    ),
                 ));
             }
             if p.address.is_empty() {
@@ -940,6 +1112,36 @@ imports = []
     # Empty = "<root>/{native}".
     root_path = ""
 
+  # Runtime v2 (shims). Named runtimes for `ctr run --runtime <name>`, e.g.:
+  #   [plugins."io.containerd.runtime.v2.task".runtimes.youki]
+  #     runtime_type = "io.containerd.runc.v2"
+  #     [plugins."io.containerd.runtime.v2.task".runtimes.youki.options]
+  #       BinaryName = "/usr/local/bin/youki"
+  [plugins."io.containerd.runtime.v2.task"]
+    platforms = ["linux/amd64"]
+    sched_core = false
+
+  # Legacy runtime v1 (`io.containerd.runtime.v1.linux`, `[plugins.linux]` in version 1
+  # configs): Debian's containerd-shim v1 binary.
+  [plugins."io.containerd.runtime.v1.linux"]
+    # Shim binary name or path.
+    shim = "containerd-shim"
+    # OCI runtime binary name or path.
+    runtime = "runc"
+    # runc --root (empty = runc's default).
+    runtime_root = ""
+    # Tasks inside the daemon without a shim: not supported by berthd (no live restore).
+    no_shim = false
+    # Shim logs in berthd's log.
+    shim_debug = false
+
+# Plugins in other processes, over containerd's gRPC API on a Unix socket:
+#   [proxy_plugins.mysnap]
+#     type = "snapshot"        # or "io.containerd.snapshotter.v1"
+#     address = "/run/mysnap.sock"
+#   [proxy_plugins.remote]
+#     type = "content"         # or "io.containerd.content.v1"; berthd then needs
+#     address = "/run/cs.sock" # disabled_plugins = ["io.containerd.content.v1.content"]
 [proxy_plugins]
 "#,
         root = DEFAULT_ROOT,
@@ -977,6 +1179,53 @@ mod tests {
     }
 
     #[test]
+    fn version_1_short_plugin_ids_are_migrated() {
+        // The seeds' containerd 1.x config: no `version`, `[plugins.linux]`, `[plugins.bolt]`.
+        let src = "root = \"/r\"\nstate = \"/s\"\ndisabled_plugins = [\"btrfs\"]\n[plugins.linux]\n  shim = \"containerd-shim\"\n  shim_debug = true\n[plugins.bolt]\n  content_sharing_policy = \"isolated\"\n";
+        let (cfg, w) = Config::parse(src, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.version, 2);
+        assert_eq!(cfg.bolt().content_sharing_policy, "isolated");
+        assert!(cfg.plugins.contains_key("io.containerd.runtime.v1.linux"));
+        assert!(!cfg.plugins.contains_key("linux"));
+        assert_eq!(cfg.disabled_plugins, ["io.containerd.snapshotter.v1.btrfs"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].key, "version");
+        assert!(w[0].message.contains("deprecated"), "{w:?}");
+    }
+
+    #[test]
+    fn short_plugin_id_in_version_2_warns_with_line_and_is_read() {
+        let src = "version = 2\n[plugins.bolt]\n  content_sharing_policy = \"isolated\"\n[plugins.nosuch]\n  x = 1\n";
+        let (cfg, w) = Config::parse(src, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.bolt().content_sharing_policy, "isolated");
+        assert_eq!(w.len(), 2, "{w:?}");
+        let short = w.iter().find(|w| w.key == "plugins.\"bolt\"").expect("bolt warning");
+        assert_eq!(short.line, 2);
+        assert!(short.message.contains("io.containerd.metadata.v1.bolt"), "{short:?}");
+        let unknown = w.iter().find(|w| w.key == "plugins.\"nosuch\"").expect("unknown warning");
+        assert!(unknown.message.contains("no such plugin"), "{unknown:?}");
+    }
+
+    #[test]
+    fn short_plugin_id_keys_are_checked_like_full_ones() {
+        let src = "version = 2\n[plugins.bolt]\n  content_sharing = \"isolated\"\n";
+        let (_, w) = Config::parse(src, Path::new("c.toml")).unwrap();
+        assert!(
+            w.iter().any(|w| w.key == "plugins.\"bolt\".content_sharing" && w.line == 3),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn full_plugin_id_maps_known_short_ids_only() {
+        assert_eq!(full_plugin_id("linux"), Some("io.containerd.runtime.v1.linux"));
+        assert_eq!(full_plugin_id("scheduler"), Some(ids::GC));
+        assert_eq!(full_plugin_id("cri"), Some("io.containerd.grpc.v1.cri"));
+        assert_eq!(full_plugin_id("nosuch"), None);
+        assert_eq!(full_plugin_id(ids::BOLT), None);
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         let cases = [
             ("oom_score = 5000", "oom_score"),
@@ -986,7 +1235,7 @@ mod tests {
                 "content_sharing_policy",
             ),
             ("[debug]\nlevel = \"loud\"", "debug.level"),
-            ("version = 1", "version"),
+            ("version = 4", "version"),
         ];
         for (src, key) in cases {
             let e = Config::parse(src, Path::new("c.toml"))
