@@ -579,15 +579,12 @@ impl TaskClient {
         }
     }
 
-    /// cgroup metrics (v2 shims only; containerd read v1 tasks' cgroups in the daemon).
+    /// cgroup metrics: from the shim (v2), or read by berthd from the task's cgroup (v1, as
+    /// containerd's v1 runtime does; see [`super::v1::V1Client::stats`]).
     pub async fn stats(&self) -> Result<Option<Any>> {
         match self {
             TaskClient::V2(c) => c.stats().await,
-            TaskClient::V1(_) => Err(Error::Unimplemented {
-                what:
-                    "metrics of io.containerd.runtime.v1.linux tasks are not implemented by berthd"
-                        .into(),
-            }),
+            TaskClient::V1(c) => c.stats().await.map(Some),
         }
     }
 

@@ -8,6 +8,10 @@
 //!   listens on that socket. Its address and pid go to the bundle's `address` / `shim.pid`.
 //! - The protocol names processes by id (the container id is the init process) and has no
 //!   `Stats`/`Connect`/`Shutdown`; `Delete` of the init process takes no request.
+//! - So metrics are read by berthd itself, as containerd's `runtime/v1/linux/task.go` does:
+//!   the task's cgroup is found from its init pid when it is created, started or restored
+//!   (`<bundle>/init.pid`), and [`V1Client::stats`] reads it with the shim crate's `cgroup`
+//!   module (the same reader our v2 shim answers `Stats` with).
 //! - The shim only publishes `/tasks/exit` (and OOM), by running `berthd publish`; the
 //!   runtime publishes create, start, exec-started, paused, resumed and delete itself.
 //! - A dead shim cannot clean up after itself: berthd runs `runc delete --force` and
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::shim::cgroup::{Cgroup, CgroupError};
 use prost::Message;
 use sha2::Digest;
 
@@ -184,6 +189,20 @@ mod pb {
     }
 }
 
+/// The init process's pid file the v1 shim writes into the bundle (`process.InitPidFile`).
+const INIT_PID_FILE: &str = "init.pid";
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|p| *p > 0)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The socket a shim for `ns/id` listens on (containerd v1 `bundle.shimAddress`).
 pub fn socket_address(grpc_address: &str, ns: &str, id: &str) -> String {
     let d = sha2::Sha256::digest(format!("{grpc_address}/{ns}/{id}").as_bytes());
@@ -200,6 +219,9 @@ pub struct V1Client {
     timeout: Duration,
     events: Arc<dyn EventSink>,
     send_order: Arc<tokio::sync::Mutex<()>>,
+    /// The task's cgroup (containerd's `Task.cg`): `None` until the init pid is known, or
+    /// when its cgroup was already gone then.
+    cgroup: Arc<std::sync::Mutex<Option<Cgroup>>>,
 }
 
 impl std::fmt::Debug for V1Client {
@@ -211,7 +233,9 @@ impl std::fmt::Debug for V1Client {
 }
 
 impl V1Client {
-    /// Connect to a v1 shim at `address`.
+    /// Connect to a v1 shim at `address`. When the bundle already holds the init's
+    /// `init.pid` (a restore), the task's cgroup is loaded from that pid, as containerd's
+    /// `loadTasks` does.
     pub async fn connect(
         id: &str,
         ns: &str,
@@ -233,7 +257,7 @@ impl V1Client {
                 address: dial.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(V1Client {
+        let c = V1Client {
             id: id.into(),
             namespace: ns.into(),
             bundle: bundle.into(),
@@ -241,6 +265,73 @@ impl V1Client {
             timeout,
             events,
             send_order: Arc::default(),
+            cgroup: Arc::default(),
+        };
+        if let Some(pid) = read_pid(&bundle.join(INIT_PID_FILE)) {
+            c.load_cgroup(pid);
+        }
+        Ok(c)
+    }
+
+    /// Find the cgroup of the init process `pid` (containerd: `cgroups.Load(cgroups.V1,
+    /// cgroups.PidPath(pid))` in `newTask` and `Start`). A process or cgroup that is already
+    /// gone leaves the task without one (containerd's `ErrCgroupDeleted`): its metrics are
+    /// then NotFound. On a cgroup v2 (unified) host this finds the v2 cgroup; see
+    /// [`V1Client::stats`].
+    fn load_cgroup(&self, pid: u32) {
+        let cg = match i32::try_from(pid).map(Cgroup::for_pid) {
+            Ok(Ok(cg)) => Some(cg),
+            Ok(Err(CgroupError::Read { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Ok(Err(CgroupError::NotFound { .. })) | Err(_) => None,
+            Ok(Err(e)) => {
+                // containerd fails the create here; the container already runs, so berthd
+                // keeps it and reports metrics as NotFound instead.
+                log::warn!(
+                    "cgroup of v1 task {}/{} (pid {pid}): {e}",
+                    self.namespace,
+                    self.id
+                );
+                None
+            }
+        };
+        *lock(&self.cgroup) = cg;
+    }
+
+    /// cgroup metrics of the task, read by berthd (v1 shims have no `Stats`), as an `Any`
+    /// holding `io.containerd.cgroups.v1.Metrics` — or, on a cgroup v2 (unified) host,
+    /// `io.containerd.cgroups.v2.Metrics` as a v2 shim would report. (containerd 1.6 only
+    /// loads v1 hierarchies for this runtime, so on a unified host it fails the create with
+    /// "cgroups: cgroup mountpoint does not exist"; berthd runs such tasks and reports v2
+    /// metrics.) Files that do not exist read as empty (`cgroups.IgnoreNotExist`); a task
+    /// without a cgroup is NotFound, as in containerd.
+    pub async fn stats(&self) -> Result<Any> {
+        let Some(cg) = lock(&self.cgroup).clone() else {
+            return Err(Error::NotFound {
+                what: format!("cgroup of task {} does not exist", self.id),
+            });
+        };
+        let id = self.id.clone();
+        let read = move || {
+            cg.stats()
+                .and_then(|m| m.to_any())
+                .map_err(|e| Error::Codec {
+                    context: format!("metrics of v1 task {id}"),
+                    reason: e.to_string(),
+                })
+        };
+        let any = tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| Error::Codec {
+                context: format!("metrics of v1 task {}", self.id),
+                reason: e.to_string(),
+            })??;
+        Ok(Any {
+            type_url: any.type_url,
+            value: any.value,
         })
     }
 
@@ -353,6 +444,9 @@ impl V1Client {
             options: options.cloned(),
         };
         let r: pb::CreateTaskResponse = self.unary("Create", &req).await?;
+        if r.pid > 0 {
+            self.load_cgroup(r.pid);
+        }
         self.publish(
             "/tasks/create",
             "containerd.events.TaskCreate",
@@ -384,6 +478,9 @@ impl V1Client {
             )
             .await?;
         if exec_id.is_empty() {
+            if lock(&self.cgroup).is_none() {
+                self.load_cgroup(r.pid);
+            }
             self.publish(
                 "/tasks/start",
                 "containerd.events.TaskStart",
@@ -565,7 +662,7 @@ impl V1Client {
             .collect())
     }
 
-    /// `Checkpoint`.
+    /// `Checkpoint`; publishes `/tasks/checkpointed` (containerd's v1 `Task.Checkpoint`).
     pub async fn checkpoint(&self, path: &str, options: Option<&Any>) -> Result<()> {
         let req = pb::CheckpointTaskRequest {
             path: path.into(),
@@ -574,6 +671,14 @@ impl V1Client {
         let _: pb::Empty = self
             .call("Checkpoint", &req, Some(self.timeout * 12))
             .await?;
+        self.publish(
+            "/tasks/checkpointed",
+            "containerd.events.TaskCheckpointed",
+            &protos::events::TaskCheckpointed {
+                container_id: self.id.clone(),
+                ..Default::default()
+            },
+        );
         Ok(())
     }
 
@@ -779,10 +884,7 @@ pub async fn cleanup_dead(
         runtime_root.to_string()
     };
     let root = Path::new(&root).join(ns);
-    let pid = std::fs::read_to_string(rootfs.with_file_name("init.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let pid = read_pid(&rootfs.with_file_name(INIT_PID_FILE)).unwrap_or(0);
     let out = tokio::process::Command::new(if runtime.is_empty() { "runc" } else { runtime })
         .arg("--root")
         .arg(&root)
