@@ -6,9 +6,10 @@
 //! `/tasks/exec-started`, `/tasks/paused`, `/tasks/resumed` and `/tasks/oom` over ttrpc;
 //! the runtime publishes exit + delete only for shims that died.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prost::Message;
 use protos::containerd::services::tasks::v1::{
     tasks_server::Tasks, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest,
     CreateTaskRequest, CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
@@ -23,6 +24,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::{blocking, ctx, filter, to_status, Core};
 use crate::metadata::containers::Container;
+use crate::runtime::checkpoint::{self as ckpt, Scratch, ScratchDir};
 use crate::runtime::{self, CreateOpts, Mount, ProcessIo, ProcessState, ShimTask, TaskManager};
 
 /// containerd's `stateTimeout`: a hung shim shows up as UNKNOWN in `List`, not as a hang.
@@ -35,6 +37,11 @@ pub struct Service {
     pub core: Core,
     /// The runtime v2 task manager.
     pub tasks: TaskManager,
+    /// Where checkpoints are made and unpacked (`<state>/checkpoints`).
+    scratch: Scratch,
+    /// Checkpoints unpacked for a restore, kept until the task's init starts (the shim runs
+    /// `runc restore` at Start) or the task is deleted. Keyed by (namespace, id).
+    restores: Arc<Mutex<HashMap<(String, String), ScratchDir>>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -84,20 +91,53 @@ fn now() -> prost_types::Timestamp {
     }
 }
 
-/// `CriuImagePath` of runc options: where to restore a checkpoint from (containerd
-/// `getRestorePath`).
-fn restore_path(options: Option<&prost_types::Any>) -> String {
-    options
-        .filter(|a| a.type_url.ends_with("containerd.runc.v1.Options"))
-        .and_then(|a| protos::runc_options::Options::decode(a.value.as_slice()).ok())
-        .map(|o| o.criu_image_path)
-        .unwrap_or_default()
-}
-
 impl Service {
-    /// A tasks service over `core` and `tasks`.
-    pub fn new(core: Core, tasks: TaskManager) -> Service {
-        Service { core, tasks }
+    /// A tasks service over `core` and `tasks`; checkpoint scratch space in `state`.
+    pub fn new(core: Core, tasks: TaskManager, state: &std::path::Path) -> Service {
+        Service {
+            core,
+            tasks,
+            scratch: Scratch::new(state),
+            restores: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Forgets (and removes) the unpacked checkpoint of a task, if any.
+    fn drop_restore_dir(&self, ns: &str, id: &str) {
+        let dir = self
+            .restores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(ns.to_string(), id.to_string()));
+        drop(dir);
+    }
+
+    /// containerd `Create` with `r.Checkpoint`: check the descriptor, unpack its blob into a
+    /// private scratch directory (off the async threads) and return it.
+    async fn unpack_checkpoint(
+        &self,
+        c: crate::metadata::Ctx,
+        desc: &protos::containerd::types::Descriptor,
+    ) -> Result<ScratchDir, Status> {
+        let db = self.core.db.clone();
+        let scratch = self.scratch.clone();
+        let desc = ckpt::Descriptor {
+            media_type: desc.media_type.clone(),
+            digest: desc.digest.clone(),
+            size: desc.size,
+        };
+        blocking(move || {
+            // Checked before anything is made, as containerd's.
+            if desc.media_type != ckpt::MEDIA_TYPE_CHECKPOINT {
+                return Err(ckpt::Error::UnsupportedType {
+                    media_type: desc.media_type,
+                });
+            }
+            let dir = scratch.create("ctrd-checkpoint")?;
+            ckpt::unpack_checkpoint(&db, &c, &desc, dir.path())?;
+            Ok(dir)
+        })
+        .await
     }
 
     async fn container<T>(
@@ -149,6 +189,7 @@ impl Tasks for Service {
         let (ns, container) = self
             .container(&req, &req.get_ref().container_id.clone())
             .await?;
+        let c = ctx(&req)?;
         let r = req.into_inner();
         let Some(spec) = container.spec.clone() else {
             return Err(Status::failed_precondition(format!(
@@ -156,13 +197,14 @@ impl Tasks for Service {
                 container.id
             )));
         };
-        let checkpoint = restore_path(r.options.as_ref());
+        let mut checkpoint = ckpt::restore_path(&container.runtime.name, r.options.as_ref())
+            .map_err(|e| to_status(&e))?;
+        let mut restore_dir = None;
         if checkpoint.is_empty() {
             if let Some(desc) = &r.checkpoint {
-                return Err(Status::unimplemented(format!(
-                    "restoring task {} from checkpoint {} in the content store is not implemented; pass runc Options.CriuImagePath instead",
-                    container.id, desc.digest
-                )));
+                let dir = self.unpack_checkpoint(c, desc).await?;
+                checkpoint = dir.path().display().to_string();
+                restore_dir = Some(dir);
             }
         }
         let opts = CreateOpts {
@@ -191,6 +233,12 @@ impl Tasks for Service {
             checkpoint,
         };
         let pid = self.tasks.create(&ns, opts).await.map_err(|e| status(&e))?;
+        if let Some(dir) = restore_dir {
+            self.restores
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert((ns, container.id.clone()), dir);
+        }
         Ok(Response::new(CreateTaskResponse {
             container_id: container.id,
             pid,
@@ -201,7 +249,12 @@ impl Tasks for Service {
         let t = self.task(&req, &req.get_ref().container_id).await?;
         let exec_id = req.into_inner().exec_id;
         Self::check_exec(&t, &exec_id).await?;
-        let pid = t.client().start(&exec_id).await.map_err(|e| status(&e))?;
+        let started = t.client().start(&exec_id).await;
+        if exec_id.is_empty() {
+            // A restore ran (or failed) at this Start: its images are no longer needed.
+            self.drop_restore_dir(&t.namespace, &t.id);
+        }
+        let pid = started.map_err(|e| status(&e))?;
         Ok(Response::new(StartResponse { pid }))
     }
 
@@ -214,7 +267,9 @@ impl Tasks for Service {
         if self.tasks.get(&ns, &id).is_err() {
             return Err(Status::not_found(format!("task {id} not found")));
         }
-        let exit = self.tasks.delete(&ns, &id).await.map_err(|e| status(&e))?;
+        let exit = self.tasks.delete(&ns, &id).await;
+        self.drop_restore_dir(&ns, &id);
+        let exit = exit.map_err(|e| status(&e))?;
         Ok(Response::new(DeleteResponse {
             id: String::new(),
             pid: exit.pid,
@@ -384,28 +439,53 @@ impl Tasks for Service {
         &self,
         req: Request<CheckpointTaskRequest>,
     ) -> Result<Response<CheckpointTaskResponse>, Status> {
-        let t = self.task(&req, &req.get_ref().container_id).await?;
+        let (ns, container) = self
+            .container(&req, &req.get_ref().container_id.clone())
+            .await?;
+        let t = self
+            .tasks
+            .get(&ns, &container.id)
+            .map_err(|_| Status::not_found(format!("task {} not found", container.id)))?;
+        let c = ctx(&req)?;
         let r = req.into_inner();
-        // containerd `getCheckpointPath`: runc CheckpointOptions.ImagePath, written in place.
-        let image_path = r
-            .options
-            .as_ref()
-            .filter(|a| a.type_url.ends_with("containerd.runc.v1.CheckpointOptions"))
-            .and_then(|a| protos::runc_options::CheckpointOptions::decode(a.value.as_slice()).ok())
-            .map(|o| o.image_path)
-            .unwrap_or_default();
-        if image_path.is_empty() {
-            return Err(Status::unimplemented(format!(
-                "checkpointing task {} into the content store is not implemented; pass CheckpointOptions.ImagePath (ctr c checkpoint --image-path)",
-                t.id
-            )));
+        // containerd `getCheckpointPath`: with CheckpointOptions.ImagePath the checkpoint is
+        // written there and nothing goes to the content store.
+        let image_path = ckpt::checkpoint_path(&container.runtime.name, r.options.as_ref())
+            .map_err(|e| to_status(&e))?;
+        if !image_path.is_empty() {
+            t.client()
+                .checkpoint(&image_path, r.options.as_ref())
+                .await
+                .map_err(|e| status(&e))?;
+            return Ok(Response::new(CheckpointTaskResponse {
+                descriptors: Vec::new(),
+            }));
         }
+        let scratch = self.scratch.clone();
+        let dir = blocking(move || scratch.create("ctrd-checkpoint")).await?;
         t.client()
-            .checkpoint(&image_path, r.options.as_ref())
+            .checkpoint(&dir.path().display().to_string(), r.options.as_ref())
             .await
             .map_err(|e| status(&e))?;
+        let spec = container.spec.clone().map(value_to_any).unwrap_or_default();
+        let db = self.core.db.clone();
+        let scratch = self.scratch.clone();
+        let descriptors = blocking(move || {
+            let d = ckpt::store_checkpoint(&db, &c, &scratch, dir.path(), &spec);
+            drop(dir);
+            d
+        })
+        .await?;
         Ok(Response::new(CheckpointTaskResponse {
-            descriptors: Vec::new(),
+            descriptors: descriptors
+                .into_iter()
+                .map(|d| protos::containerd::types::Descriptor {
+                    media_type: d.media_type,
+                    digest: d.digest,
+                    size: d.size,
+                    annotations: HashMap::new(),
+                })
+                .collect(),
         }))
     }
 
@@ -541,6 +621,8 @@ pub fn register(
     use protos::containerd::services as svc;
     let mcfg = manager_config(cfg);
     let state_dir = mcfg.state.clone();
+    let scratch = Scratch::new(std::path::Path::new(&cfg.state));
+    scratch.clean_stale();
     let tasks = TaskManager::new(mcfg, std::sync::Arc::new(core.events.clone()));
     let started = std::time::Instant::now();
     let log_report = move |report: &runtime::manager::LoadReport| {
@@ -566,7 +648,7 @@ pub fn register(
         )),
     );
     routes.add_service(svc::tasks::v1::tasks_server::TasksServer::new(
-        Service::new(core.clone(), tasks.clone()),
+        Service::new(core.clone(), tasks.clone(), std::path::Path::new(&cfg.state)),
     ));
     let rows = vec![
         PluginInfo {
@@ -578,6 +660,15 @@ pub fn register(
             )
         }
         .export("root", state_dir.display().to_string()),
+        // Legacy runtime v1 (Debian's containerd-shim), listed as containerd 1.6 lists it.
+        PluginInfo {
+            platform: true,
+            ..PluginInfo::ok(
+                "io.containerd.runtime.v1",
+                "linux",
+                &["io.containerd.event.v1", "io.containerd.metadata.v1"],
+            )
+        },
         PluginInfo::ok(
             "io.containerd.service.v1",
             "containers-service",
@@ -605,6 +696,7 @@ pub fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     #[test]
     fn runtimes_and_legacy_linux_settings_come_from_config_toml() {
