@@ -648,7 +648,11 @@ pub fn register(
         )),
     );
     routes.add_service(svc::tasks::v1::tasks_server::TasksServer::new(
-        Service::new(core.clone(), tasks.clone(), std::path::Path::new(&cfg.state)),
+        Service::new(
+            core.clone(),
+            tasks.clone(),
+            std::path::Path::new(&cfg.state),
+        ),
     ));
     let rows = vec![
         PluginInfo {

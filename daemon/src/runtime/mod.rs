@@ -4,6 +4,8 @@
 //! - [`bundle`]: the OCI bundle in `<state>/io.containerd.runtime.v2.task/<ns>/<id>` with its
 //!   `work` link into `<root>`; created before the shim starts, removed (rootfs unmounted) on
 //!   delete.
+//! - [`checkpoint`]: task checkpoints as content (the CRIU image directory as a tar plus the
+//!   spec) and their unpacking into a private scratch directory for a restore.
 //! - [`binary`]: runtime name → shim binary resolution, the `start`/`delete` invocations with
 //!   containerd's flags and environment, and parsing of the shim's start reply (1.x address
 //!   text, 2.x JSON or protobuf bootstrap).
@@ -22,6 +24,7 @@
 
 pub mod binary;
 pub mod bundle;
+pub mod checkpoint;
 pub mod config;
 pub mod manager;
 pub mod shim;
