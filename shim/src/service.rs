@@ -37,7 +37,7 @@ use containerd_shim_protos::shim::shim::{
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
-use runc_wrapper::{CheckpointOpts, CreateOpts, CriuOpts, ExecOpts, KillOpts};
+use runc_wrapper::{CheckpointOpts, CreateOpts, CriuOpts, ExecOpts, KillOpts, RestoreOpts};
 use tokio::sync::{mpsc, Notify};
 use ttrpc::r#async::TtrpcContext;
 
@@ -48,7 +48,7 @@ use crate::options::RuncOptions;
 use crate::publisher::Publisher;
 use crate::reaper::Exit;
 use crate::runtime::Runtime;
-use crate::task::{Container, Proc, State, Status};
+use crate::task::{Container, Proc, RestorePlan, State, Status};
 
 /// How long Delete waits for a process's output to drain (containerd 1.6 waits 2 s).
 const IO_DRAIN: Duration = Duration::from_secs(2);
@@ -97,6 +97,47 @@ fn read_pid(path: &Path) -> Result<u32, TaskError> {
     s.trim()
         .parse()
         .map_err(|e| TaskError::Other(format!("pid file {} holds {s:?}: {e}", path.display())))
+}
+
+/// The cgroup of a container's init (for Stats and OOM watching); `None`, logged, if unknown.
+fn cgroup_of(id: &str, pid: u32) -> Option<crate::cgroup::Cgroup> {
+    match crate::cgroup::Cgroup::for_pid(pid as i32) {
+        Ok(cg) => Some(cg),
+        Err(e) => {
+            log::warn!("cgroup of container {id} (pid {pid}): {e}");
+            None
+        }
+    }
+}
+
+/// The message of a failed checkpoint (containerd `criuError` + ` path= <dump log>`): the
+/// first line of runc's error, then the `Error` lines criu wrote to its log, then where the
+/// whole log was kept.
+fn criu_error(id: &str, e: &runc_wrapper::Error, dump_log: &Path) -> String {
+    let runc = e
+        .runtime_message()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.to_string());
+    let first = runc.lines().next().unwrap_or_default().trim().to_string();
+    let criu: Vec<String> = std::fs::read_to_string(dump_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Error ("))
+        .map(|l| {
+            // "(00.038528) Error (criu/vdso.c:613): vdso: ..." → "vdso: ..."
+            l.split_once("): ")
+                .map_or(l, |(_, msg)| msg)
+                .trim()
+                .to_string()
+        })
+        .take(3)
+        .collect();
+    let mut msg = format!("checkpoint of container {id} failed: {first}");
+    if !criu.is_empty() {
+        msg.push_str(&format!(" (criu: {})", criu.join("; ")));
+    }
+    msg.push_str(&format!(" path= {}", dump_log.display()));
+    msg
 }
 
 /// Whether the init's exit must take the rest of the container with it: true unless the
@@ -361,12 +402,6 @@ impl Service {
         if self.lock().containers.contains_key(&id) {
             return Err(TaskError::AlreadyExists(format!("container {id}")));
         }
-        if !req.checkpoint.is_empty() {
-            return Err(TaskError::NotImplemented(format!(
-                "restoring container {id} from checkpoint {} (criu is not usable on this host)",
-                req.checkpoint
-            )));
-        }
         let bundle = PathBuf::from(&req.bundle);
         let spec_path = bundle.join("config.json");
         let spec_data = std::fs::read(&spec_path).map_err(|e| {
@@ -431,43 +466,38 @@ impl Service {
             terminal: req.terminal,
         };
         let io_opts = self.io_options(&id, &options);
-        let (pio, console, fds) = match Self::prepare_io(&stdio, &io_opts).await {
-            Ok(v) => v,
-            Err(e) => {
-                cleanup_rootfs(&rootfs);
-                return Err(e);
-            }
-        };
-        let pid_file = bundle.join("init.pid");
-        let opts = CreateOpts {
-            pid_file: Some(pid_file.clone()),
-            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-            no_pivot: options.no_pivot_root,
-            no_new_keyring: options.no_new_keyring,
-            extra_files: Vec::new(),
-            io: fds,
-        };
-        self.lock().pending_starts += 1;
-        let created = runtime.runc.create(&id, &bundle, opts).await;
-        let result = match created {
-            Ok(()) => match Self::finish_io(pio, console, &stdio, &io_opts).await {
-                Ok(io) => read_pid(&pid_file).map(|pid| (io, pid)),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(TaskError::runtime(
-                format!("OCI runtime create failed for container {id}"),
-                e,
-            )),
-        };
-        let (io, pid) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                self.lock().end_start();
-                if let Err(de) = runtime.delete(&id, true).await {
-                    log::debug!("cleanup after failed create of {id}: {de}");
+        let restore = RestorePlan::from_request(&req.checkpoint, &options.criu_work_path);
+        if restore.is_some() && !req.parent_checkpoint.is_empty() {
+            // runc restore has no --parent-path (only checkpoint --pre-dump chains use it).
+            log::warn!(
+                "container {id}: parent checkpoint {} ignored on restore",
+                req.parent_checkpoint
+            );
+        }
+        let (io, pid) = if restore.is_some() {
+            // containerd `createCheckpointedState`: IO now (a terminal's console socket is made
+            // at Start), `runc restore` at Start; until then the init is created, pid 0.
+            if stdio.terminal {
+                (None, 0)
+            } else {
+                match ProcessIo::create(&stdio, &io_opts).await {
+                    Ok(p) => (Some(Arc::new(p)), 0),
+                    Err(e) => {
+                        cleanup_rootfs(&rootfs);
+                        return Err(e.into());
+                    }
                 }
-                cleanup_rootfs(&rootfs);
-                return Err(e);
+            }
+        } else {
+            match self
+                .run_create(&id, &bundle, &runtime, &options, &stdio, &io_opts)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    cleanup_rootfs(&rootfs);
+                    return Err(e);
+                }
             }
         };
 
@@ -485,13 +515,8 @@ impl Service {
             reserved: Default::default(),
             kill_all_on_exit: kill_all_on_exit(&spec),
             pending_init_exit: None,
-            cgroup: match crate::cgroup::Cgroup::for_pid(pid as i32) {
-                Ok(cg) => Some(cg),
-                Err(e) => {
-                    log::warn!("cgroup of container {id} (pid {pid}): {e}");
-                    None
-                }
-            },
+            cgroup: (pid > 0).then(|| cgroup_of(&id, pid)).flatten(),
+            restore,
         };
         let mut ev = TaskCreate::new();
         ev.container_id = id.clone();
@@ -513,9 +538,13 @@ impl Service {
                 &ev.container_id.clone(),
                 &ev,
             );
-            let early = st.early_exits.remove(&pid);
-            st.end_start();
-            let k = early.and_then(|e| self.apply_exit(&mut c, "", e));
+            let k = if pid > 0 {
+                let early = st.early_exits.remove(&pid);
+                st.end_start();
+                early.and_then(|e| self.apply_exit(&mut c, "", e))
+            } else {
+                None
+            };
             st.containers.insert(id.clone(), c);
             k
         };
@@ -530,6 +559,49 @@ impl Service {
         Ok(resp)
     }
 
+    /// `runc create` of an init: IO, the runtime call, the pid. Counts a pending start (the
+    /// caller ends it once the container is recorded); on failure ends it and cleans up the
+    /// runtime's state (not the rootfs).
+    async fn run_create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runtime: &Runtime,
+        options: &RuncOptions,
+        stdio: &StdioSpec,
+        io_opts: &IoOptions,
+    ) -> Result<(Option<Arc<ProcessIo>>, u32), TaskError> {
+        let (pio, console, fds) = Self::prepare_io(stdio, io_opts).await?;
+        let pid_file = bundle.join("init.pid");
+        let opts = CreateOpts {
+            pid_file: Some(pid_file.clone()),
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            no_pivot: options.no_pivot_root,
+            no_new_keyring: options.no_new_keyring,
+            extra_files: Vec::new(),
+            io: fds,
+        };
+        self.lock().pending_starts += 1;
+        let created = runtime.runc.create(id, bundle, opts).await;
+        let result = match created {
+            Ok(()) => match Self::finish_io(pio, console, stdio, io_opts).await {
+                Ok(io) => read_pid(&pid_file).map(|pid| (io, pid)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(TaskError::runtime(
+                format!("OCI runtime create failed for container {id}"),
+                e,
+            )),
+        };
+        if result.is_err() {
+            self.lock().end_start();
+            if let Err(de) = runtime.delete(id, true).await {
+                log::debug!("cleanup after failed create of {id}: {de}");
+            }
+        }
+        result
+    }
+
     async fn do_start(&self, req: StartRequest) -> Result<StartResponse, TaskError> {
         if req.exec_id.is_empty() {
             self.start_init(&req.id).await
@@ -539,7 +611,7 @@ impl Service {
     }
 
     async fn start_init(&self, id: &str) -> Result<StartResponse, TaskError> {
-        let runtime = {
+        let (runtime, restore) = {
             let mut st = self.lock();
             let c = st.container_mut(id)?;
             match c.init.status {
@@ -557,8 +629,26 @@ impl Service {
                 }
             }
             c.init.starting = true;
-            c.runtime.clone()
+            let restore = c.restore.take().map(|plan| {
+                (
+                    plan,
+                    c.bundle.clone(),
+                    c.options.no_pivot_root,
+                    c.init.stdio.clone(),
+                    c.init.io.clone(),
+                    self.io_options(id, &c.options),
+                )
+            });
+            let runtime = c.runtime.clone();
+            if restore.is_some() {
+                // The pid is unknown until runc restore returns: park early exits.
+                st.pending_starts += 1;
+            }
+            (runtime, restore)
         };
+        if let Some(restore) = restore {
+            return self.start_restored(id, runtime, restore).await;
+        }
         let res = runtime.runc.start(id).await;
         let (pid, kill_all) = self.finish_start_init(id, res)?;
         if let Some((rt, cid)) = kill_all {
@@ -567,6 +657,105 @@ impl Service {
                 .kill(&cid, libc::SIGKILL, &KillOpts { all: true })
                 .await;
         }
+        let mut resp = StartResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    /// Start of an init created from a checkpoint (containerd `createdCheckpointState.Start`):
+    /// `runc restore --detach --no-subreaper` with the checkpoint as `--image-path`, the init's
+    /// pid file, `--no-pivot` as configured and the stdio made at Create (or a console socket),
+    /// then the pid and cgroup as after a create, and `TaskStart`.
+    async fn start_restored(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        (plan, bundle, no_pivot, stdio, io, io_opts): (
+            RestorePlan,
+            PathBuf,
+            bool,
+            StdioSpec,
+            Option<Arc<ProcessIo>>,
+            IoOptions,
+        ),
+    ) -> Result<StartResponse, TaskError> {
+        let pid_file = bundle.join("init.pid");
+        let image = plan.image_path.clone();
+        let result: Result<(Option<Arc<ProcessIo>>, u32), TaskError> = async {
+            let console = if stdio.terminal {
+                Some(ConsoleSocket::new()?)
+            } else {
+                None
+            };
+            let fds = io
+                .as_ref()
+                .map(|p| runtime_io(p.take_runc_stdio()))
+                .unwrap_or_default();
+            let opts = RestoreOpts {
+                criu: CriuOpts {
+                    image_path: Some(plan.image_path),
+                    work_path: plan.work_path,
+                    ..Default::default()
+                },
+                bundle: Some(bundle.clone()),
+                detach: true,
+                pid_file: Some(pid_file.clone()),
+                console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+                no_subreaper: true,
+                no_pivot,
+                io: fds,
+            };
+            runtime.runc.restore(id, opts).await.map_err(|e| {
+                TaskError::runtime(
+                    format!(
+                        "OCI runtime restore failed for container {id} (checkpoint {})",
+                        image.display()
+                    ),
+                    e,
+                )
+            })?;
+            let io = match console {
+                Some(sock) => Self::finish_io(None, Some(sock), &stdio, &io_opts).await?,
+                None => io,
+            };
+            Ok((io, read_pid(&pid_file)?))
+        }
+        .await;
+        let cgroup = match &result {
+            Ok((_, pid)) => cgroup_of(id, *pid),
+            Err(_) => None,
+        };
+        let kill_all = {
+            let mut st = self.lock();
+            let early = match &result {
+                Ok((_, pid)) => st.early_exits.remove(pid),
+                Err(_) => None,
+            };
+            st.end_start();
+            let c = st.container_mut(id)?;
+            let (io, pid) = match result {
+                Ok(v) => v,
+                Err(e) => {
+                    c.init.starting = false;
+                    return Err(e);
+                }
+            };
+            c.init.pid = pid;
+            c.init.io = io;
+            c.cgroup = cgroup;
+            if let Some(exit) = early {
+                c.init.deferred_exit = Some(exit);
+            }
+            drop(st);
+            self.finish_start_init(id, Ok(()))?.1
+        };
+        if let Some((rt, cid)) = kill_all {
+            let _ = rt
+                .runc
+                .kill(&cid, libc::SIGKILL, &KillOpts { all: true })
+                .await;
+        }
+        let pid = self.lock().container(id)?.init.pid;
         let mut resp = StartResponse::new();
         resp.pid = pid;
         Ok(resp)
@@ -1072,16 +1261,28 @@ impl Service {
         Ok(Empty::new())
     }
 
+    /// containerd `Init.checkpoint`: `runc checkpoint` into the request's path (else
+    /// CheckpointOptions.ImagePath, else runc Options.CriuImagePath), `--leave-running` unless
+    /// Exit, work files in CheckpointOptions.WorkPath or a `criu-work` directory under the
+    /// bundle's `work` removed afterwards. On failure criu's dump.log is kept as
+    /// `<bundle>/criu-dump.log` and the error quotes criu's own error lines and that path.
     async fn do_checkpoint(&self, req: CheckpointTaskRequest) -> Result<Empty, TaskError> {
         let id = req.id.as_str();
         let (runtime, options, bundle) = {
             let st = self.lock();
             let c = st.container(id)?;
-            if !matches!(c.init.status, Status::Running | Status::Paused) {
-                return Err(TaskError::FailedPrecondition(format!(
-                    "cannot checkpoint a task in {} state (container {id})",
-                    c.init.status.name()
-                )));
+            match c.init.status {
+                Status::Running | Status::Paused => {}
+                Status::Created => {
+                    return Err(TaskError::FailedPrecondition(format!(
+                        "cannot checkpoint a task in created state (container {id})"
+                    )))
+                }
+                Status::Stopped => {
+                    return Err(TaskError::FailedPrecondition(format!(
+                        "cannot checkpoint a stopped container {id}"
+                    )))
+                }
             }
             (c.runtime.clone(), c.options.clone(), c.bundle.clone())
         };
@@ -1094,26 +1295,20 @@ impl Service {
                 ))
             })?;
         }
-        let image = if req.path.is_empty() {
-            if copts.image_path.is_empty() {
-                options.criu_image_path.clone()
-            } else {
-                copts.image_path.clone()
-            }
+        let image = [&req.path, &copts.image_path, &options.criu_image_path]
+            .into_iter()
+            .find(|p| !p.is_empty())
+            .cloned()
+            .ok_or_else(|| {
+                TaskError::InvalidArgument(format!(
+                    "checkpoint of container {id}: no image path (set the request's path or CheckpointOptions.ImagePath)"
+                ))
+            })?;
+        // containerd keeps a caller's work directory and removes its own.
+        let (work, own_work) = if copts.work_path.is_empty() {
+            (bundle.join("work").join("criu-work"), true)
         } else {
-            req.path.clone()
-        };
-        if image.is_empty() {
-            return Err(TaskError::InvalidArgument(format!(
-                "checkpoint of container {id}: no image path"
-            )));
-        }
-        let work = if !copts.work_path.is_empty() {
-            PathBuf::from(&copts.work_path)
-        } else if !options.criu_work_path.is_empty() {
-            PathBuf::from(&options.criu_work_path)
-        } else {
-            bundle.join("work")
+            (PathBuf::from(&copts.work_path), false)
         };
         let opts = CheckpointOpts {
             criu: CriuOpts {
@@ -1129,15 +1324,18 @@ impl Service {
             leave_running: !copts.exit,
             ..Default::default()
         };
-        runtime.runc.checkpoint(id, &opts).await.map_err(|e| {
-            TaskError::runtime(
-                format!(
-                    "checkpoint of container {id} failed (criu log in {})",
-                    work.display()
-                ),
-                e,
-            )
-        })?;
+        let res = runtime.runc.checkpoint(id, &opts).await;
+        let res = res.map_err(|e| {
+            let dump_log = bundle.join("criu-dump.log");
+            if let Err(ce) = std::fs::copy(work.join("dump.log"), &dump_log) {
+                log::error!("failed to copy dump.log to criu-dump.log: {ce}");
+            }
+            TaskError::Other(criu_error(id, &e, &dump_log))
+        });
+        if own_work {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        res?;
         let mut ev = TaskCheckpointed::new();
         ev.container_id = id.to_string();
         ev.checkpoint = image;
@@ -1334,6 +1532,31 @@ mod tests {
         let shared: serde_json::Value = serde_json::json!({"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}});
         assert!(kill_all_on_exit(&shared));
         assert!(kill_all_on_exit(&serde_json::json!({})));
+    }
+
+    #[test]
+    fn criu_errors_quote_runc_criu_and_the_kept_log() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("criu-dump.log");
+        std::fs::write(
+            &log,
+            "(00.000001) Version: 3.17\n(00.038528) Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable\n(00.038528) Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed when initializing kerndat.\n",
+        )
+        .unwrap();
+        let e = runc_wrapper::Error::InvalidArgument(
+            "criu failed: type DUMP errno 0\nlog file: /w/dump.log".into(),
+        );
+        let m = criu_error("c1", &e, &log);
+        assert!(m.starts_with("checkpoint of container c1 failed: "), "{m}");
+        assert!(
+            m.contains("vdso: Failed to fill self vdso symtable; kerndat_vdso_fill_symtable"),
+            "{m}"
+        );
+        assert!(m.ends_with(&format!("path= {}", log.display())), "{m}");
+        assert!(
+            !m.contains("log file: /w"),
+            "only the first line of runc's error: {m}"
+        );
     }
 
     #[test]

@@ -102,6 +102,29 @@ pub struct Container {
     pub cgroup: Option<crate::cgroup::Cgroup>,
     /// The init exited while exec'd processes still ran: its exit, published after theirs.
     pub pending_init_exit: Option<Exit>,
+    /// Created from a checkpoint: the init is restored by `runc restore` at Start
+    /// (containerd's `createdCheckpointState`); that Start takes it.
+    pub restore: Option<RestorePlan>,
+}
+
+/// What a Create with a checkpoint leaves for Start (containerd `createCheckpointedState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePlan {
+    /// `--image-path`: the CRIU image directory (`CreateTaskRequest.checkpoint`).
+    pub image_path: PathBuf,
+    /// `--work-path`: runc `Options.CriuWorkPath`, if set.
+    pub work_path: Option<PathBuf>,
+}
+
+impl RestorePlan {
+    /// The plan for a create request's checkpoint fields; `None` without a checkpoint.
+    pub fn from_request(checkpoint: &str, criu_work_path: &str) -> Option<RestorePlan> {
+        let some = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        Some(RestorePlan {
+            image_path: some(checkpoint)?,
+            work_path: some(criu_work_path),
+        })
+    }
 }
 
 impl Container {
@@ -207,6 +230,14 @@ mod tests {
         assert_eq!(p.exit_status, 137);
         assert_eq!(p.status, Status::Stopped);
         assert!(*rx.borrow());
+    }
+
+    #[test]
+    fn restore_plan_only_with_a_checkpoint() {
+        assert_eq!(RestorePlan::from_request("", "/w"), None);
+        let p = RestorePlan::from_request("/ck", "/w").unwrap();
+        assert_eq!(p.image_path, PathBuf::from("/ck"));
+        assert_eq!(p.work_path, Some(PathBuf::from("/w")));
     }
 
     #[test]
