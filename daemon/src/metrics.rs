@@ -93,7 +93,7 @@ impl Metrics {
             "# HELP berth_images_unpacked Images whose layers are unpacked, per snapshotter.\n# TYPE berth_images_unpacked gauge"
         );
         out.push_str(&unpacked);
-        let blobs = db.content_store().walk().unwrap_or_default();
+        let blobs = db.content_store().local_blobs();
         let _ = writeln!(out, "# HELP berth_content_blobs Committed blobs on disk.\n# TYPE berth_content_blobs gauge\nberth_content_blobs {}", blobs.len());
         let _ = writeln!(
             out,

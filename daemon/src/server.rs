@@ -11,7 +11,7 @@
 //! The runtime subsystem registers its services (containers, tasks) in [`runtime_services`].
 
 use crate::api::{self, introspection::PluginInfo, Core};
-use crate::config::{ids, Config};
+use crate::config::{ids, Config, ProxyKind};
 use crate::content;
 use crate::events::Exchange;
 use crate::metadata::{self, gc::Scheduler, SharingPolicy, SnapshotterEntry};
@@ -39,6 +39,9 @@ pub enum Error {
     /// Content store failed to open.
     #[error(transparent)]
     Content(#[from] content::Error),
+    /// Not exactly one content store enabled.
+    #[error("content store: {0}")]
+    ContentStore(String),
     /// Metadata store failed to open.
     #[error(transparent)]
     Metadata(#[from] metadata::Error),
@@ -193,22 +196,12 @@ fn snapshotters(
         }
     }
     for (name, p) in &cfg.proxy_plugins {
-        let (t, id) = match p.r#type.as_str() {
-            "snapshot" => (T, name.as_str()),
-            _ => ("io.containerd.content.v1", name.as_str()),
-        };
-        if disabled(&format!("{t}.{id}")) {
-            continue;
-        }
-        let info = PluginInfo::ok(t, id, &[]).export("address", p.address.clone());
-        if p.r#type != "snapshot" {
-            infos.push(info.failed(format!(
-                "proxy plugin {name}: type {:?} is not supported by berthd (only \"snapshot\")",
-                p.r#type
-            )));
+        // Content proxies are set up by `content_store`.
+        if p.kind() != Some(ProxyKind::Snapshot) || disabled(&format!("{T}.{name}")) {
             continue;
         }
         match metadata::proxy::ProxySnapshotter::new(name, &p.address) {
+        let info = PluginInfo::ok(T, name, &[]).export("address", p.address.clone());
             Ok(ps) => {
                 if entries.iter().any(|e| e.name == *name) {
                     log::warn!("proxy snapshotter {name} replaces the built-in one of that name");
@@ -228,6 +221,71 @@ fn snapshotters(
 }
 
 /// Services of the runtime subsystem (containers, tasks) and their plugin rows. The runtime
+/// The content store the metadata plugin wraps: the built-in one, or a `[proxy_plugins]` entry
+/// of type `content`, and its row for `ctr plugins ls`.
+///
+/// containerd registers a content proxy as one more `io.containerd.content.v1` plugin, and its
+/// metadata plugin takes *the* content plugin: 1.6 takes whichever its map yields first
+/// (random between the built-in `content` and the proxy), 2.x fails with "multiple plugins
+/// registered for io.containerd.content.v1". Either way a proxy only works reliably with
+/// `disabled_plugins = ["io.containerd.content.v1.content"]`. berthd makes that rule explicit:
+/// with a content proxy configured and the built-in store still enabled (or two proxies), it
+/// refuses to start and says which line to add, instead of picking one. The proxy's row is
+/// `ok` with its `address` exported, as containerd's (whose gRPC dial is lazy, so an unreachable
+/// socket shows up on the first request, naming plugin and address, not here).
+fn content_store(
+    cfg: &Config,
+    root: &Path,
+    disabled: &dyn Fn(&str) -> bool,
+    plugins: &mut Vec<PluginInfo>,
+) -> Result<content::Backend, Error> {
+    const T: &str = "io.containerd.content.v1";
+    let proxies: Vec<(&String, &crate::config::ProxyPlugin)> = cfg
+        .proxy_plugins
+        .iter()
+        .filter(|(name, p)| {
+            p.kind() == Some(ProxyKind::Content) && !disabled(&format!("{T}.{name}"))
+        })
+        .collect();
+    let local_enabled = !disabled(ids::CONTENT);
+    let names = |v: &[(&String, &crate::config::ProxyPlugin)]| {
+        v.iter()
+            .map(|(n, p)| format!("{T}.{n} (address {})", p.address))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (local_enabled, proxies.as_slice()) {
+        (true, []) => {
+            let content_root = root.join(ids::CONTENT);
+            let cs = content::Store::open(&content_root)?;
+            plugins.push(
+                PluginInfo::ok(T, "content", &[]).export("root", content_root.display().to_string()),
+            );
+            Ok(cs.into())
+        }
+        (false, [(name, p)]) => {
+            let ps = content::proxy::ProxyStore::new(name, &p.address)?;
+            log::info!("content store: proxy plugin {name} at {}", p.address);
+            plugins.push(PluginInfo::ok(T, name, &[]).export("address", p.address.clone()));
+            Ok(ps.into())
+        }
+        (false, []) => Err(Error::ContentStore(format!(
+            "{} is disabled and no [proxy_plugins] entry of type \"content\" is configured: enable one of them",
+            ids::CONTENT
+        ))),
+        (true, ps) => Err(Error::ContentStore(format!(
+            "content proxy plugin {} configured while the built-in {} is enabled: the metadata plugin wraps exactly one content store; add disabled_plugins = [\"{}\"] to use the proxy",
+            names(ps),
+            ids::CONTENT,
+            ids::CONTENT
+        ))),
+        (false, ps) => Err(Error::ContentStore(format!(
+            "several content proxy plugins are configured ({}): the metadata plugin wraps exactly one content store; disable all but one",
+            names(ps)
+        ))),
+    }
+}
+
 /// adds itself here; until then berthd serves the storage core only.
 fn runtime_services(
     core: &Core,
@@ -348,12 +406,7 @@ pub async fn run(
     let disabled = move |id: &str| disabled_list.iter().any(|d| d == id);
 
     let mut plugins = Vec::new();
-    let content_root = root.join("io.containerd.content.v1.content");
-    let cs = content::Store::open(&content_root)?;
-    plugins.push(
-        PluginInfo::ok("io.containerd.content.v1", "content", &[])
-            .export("root", content_root.display().to_string()),
-    );
+    let cs = content_store(&cfg, &root, &disabled, &mut plugins)?;
 
     let (snaps, snap_infos) = snapshotters(&cfg, &root, &disabled);
     plugins.extend(snap_infos);
@@ -375,13 +428,20 @@ pub async fn run(
     );
     let exchange = Exchange::new();
     plugins.push(PluginInfo::ok("io.containerd.event.v1", "exchange", &[]));
-    let gc_delay = crate::config::parse_go_duration(&cfg.gc().schedule_delay).unwrap_or_default();
-    let gc = Scheduler::with_delay(Arc::clone(&db), gc_delay);
-    plugins.push(PluginInfo::ok(
-        "io.containerd.gc.v1",
-        "scheduler",
-        &["io.containerd.metadata.v1"],
-    ));
+    let gc_cfg = metadata::scheduler::SchedulerConfig::from_config(&cfg.gc());
+    let gc = Scheduler::with_config(&db, gc_cfg);
+    // As containerd's: the effective settings are exported.
+    plugins.push(
+        PluginInfo::ok(
+            "io.containerd.gc.v1",
+            "scheduler",
+            &["io.containerd.metadata.v1"],
+        )
+        .export("PauseThreshold", gc_cfg.pause_threshold.to_string())
+        .export("DeletionThreshold", gc_cfg.deletion_threshold.to_string())
+        .export("MutationThreshold", gc_cfg.mutation_threshold.to_string())
+        .export("ScheduleDelay", format!("{:?}", gc_cfg.schedule_delay)),
+    );
     plugins.push(PluginInfo::ok(
         "io.containerd.lease.v1",
         "manager",
@@ -396,12 +456,14 @@ pub async fn run(
         )
     });
     // Collect once before serving: reclaims what a crash left unreferenced, and cannot race
-    // with the first clients' writes (containerd delays its first run by `startup_delay`).
-    match gc.collect_now().await {
+    // with the first clients' writes. containerd instead runs its first collection
+    // `startup_delay` after start; berthd's scheduler counts this one, and its check at
+    // `startup_delay` collects only if something is pending (metadata/scheduler.rs).
+    let gc_task = tokio::spawn(gc.clone().run());
+    match gc.collect_at_startup().await {
         Ok(s) => log::debug!("start-up gc: {s:?}"),
         Err(e) => log::warn!("start-up gc failed: {e}"),
     }
-    let gc_task = tokio::spawn(gc.clone().run());
 
     let core = Core {
         db: Arc::clone(&db),
@@ -457,6 +519,14 @@ pub async fn run(
             None => {
                 return Err(Error::Required {
                     id: req.clone(),
+    let (restart_row, restart_task) = crate::restart::register(
+        &cfg,
+        Arc::clone(&db),
+        tasks.clone(),
+        exchange.clone(),
+        &disabled,
+    );
+    plugins.extend(restart_row);
                     reason: "is not loaded (unknown or disabled)".into(),
                 })
             }
@@ -671,6 +741,9 @@ mod tests {
             root: dir.join("root").display().to_string(),
             state: dir.join("state").display().to_string(),
             ..Config::default()
+    if let Some(t) = restart_task {
+        t.abort();
+    }
         };
         cfg.grpc.address = dir.join("s.sock").display().to_string();
         cfg

@@ -8,10 +8,18 @@
 //! A commit fsyncs `data`, checks size and digest, renames it into `blobs/` and fsyncs the
 //! directory, so a blob is on disk before any metadata can point at it. Namespaces, labels and
 //! leases are added on top by `metadata::content`; this module never sees them.
+//!
+//! [`Backend`] is the seam the metadata layer uses: this local [`Store`], or a content store
+//! in another process configured under `[proxy_plugins]` ([`proxy::ProxyStore`], containerd's
+//! `content/proxy`). Backend calls take the request's namespace, which only the proxy uses
+//! (containerd forwards it in the `containerd-namespace` header).
 
+mod backend;
 mod digest;
+pub mod proxy;
 mod writer;
 
+pub use backend::{Backend, BackendWriter, BlobReader};
 pub use digest::{Digest, DigestError};
 pub use writer::Writer;
 
@@ -70,6 +78,19 @@ pub enum Error {
     /// Bad argument, e.g. an empty ref.
     #[error("{0}: invalid argument")]
     Invalid(String),
+    /// A content proxy plugin failed: unreachable, or an error status other than the ones
+    /// with a variant above (the gRPC code is kept as the kind).
+    #[error("content proxy plugin {name} at {address}: {msg}")]
+    Proxy {
+        /// Plugin name (`[proxy_plugins.<name>]`).
+        name: String,
+        /// Its socket.
+        address: PathBuf,
+        /// errdefs class of the proxy's status.
+        kind: Kind,
+        /// What went wrong.
+        msg: String,
+    },
     /// Filesystem failure.
     #[error("content store {path}: {source}")]
     Io {
@@ -89,6 +110,7 @@ impl HasKind for Error {
             Error::Locked(_) => Kind::Unavailable,
             Error::SizeMismatch { .. } | Error::DigestMismatch { .. } => Kind::FailedPrecondition,
             Error::OutOfRange { .. } => Kind::OutOfRange,
+            Error::Proxy { kind, .. } => *kind,
             Error::Io { .. } => Kind::Unknown,
         }
     }

@@ -1,6 +1,9 @@
 //! Namespaced content (containerd `metadata/content.go`): which namespace owns which blob,
 //! with labels and timestamps, and ingests keyed by the caller's ref. The blobs themselves
-//! live in the namespace-agnostic [`crate::content::Store`].
+//! live in a [`crate::content::Backend`]: the local store, or a `[proxy_plugins]` content
+//! store, which this layer wraps exactly as containerd's metadata wraps its proxy — records,
+//! labels, leases and GC stay here; the backend only holds bytes and ingests (keyed by
+//! `<ns>/<ref>`), and is called with the request's namespace.
 
 use super::{
     apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels,
@@ -187,13 +190,13 @@ impl Db {
     /// Reads bytes of a blob the namespace owns.
     pub fn content_read(&self, ctx: &Ctx, d: &Digest, offset: i64, size: i64) -> Result<Vec<u8>> {
         self.content_record(ctx, d)?;
-        Ok(self.content.read_at(d, offset, size)?)
+        Ok(self.content.read_at(ctx.ns.as_str(), d, offset, size)?)
     }
 
     /// Opens a blob the namespace owns for streaming.
-    pub fn content_open(&self, ctx: &Ctx, d: &Digest) -> Result<(std::fs::File, i64)> {
+    pub fn content_open(&self, ctx: &Ctx, d: &Digest) -> Result<(cs::BlobReader, i64)> {
         let rec = self.content_record(ctx, d)?;
-        Ok((self.content.open_blob(d)?, rec.size))
+        Ok((self.content.open(ctx.ns.as_str(), d)?, rec.size))
     }
 
     /// Status of the namespace's ingest `ref`.
@@ -207,7 +210,7 @@ impl Db {
                     id: r#ref.to_string(),
                 }
             })?;
-        let mut st = self.content.status(&rec.backend_ref)?;
+        let mut st = self.content.status(ctx.ns.as_str(), &rec.backend_ref)?;
         st.r#ref = r#ref.to_string();
         Ok(st)
     }
@@ -218,7 +221,7 @@ impl Db {
         let t = r.open_table(INGESTS).map_err(db_err(&self.path))?;
         let mut out = Vec::new();
         for (r#ref, rec) in scan::<IngestRecord>(&t, ctx.ns.as_str(), &self.path)? {
-            if let Ok(mut st) = self.content.status(&rec.backend_ref) {
+            if let Ok(mut st) = self.content.status(ctx.ns.as_str(), &rec.backend_ref) {
                 st.r#ref = r#ref;
                 if filter.matches(&StatusAdaptor(&st)) {
                     out.push(st);
@@ -242,7 +245,7 @@ impl Db {
             rec
         };
         self.commit(txn)?;
-        match self.content.abort(&rec.backend_ref) {
+        match self.content.abort(ctx.ns.as_str(), &rec.backend_ref) {
             Ok(()) | Err(cs::Error::IngestNotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -271,7 +274,7 @@ impl Db {
             if self.policy == SharingPolicy::Shared {
                 // Held until the record commits, so GC cannot remove the blob in between.
                 let _gc = self.gc_guard();
-                if let Ok(bi) = self.content.info(d) {
+                if let Ok(bi) = self.content.info(ctx.ns.as_str(), d) {
                     if total <= 0 || total == bi.size {
                         let txn = self.write()?;
                         self.ensure_namespace(&txn, &ctx.ns)?;
@@ -301,7 +304,7 @@ impl Db {
             }
         }
         let bref = backend_ref(ctx, r#ref);
-        let inner = match self.content.writer(&bref, total, None) {
+        let inner = match self.content.writer(ctx.ns.as_str(), &bref, total, None) {
             Ok(w) => w,
             Err(cs::Error::Locked(_)) => return Err(cs::Error::Locked(r#ref.to_string()).into()),
             Err(e) => return Err(e.into()),
@@ -338,7 +341,7 @@ pub struct NsWriter {
     db: Arc<Db>,
     ctx: Ctx,
     r#ref: String,
-    inner: cs::Writer,
+    inner: cs::BackendWriter,
     expected: Option<Digest>,
 }
 
@@ -380,7 +383,7 @@ impl NsWriter {
             Err(cs::Error::AlreadyExists(d)) => d,
             Err(e) => return Err(e.into()),
         };
-        let size = db.content.info(&d)?.size;
+        let size = db.content.info(self.ctx.ns.as_str(), &d)?.size;
         let txn = db.write()?;
         db.ensure_namespace(&txn, &self.ctx.ns)?;
         let existed = {

@@ -16,9 +16,13 @@ use super::images::Image;
 use super::leases::LeaseRecord;
 use super::snapshots::{sweep_backend, SnapshotRecord};
 use super::{
-    db_err, scan_all, Db, Result, CONTAINERS, CONTENT, IMAGES, INGESTS, LEASES, SNAPSHOTS,
+    db_err, scan_all, Db, Result, CONTAINERS, CONTENT, IMAGES, INGESTS, LEASES, NAMESPACES,
+    SNAPSHOTS,
 };
 use crate::content::Digest;
+use redb::ReadableTable;
+
+pub use super::scheduler::Scheduler;
 use std::collections::{HashSet, VecDeque};
 
 /// Label marking an object as a GC root.
@@ -262,9 +266,9 @@ impl Db {
             let mut t = txn.open_table(INGESTS).map_err(db_err(p))?;
             for (k, rec) in &ingests {
                 let (ns, r) = split2(k);
-                if !marked.contains(&Node::Ingest(ns, r)) {
+                if !marked.contains(&Node::Ingest(ns.clone(), r)) {
                     t.remove(k.as_str()).map_err(db_err(p))?;
-                    aborted.push(rec.backend_ref.clone());
+                    aborted.push((ns, rec.backend_ref.clone()));
                 }
             }
             let mut t = txn.open_table(LEASES).map_err(db_err(p))?;
@@ -274,6 +278,18 @@ impl Db {
             }
         }
         let keep_snaps = self.snapshot_backend_keys(&txn)?;
+        // Namespaces whose blobs a proxy may hold: every namespace, and those of the records
+        // removed now (a namespace may be gone by the time its content is collected).
+        let mut namespaces: Vec<String> = {
+            let t = txn.open_table(NAMESPACES).map_err(db_err(p))?;
+            let mut v = Vec::new();
+            for item in t.iter().map_err(db_err(p))? {
+                let (k, _) = item.map_err(db_err(p))?;
+                v.push(k.value().to_string());
+            }
+            v
+        };
+        namespaces.extend(contents.iter().map(|(k, _)| split2(k).0));
         let keep_blobs: HashSet<String> = {
             let t = txn.open_table(CONTENT).map_err(db_err(p))?;
             scan_all::<ContentRecord>(&t, p)?
@@ -284,16 +300,34 @@ impl Db {
         self.commit(txn)?;
 
         // Sweep the backends (data after metadata: a crash here leaves only orphans).
-        for r in aborted {
-            if self.content.abort(&r).is_ok() {
+        for (ns, r) in aborted {
+            if self.content.abort(&ns, &r).is_ok() {
                 stats.ingests += 1;
             }
         }
-        for b in self.content.walk()? {
-            if !keep_blobs.contains(b.digest.as_str()) {
-                match self.content.delete(&b.digest) {
-                    Ok(()) => stats.blobs += 1,
-                    Err(e) => log::warn!("gc: removing blob {}: {e}", b.digest),
+        let mut removed: HashSet<String> = HashSet::new();
+        for ns in self.content.gc_namespaces(&namespaces) {
+            let blobs = match self.content.walk_collectable(&ns) {
+                Ok(b) => b,
+                // The local store failing to list is fatal; an unreachable proxy only delays
+                // its part of the sweep to the next collection.
+                Err(e) if self.content.proxy().is_some() => {
+                    log::warn!("gc: listing proxy content of namespace {ns}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for b in blobs {
+                if keep_blobs.contains(b.digest.as_str()) {
+                    continue;
+                }
+                match self.content.delete(&ns, &b.digest) {
+                    Ok(()) => {
+                        if removed.insert(b.digest.to_string()) {
+                            stats.blobs += 1;
+                        }
+                    }
+                    Err(e) => log::warn!("gc: removing blob {} (namespace {ns:?}): {e}", b.digest),
                 }
             }
         }
@@ -374,7 +408,7 @@ mod tests {
         assert_eq!(s.content_records, 1, "only the orphan goes: {s:?}");
         assert!(db.content_info(&c, &orphan).is_err());
         assert!(
-            db.content_store().info(&orphan).is_err(),
+            db.content_store().info("", &orphan).is_err(),
             "blob removed from disk"
         );
         for d in [&layer, &manifest, &held] {
@@ -392,7 +426,7 @@ mod tests {
         assert!(db.content_info(&c, &held).is_ok(), "lease keeps it");
         db.lease_delete(&c, "hold").unwrap();
         db.garbage_collect().unwrap();
-        assert!(db.content_store().walk().unwrap().is_empty());
+        assert!(db.content_store().local_blobs().is_empty());
     }
 
     #[test]
@@ -455,57 +489,5 @@ mod tests {
             .unwrap();
         let s = db.garbage_collect().unwrap();
         assert_eq!((s.leases, s.content_records), (1, 1));
-    }
-}
-
-/// Runs GC in the background after deletes (containerd's `gc/scheduler`, simplified: one
-/// collection per burst of triggers) or synchronously for `sync` deletes.
-#[derive(Debug, Clone)]
-pub struct Scheduler {
-    db: std::sync::Arc<Db>,
-    notify: std::sync::Arc<tokio::sync::Notify>,
-    delay: std::time::Duration,
-}
-
-impl Scheduler {
-    /// A scheduler for `db`; call [`Scheduler::run`] once in a task.
-    pub fn new(db: std::sync::Arc<Db>) -> Self {
-        Self::with_delay(db, std::time::Duration::from_millis(100))
-    }
-
-    /// A scheduler that waits `delay` after a trigger (containerd's `schedule_delay`) so a
-    /// burst of deletes is collected once; at least 10 ms.
-    pub fn with_delay(db: std::sync::Arc<Db>, delay: std::time::Duration) -> Self {
-        Self {
-            db,
-            notify: std::sync::Arc::default(),
-            delay: delay.max(std::time::Duration::from_millis(10)),
-        }
-    }
-
-    /// Asks for a collection soon.
-    pub fn schedule(&self) {
-        self.notify.notify_one();
-    }
-
-    /// Collects now and waits for it.
-    pub async fn collect_now(&self) -> Result<Stats> {
-        let db = std::sync::Arc::clone(&self.db);
-        match tokio::task::spawn_blocking(move || db.garbage_collect()).await {
-            Ok(r) => r,
-            Err(e) => Err(super::Error::Precondition(format!("gc worker failed: {e}"))),
-        }
-    }
-
-    /// The background loop: waits for a trigger, waits the schedule delay, collects.
-    pub async fn run(self) {
-        loop {
-            self.notify.notified().await;
-            tokio::time::sleep(self.delay).await;
-            match self.collect_now().await {
-                Ok(s) => log::debug!("gc: {s:?}"),
-                Err(e) => log::error!("gc failed: {e}"),
-            }
-        }
     }
 }

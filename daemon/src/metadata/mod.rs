@@ -22,6 +22,7 @@ pub mod images;
 pub mod leases;
 pub mod namespaces;
 pub mod proxy;
+pub mod scheduler;
 pub mod snapshots;
 
 use crate::content as cs;
@@ -348,11 +349,13 @@ pub enum SharingPolicy {
 pub struct Db {
     path: PathBuf,
     db: redb::Database,
-    content: cs::Store,
+    content: cs::Backend,
     snapshotters: BTreeMap<String, backend::SnapBackend>,
     policy: SharingPolicy,
     // Serialises GC against backend-visible mutations (containerd's wlock).
     gc_lock: Mutex<()>,
+    // Told about every committed write transaction (the GC scheduler's mutation count).
+    on_mutation: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -430,7 +433,7 @@ impl Db {
     /// Opens (creating) the database in `dir` (`<root>/io.containerd.metadata.v1.bolt`).
     pub fn open(
         dir: &Path,
-        content: cs::Store,
+        content: impl Into<cs::Backend>,
         snapshotters: Vec<SnapshotterEntry>,
         policy: SharingPolicy,
     ) -> Result<Self> {
@@ -453,13 +456,14 @@ impl Db {
         Ok(Self {
             path,
             db,
-            content,
+            content: content.into(),
             snapshotters: snapshotters
                 .into_iter()
                 .map(|e| (e.name, e.backend))
                 .collect(),
             policy,
             gc_lock: Mutex::new(()),
+            on_mutation: std::sync::OnceLock::new(),
         })
     }
 
@@ -468,9 +472,15 @@ impl Db {
         &self.path
     }
 
-    /// The backing content store.
-    pub fn content_store(&self) -> &cs::Store {
+    /// The backing content store (local or proxy).
+    pub fn content_store(&self) -> &cs::Backend {
         &self.content
+    }
+
+    /// Registers the callback told about every committed change (containerd's
+    /// `RegisterMutationCallback`); only the first registration counts.
+    pub fn set_mutation_callback(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_mutation.set(f);
     }
 
     /// Names of the loaded snapshotters.
@@ -494,7 +504,11 @@ impl Db {
     }
 
     pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
-        txn.commit().map_err(db_err(&self.path))
+        txn.commit().map_err(db_err(&self.path))?;
+        if let Some(f) = self.on_mutation.get() {
+            f();
+        }
+        Ok(())
     }
 
     pub(crate) fn gc_guard(&self) -> std::sync::MutexGuard<'_, ()> {
