@@ -6,7 +6,7 @@
 //! OOM watching.
 
 use containerd_shim_protos::cgroups::metrics::{
-    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat, Throttle,
+    CPUStat, CPUUsage, MemoryEntry, Metrics, PidsStat, Throttle,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
@@ -45,39 +45,7 @@ pub fn v1_metrics(s: &runc_wrapper::Stats) -> Any {
     m.cpu = Some(cpu).into();
 
     let raw = |k: &str| s.memory.raw.get(k).copied().unwrap_or(0);
-    let mut mem = MemoryStat::new();
-    mem.cache = raw("cache");
-    mem.rss = raw("rss");
-    mem.rss_huge = raw("rss_huge");
-    mem.mapped_file = raw("mapped_file");
-    mem.dirty = raw("dirty");
-    mem.writeback = raw("writeback");
-    mem.pg_pg_in = raw("pgpgin");
-    mem.pg_pg_out = raw("pgpgout");
-    mem.pg_fault = raw("pgfault");
-    mem.pg_maj_fault = raw("pgmajfault");
-    mem.inactive_anon = raw("inactive_anon");
-    mem.active_anon = raw("active_anon");
-    mem.inactive_file = raw("inactive_file");
-    mem.active_file = raw("active_file");
-    mem.unevictable = raw("unevictable");
-    mem.hierarchical_memory_limit = raw("hierarchical_memory_limit");
-    mem.hierarchical_swap_limit = raw("hierarchical_memsw_limit");
-    mem.total_cache = raw("total_cache");
-    mem.total_rss = raw("total_rss");
-    mem.total_rss_huge = raw("total_rss_huge");
-    mem.total_mapped_file = raw("total_mapped_file");
-    mem.total_dirty = raw("total_dirty");
-    mem.total_writeback = raw("total_writeback");
-    mem.total_pg_pg_in = raw("total_pgpgin");
-    mem.total_pg_pg_out = raw("total_pgpgout");
-    mem.total_pg_fault = raw("total_pgfault");
-    mem.total_pg_maj_fault = raw("total_pgmajfault");
-    mem.total_inactive_anon = raw("total_inactive_anon");
-    mem.total_active_anon = raw("total_active_anon");
-    mem.total_inactive_file = raw("total_inactive_file");
-    mem.total_active_file = raw("total_active_file");
-    mem.total_unevictable = raw("total_unevictable");
+    let mut mem = crate::cgroup::v1::memory_stat(raw);
     mem.usage = Some(entry(&s.memory.usage)).into();
     mem.swap = Some(entry(&s.memory.swap)).into();
     mem.kernel = Some(entry(&s.memory.kernel)).into();

@@ -12,7 +12,7 @@
 //!   `cgroups.Mode()`; hybrid is treated as v1, as containerd does).
 //! - [`Cgroup`]: a process's cgroup(s) found from `/proc/<pid>/cgroup` + mountinfo
 //!   ([`paths`]), with [`Cgroup::stats`] and [`Cgroup::add_pid`]; [`v1`] and [`v2`] hold the
-//!   file formats.
+//!   file formats, over the shared stat-file readers in `stat`.
 //! - [`OomMonitor`]: eventfd (v1) / inotify (v2) watches in the tokio reactor, no threads.
 //! - [`join_cgroup`]: the `ShimCgroup` option (a path relative to the hierarchy roots).
 //!
@@ -26,6 +26,7 @@
 
 mod oom;
 pub mod paths;
+mod stat;
 pub mod v1;
 pub mod v2;
 

@@ -9,6 +9,7 @@ use containerd_shim_protos::cgroups::metrics as m;
 use nix::sys::eventfd::EfdFlags;
 use protobuf::MessageField;
 
+use super::stat::{hugetlb_sizes, parse_u64, read_kv, read_u64};
 use super::{read_opt, CgroupError};
 
 /// A process's cgroups in a v1 (or hybrid) hierarchy: one directory per controller.
@@ -94,11 +95,11 @@ pub(crate) fn oom_eventfd(memory_dir: &Path) -> Result<OwnedFd, CgroupError> {
 }
 
 fn pids(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
-    let Some(current) = read_opt(&dir.join("pids.current"))? else {
+    let Some(current) = read_u64(&dir.join("pids.current"))? else {
         return Ok(());
     };
     let mut p = m::PidsStat::new();
-    p.current = parse_u64(&dir.join("pids.current"), current.trim())?;
+    p.current = current;
     if let Some(max) = read_opt(&dir.join("pids.max"))? {
         // v1 reports an unlimited "max" as 0.
         if max.trim() != "max" {
@@ -110,11 +111,9 @@ fn pids(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
 }
 
 fn cpu_throttling(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
-    let path = dir.join("cpu.stat");
-    let Some(text) = read_opt(&path)? else {
+    let Some(kv) = read_kv(&dir.join("cpu.stat"))? else {
         return Ok(());
     };
-    let kv = parse_kv(&path, &text)?;
     let t = out
         .cpu
         .mut_or_insert_default()
@@ -132,13 +131,10 @@ fn cpuacct(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
         .mut_or_insert_default()
         .usage
         .mut_or_insert_default();
-    let total_path = dir.join("cpuacct.usage");
-    if let Some(total) = read_opt(&total_path)? {
-        usage.total = parse_u64(&total_path, total.trim())?;
+    if let Some(total) = read_u64(&dir.join("cpuacct.usage"))? {
+        usage.total = total;
     }
-    let stat_path = dir.join("cpuacct.stat");
-    if let Some(text) = read_opt(&stat_path)? {
-        let kv = parse_kv(&stat_path, &text)?;
+    if let Some(kv) = read_kv(&dir.join("cpuacct.stat"))? {
         // USER_HZ ticks to nanoseconds, as containerd/cgroups.
         let tick_ns = 1_000_000_000 / clock_ticks();
         usage.user = kv.get("user").copied().unwrap_or_default() * tick_ns;
@@ -164,12 +160,46 @@ fn clock_ticks() -> u64 {
 }
 
 fn memory(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
-    let stat_path = dir.join("memory.stat");
-    let Some(text) = read_opt(&stat_path)? else {
+    let Some(raw) = read_kv(&dir.join("memory.stat"))? else {
         return Ok(());
     };
-    let raw = parse_kv(&stat_path, &text)?;
-    let g = |k: &str| raw.get(k).copied().unwrap_or_default();
+    let mut s = memory_stat(|k| raw.get(k).copied().unwrap_or_default());
+    for (module, entry) in [
+        ("memory.", &mut s.usage),
+        ("memory.memsw.", &mut s.swap),
+        ("memory.kmem.", &mut s.kernel),
+        ("memory.kmem.tcp.", &mut s.kernel_tcp),
+    ] {
+        let mut e = m::MemoryEntry::new();
+        for (name, value) in [
+            ("usage_in_bytes", &mut e.usage),
+            ("max_usage_in_bytes", &mut e.max),
+            ("failcnt", &mut e.failcnt),
+            ("limit_in_bytes", &mut e.limit),
+        ] {
+            if let Some(v) = read_u64(&dir.join(format!("{module}{name}")))? {
+                *value = v;
+            }
+        }
+        *entry = MessageField::some(e);
+    }
+    out.memory = MessageField::some(s);
+
+    if let Some(kv) = read_kv(&dir.join("memory.oom_control"))? {
+        let mut oc = m::MemoryOomControl::new();
+        oc.oom_kill_disable = kv.get("oom_kill_disable").copied().unwrap_or_default();
+        oc.under_oom = kv.get("under_oom").copied().unwrap_or_default();
+        oc.oom_kill = kv.get("oom_kill").copied().unwrap_or_default();
+        out.memory_oom_control = MessageField::some(oc);
+    }
+    Ok(())
+}
+
+/// The `memory.stat` counters (cgroup v1 names, e.g. `total_rss`) as containerd's
+/// `MemoryStat` fields; `g` gives a counter's value (0 when absent). The usage/swap/kernel
+/// entries and the OOM control are filled by the caller. Also used for runc's `events
+/// --stats` output (`crate::metrics`), which carries the same counters.
+pub(crate) fn memory_stat(g: impl Fn(&str) -> u64) -> m::MemoryStat {
     let mut s = m::MemoryStat::new();
     s.cache = g("cache");
     s.rss = g("rss");
@@ -203,38 +233,7 @@ fn memory(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
     s.total_inactive_file = g("total_inactive_file");
     s.total_active_file = g("total_active_file");
     s.total_unevictable = g("total_unevictable");
-    for (module, entry) in [
-        ("memory.", &mut s.usage),
-        ("memory.memsw.", &mut s.swap),
-        ("memory.kmem.", &mut s.kernel),
-        ("memory.kmem.tcp.", &mut s.kernel_tcp),
-    ] {
-        let mut e = m::MemoryEntry::new();
-        for (name, value) in [
-            ("usage_in_bytes", &mut e.usage),
-            ("max_usage_in_bytes", &mut e.max),
-            ("failcnt", &mut e.failcnt),
-            ("limit_in_bytes", &mut e.limit),
-        ] {
-            let p = dir.join(format!("{module}{name}"));
-            if let Some(v) = read_opt(&p)? {
-                *value = parse_u64(&p, v.trim())?;
-            }
-        }
-        *entry = MessageField::some(e);
-    }
-    out.memory = MessageField::some(s);
-
-    let oc_path = dir.join("memory.oom_control");
-    if let Some(text) = read_opt(&oc_path)? {
-        let kv = parse_kv(&oc_path, &text)?;
-        let mut oc = m::MemoryOomControl::new();
-        oc.oom_kill_disable = kv.get("oom_kill_disable").copied().unwrap_or_default();
-        oc.under_oom = kv.get("under_oom").copied().unwrap_or_default();
-        oc.oom_kill = kv.get("oom_kill").copied().unwrap_or_default();
-        out.memory_oom_control = MessageField::some(oc);
-    }
-    Ok(())
+    s
 }
 
 fn blkio(dir: &Path, partitions: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
@@ -330,66 +329,21 @@ fn blkio_entries(
 }
 
 fn hugetlb(dir: &Path, out: &mut m::Metrics) -> Result<(), CgroupError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    let mut sizes: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let size = name
-                .strip_prefix("hugetlb.")?
-                .strip_suffix(".usage_in_bytes")?;
-            Some(size.to_string())
-        })
-        .collect();
-    sizes.sort();
-    for size in sizes {
+    for size in hugetlb_sizes(dir, ".usage_in_bytes") {
         let mut h = m::HugetlbStat::new();
         for (name, value) in [
             ("usage_in_bytes", &mut h.usage),
             ("max_usage_in_bytes", &mut h.max),
             ("failcnt", &mut h.failcnt),
         ] {
-            let p = dir.join(format!("hugetlb.{size}.{name}"));
-            if let Some(v) = read_opt(&p)? {
-                *value = parse_u64(&p, v.trim())?;
+            if let Some(v) = read_u64(&dir.join(format!("hugetlb.{size}.{name}")))? {
+                *value = v;
             }
         }
         h.pagesize = size;
         out.hugetlb.push(h);
     }
     Ok(())
-}
-
-/// containerd/cgroups `parseUint`: negative numbers (e.g. `-1` for "unlimited") read as 0.
-pub(crate) fn parse_u64(path: &Path, s: &str) -> Result<u64, CgroupError> {
-    if let Ok(v) = s.parse::<u64>() {
-        return Ok(v);
-    }
-    if s.starts_with('-') && s[1..].bytes().all(|b| b.is_ascii_digit()) && s.len() > 1 {
-        return Ok(0);
-    }
-    Err(CgroupError::Parse {
-        path: path.to_path_buf(),
-        reason: format!("{s:?} is not a number"),
-    })
-}
-
-/// `key value` lines.
-pub(crate) fn parse_kv(path: &Path, text: &str) -> Result<BTreeMap<String, u64>, CgroupError> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut it = line.split_whitespace();
-        let (Some(k), Some(v), None) = (it.next(), it.next(), it.next()) else {
-            return Err(CgroupError::Parse {
-                path: path.to_path_buf(),
-                reason: format!("expected \"key value\", got {line:?}"),
-            });
-        };
-        out.insert(k.to_string(), parse_u64(path, v)?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

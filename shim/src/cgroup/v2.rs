@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use containerd_shim_protos::cgroups_v2::metrics as m;
 use protobuf::MessageField;
 
-use super::v1::{parse_kv, parse_u64};
+use super::stat::{hugetlb_sizes, key_values, parse_u64, read_kv};
 use super::{read_opt, CgroupError};
 
 /// A process's cgroup in the unified hierarchy.
@@ -122,11 +122,9 @@ impl CgroupV2 {
 
 /// `memory.events`, or `None` when the file does not exist (no memory controller).
 pub(crate) fn memory_events(dir: &Path) -> Result<Option<m::MemoryEvents>, CgroupError> {
-    let p = dir.join("memory.events");
-    let Some(text) = read_opt(&p)? else {
+    let Some(kv) = read_kv(&dir.join("memory.events"))? else {
         return Ok(None);
     };
-    let kv = parse_kv(&p, &text)?;
     let g = |k: &str| kv.get(k).copied().unwrap_or_default();
     let mut ev = m::MemoryEvents::new();
     ev.low = g("low");
@@ -188,10 +186,7 @@ fn psi(path: &Path) -> Result<MessageField<m::PSIStats>, CgroupError> {
             _ => continue,
         };
         let mut d = m::PSIData::new();
-        for f in fields {
-            let Some((k, v)) = f.split_once('=') else {
-                continue;
-            };
+        for (k, v) in key_values(fields) {
             match k {
                 "avg10" => d.avg10 = v.parse().unwrap_or_default(),
                 "avg60" => d.avg60 = v.parse().unwrap_or_default(),
@@ -222,10 +217,7 @@ fn io_stat(path: &Path) -> Result<Vec<m::IOEntry>, CgroupError> {
         let mut e = m::IOEntry::new();
         e.major = major;
         e.minor = minor;
-        for f in fields {
-            let Some((k, v)) = f.split_once('=') else {
-                continue;
-            };
+        for (k, v) in key_values(fields) {
             let Ok(v) = v.parse() else { continue };
             match k {
                 "rbytes" => e.rbytes = v,
@@ -242,20 +234,8 @@ fn io_stat(path: &Path) -> Result<Vec<m::IOEntry>, CgroupError> {
 
 /// `hugetlb.<size>.current` / `.max` / `.events` (failcnt = `max` events).
 fn hugetlb(dir: &Path) -> Result<Vec<m::HugeTlbStat>, CgroupError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
-    };
-    let mut sizes: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let size = name.strip_prefix("hugetlb.")?.strip_suffix(".current")?;
-            Some(size.to_string())
-        })
-        .collect();
-    sizes.sort();
     let mut out = Vec::new();
-    for size in sizes {
+    for size in hugetlb_sizes(dir, ".current") {
         let mut h = m::HugeTlbStat::new();
         h.current = single_value(&dir.join(format!("hugetlb.{size}.current")))?;
         h.max = single_value(&dir.join(format!("hugetlb.{size}.max")))?;
