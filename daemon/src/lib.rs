@@ -12,6 +12,8 @@
 //! - `filters`: containerd's filter language, shared by every List and by event subscribers.
 //! - `errdefs`: error kinds every module error maps to.
 //! - `events`: the in-process exchange every service publishes to and `Subscribe` reads.
+//! - `transfer`: containerd 2's Transfer service operations (pull, push, import, export,
+//!   tag) and the Streaming side channels they use.
 //! - `metrics`: Prometheus `/v1/metrics` on `[metrics] address`, gRPC request counters.
 //! - `api`: one module per containerd gRPC service, plus `to_status` (the only errdefs map).
 //! - `server`: builds everything from the config, binds the sockets, shuts down on signals.
@@ -29,3 +31,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod snapshots;
+pub mod transfer;

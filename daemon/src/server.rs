@@ -295,6 +295,29 @@ fn runtime_services(
     api::tasks::register(core, cfg, routes)
 }
 
+/// The transfer subsystem's plugin rows (`ctr plugins ls`) and its stream registry.
+fn transfer_plugins(_db: &metadata::Db) -> (crate::transfer::StreamManager, Vec<PluginInfo>) {
+    let rows = vec![
+        PluginInfo::ok("io.containerd.streaming.v1", "manager", &["io.containerd.metadata.v1"]),
+        PluginInfo::ok(
+            "io.containerd.transfer.v1",
+            "local",
+            &["io.containerd.lease.v1", "io.containerd.metadata.v1"],
+        ),
+        PluginInfo::ok(
+            "io.containerd.grpc.v1",
+            "streaming",
+            &["io.containerd.streaming.v1"],
+        ),
+        PluginInfo::ok(
+            "io.containerd.grpc.v1",
+            "transfer",
+            &["io.containerd.transfer.v1", "io.containerd.streaming.v1"],
+        ),
+    ];
+    (crate::transfer::StreamManager::default(), rows)
+}
+
 /// Asks tonic for the configured message size limits on a generated server.
 macro_rules! limited {
     ($server:expr, $cfg:expr) => {
@@ -470,6 +493,8 @@ pub async fn run(
         events: exchange.clone(),
         gc,
     };
+    let (streams, transfer_plugins) = transfer_plugins(&db);
+    plugins.extend(transfer_plugins);
     for id in [
         "content",
         "diff",
@@ -595,6 +620,24 @@ pub async fn run(
         ))
         .add_service(limited!(
             svc::diff::v1::diff_server::DiffServer::new(api::diff::Service(core.clone())),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::streaming::v1::streaming_server::StreamingServer::new(api::streaming::Service(
+                streams.clone()
+            )),
+            cfg
+        ))
+        .add_service(limited!(
+            svc::transfer::v1::transfer_server::TransferServer::new(api::transfer::Service {
+                transfer: crate::transfer::Transferrer::new(
+                    Arc::clone(&db),
+                    crate::images::Images::new(Arc::clone(&db), exchange.clone(), core.gc.clone()),
+                    core.gc.clone(),
+                    crate::transfer::default_snapshotter(&db.snapshotter_names()),
+                ),
+                streams,
+            }),
             cfg
         ));
 

@@ -1,0 +1,593 @@
+//! Import of an image archive from a stream (containerd `core/transfer/local/import.go`
+//! over `core/images/archive/importer.go` `ImportIndex`).
+//!
+//! The tar (gzip/zstd sniffed and decompressed when the client gave no media type) is read
+//! on a blocking thread as it arrives: every regular file goes straight into the content
+//! store under the operation's lease (`tar-<name>` refs), `oci-layout` and `manifest.json`
+//! are parsed (bounded). An OCI layout's `index.json` is the result; a `docker save`
+//! archive gets a Docker schema 2 manifest per image and an OCI index over them, annotated
+//! with the normalised repo tags — byte-for-byte what containerd writes, so digests match
+//! `ctr import --local`. Then the index is walked like containerd's handler chain: GC
+//! labels on every parent, children filtered by the store's platforms, each index entry
+//! named by the `ImageStore` rules ([`super::naming`]), manifests for the unpack platforms
+//! unpacked into snapshots.
+
+use super::naming::REF_SOURCE;
+use super::oci::{self, Descriptor, Index, Manifest, Matcher, Platform};
+use super::{blocking, Error, ImageStore, ImportStream, Progress, ProgressEvent, Transferrer};
+use crate::errdefs::{HasKind, Kind};
+use crate::metadata::{Ctx, Db, Labels};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::Arc;
+
+const CHUNK: usize = 1 << 20;
+
+#[derive(serde::Deserialize)]
+struct OciLayout {
+    #[serde(rename = "imageLayoutVersion")]
+    version: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifest {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+/// A tar error for humans: the tar crate quotes raw header bytes, which for a file that is
+/// not a tar at all is binary noise.
+#[allow(clippy::needless_pass_by_value)]
+fn tar_err(e: std::io::Error) -> Error {
+    let text = e.to_string();
+    if text.chars().any(|c| c.is_control() || c == '\u{fffd}') {
+        return Error::Archive("invalid tar header: not a tar archive".into());
+    }
+    Error::Archive(text)
+}
+
+/// Go's `path.Clean` for the relative names in an archive.
+pub fn clean(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+fn dir_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+/// docker/distribution `ParseDockerRef`: `busybox` → `docker.io/library/busybox:latest`.
+pub fn normalize_reference(reference: &str) -> Result<String, Error> {
+    let bad = || {
+        Error::Invalid(format!(
+            "normalize image ref {reference:?}: invalid reference format"
+        ))
+    };
+    if reference.is_empty()
+        || reference.contains(char::is_whitespace)
+        || reference.chars().any(|c| c.is_ascii_uppercase())
+    {
+        return Err(bad());
+    }
+    let (name_part, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    let last_slash = name_part.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_part[last_slash..].rfind(':') {
+        Some(i) => (
+            &name_part[..last_slash + i],
+            Some(&name_part[last_slash + i + 1..]),
+        ),
+        None => (name_part, None),
+    };
+    if name.is_empty() || tag == Some("") {
+        return Err(bad());
+    }
+    let full = match name.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => name.to_string(),
+        Some(_) => format!("docker.io/{name}"),
+        None => format!("docker.io/library/{name}"),
+    };
+    Ok(match (tag, digest) {
+        (_, Some(d)) => format!("{full}@{d}"),
+        (Some(t), None) => format!("{full}:{t}"),
+        (None, None) => format!("{full}:latest"),
+    })
+}
+
+/// `ociReferenceName`: the object part of a normalised name (its tag, or `@digest`).
+fn oci_reference_name(normalized: &str) -> String {
+    if let Some((_, d)) = normalized.split_once('@') {
+        return format!("@{d}");
+    }
+    let last_slash = normalized.rfind('/').map_or(0, |i| i + 1);
+    normalized[last_slash..]
+        .rsplit_once(':')
+        .map_or_else(|| normalized.to_string(), |(_, t)| t.to_string())
+}
+
+/// `platforms.Normalize` for the architectures berthd runs on.
+fn normalize_platform(mut p: Platform) -> Platform {
+    p.os = p.os.to_lowercase();
+    match p.architecture.as_str() {
+        "x86_64" | "x86-64" | "amd64" => {
+            p.architecture = "amd64".into();
+            if p.variant == "v1" {
+                p.variant.clear();
+            }
+        }
+        "aarch64" | "arm64" => {
+            p.architecture = "arm64".into();
+            if matches!(p.variant.as_str(), "8" | "v8" | "v8.0") {
+                p.variant.clear();
+            }
+        }
+        _ => {}
+    }
+    p
+}
+
+/// What the tar held.
+#[derive(Default)]
+struct Ingested {
+    layout: Option<OciLayout>,
+    docker: Option<Vec<DockerManifest>>,
+    blobs: HashMap<String, Descriptor>,
+    heads: HashMap<String, Vec<u8>>,
+    symlinks: HashMap<String, String>,
+}
+
+fn read_json_entry<T: serde::de::DeserializeOwned>(
+    name: &str,
+    entry: impl Read,
+) -> Result<T, Error> {
+    let mut buf = Vec::new();
+    entry
+        .take(oci::JSON_LIMIT as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(tar_err)?;
+    if buf.len() > oci::JSON_LIMIT {
+        return Err(Error::TooLarge {
+            what: format!("{name:?} in the archive"),
+            limit: oci::JSON_LIMIT,
+        });
+    }
+    serde_json::from_slice(&buf).map_err(|source| Error::Json {
+        what: format!("untar {name:?}"),
+        source,
+    })
+}
+
+/// Streams one archive file into content; returns its digest and first bytes.
+fn write_entry(
+    db: &Arc<Db>,
+    ctx: &Ctx,
+    r#ref: &str,
+    size: u64,
+    mut entry: impl Read,
+) -> Result<(String, Vec<u8>), Error> {
+    let total = i64::try_from(size).unwrap_or(i64::MAX);
+    let mut w = db.content_writer(ctx, r#ref, total, None)?;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = entry.read(&mut buf).map_err(tar_err)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 16 {
+            head.extend_from_slice(&buf[..n.min(16 - head.len())]);
+        }
+        w.write(&buf[..n])?;
+    }
+    let digest = w.digest().to_string();
+    match w.commit(total, None, Labels::new()) {
+        Ok(_) => {}
+        Err(e) if e.kind() == Kind::AlreadyExists => {}
+        Err(e) => {
+            let _ = db.content_abort(ctx, r#ref);
+            return Err(e.into());
+        }
+    }
+    Ok((digest, head))
+}
+
+fn read_archive(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Ingested, Error> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let mut out = Ingested::default();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(tar_err)? {
+        let entry = entry.map_err(tar_err)?;
+        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            let target = clean(&format!("{}/{link}", dir_of(&name)));
+            out.symlinks.insert(name, target);
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        match name.as_str() {
+            "oci-layout" => out.layout = Some(read_json_entry(&name, entry)?),
+            "manifest.json" => out.docker = Some(read_json_entry(&name, entry)?),
+            _ => {
+                let size = entry.header().size().map_err(tar_err)?;
+                // Unique per import, so concurrent imports of one archive do not collide
+                // on the ingest ref lock.
+                let r#ref = format!("tar-{name}-{}", &tag[..12]);
+                let (digest, head) = write_entry(db, ctx, &r#ref, size, entry)?;
+                out.blobs.insert(
+                    name.clone(),
+                    Descriptor {
+                        digest,
+                        size: i64::try_from(size).unwrap_or(i64::MAX),
+                        ..Descriptor::default()
+                    },
+                );
+                out.heads.insert(name, head);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A stored blob labelled as the compressed form of uncompressed digest `diff_id`.
+fn compressed_form(db: &Db, ctx: &Ctx, diff_id: &str) -> Result<Option<(String, i64)>, Error> {
+    let f = crate::filters::Filter::parse_all([format!(
+        "labels.\"{}\"=={diff_id}",
+        oci::LABEL_UNCOMPRESSED
+    )])
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(db
+        .content_list(ctx, &f)?
+        .into_iter()
+        .next()
+        .map(|i| (i.digest.to_string(), i.size)))
+}
+
+fn layer_media_type(head: &[u8]) -> &'static str {
+    if crate::diff::Compression::detect(head) == crate::diff::Compression::Uncompressed {
+        oci::MT_DOCKER_LAYER
+    } else {
+        oci::MT_DOCKER_LAYER_GZIP
+    }
+}
+
+/// The OCI index of a `docker save` archive (containerd `ImportIndex`, Docker branch).
+fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor, Error> {
+    let manifests = ing.docker.take().unwrap_or_default();
+    for (name, target) in &ing.symlinks {
+        let desc = ing.blobs.get(target).cloned().ok_or_else(|| {
+            Error::Archive(format!(
+                "no target for symlink layer from {name:?} to {target:?}"
+            ))
+        })?;
+        if let Some(h) = ing.heads.get(target).cloned() {
+            ing.heads.insert(name.clone(), h);
+        }
+        ing.blobs.insert(name.clone(), desc);
+    }
+    let mut index = Index {
+        schema_version: 2,
+        media_type: None,
+        manifests: Vec::new(),
+        annotations: None,
+    };
+    for m in manifests {
+        let mut config = ing
+            .blobs
+            .get(&clean(&m.config))
+            .cloned()
+            .ok_or_else(|| Error::Archive(format!("image config {:?} not found", m.config)))?;
+        config.media_type = oci::MT_DOCKER_CONFIG.to_string();
+        let mut layers = Vec::new();
+        for l in &m.layers {
+            let key = clean(l);
+            let mut d = ing.blobs.get(&key).cloned().ok_or_else(|| {
+                Error::Archive(format!("failed to resolve layers: layer {l:?} not found"))
+            })?;
+            let mut head = ing.heads.get(&key).cloned().unwrap_or_default();
+            // containerd's resolveLayers: an uncompressed layer whose compressed form is
+            // already stored (labelled `containerd.io/uncompressed`) is referenced compressed.
+            if let Some((digest, size)) = compressed_form(db, ctx, &d.digest)? {
+                head = db.content_read(ctx, &crate::content::Digest::parse(&digest)?, 0, 10)?;
+                d.digest = digest;
+                d.size = size;
+            }
+            d.media_type = layer_media_type(&head).to_string();
+            layers.push(d);
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MT_DOCKER_MANIFEST.to_string()),
+            config: config.clone(),
+            layers,
+        };
+        let (digest, size) = oci::write_json(db, ctx, &manifest)?;
+        let cfg: oci::Config = oci::read_json(db, ctx, "image config", &config.digest)?;
+        let platform = (!cfg.os.is_empty() || !cfg.architecture.is_empty()).then(|| {
+            normalize_platform(Platform {
+                architecture: cfg.architecture,
+                os: cfg.os,
+                variant: cfg.variant,
+                ..Platform::default()
+            })
+        });
+        let desc = Descriptor {
+            media_type: oci::MT_DOCKER_MANIFEST.to_string(),
+            digest,
+            size,
+            platform,
+            ..Descriptor::default()
+        };
+        match m.repo_tags.filter(|t| !t.is_empty()) {
+            None => index.manifests.push(desc),
+            Some(tags) => {
+                for t in tags {
+                    let normalized = normalize_reference(&t)?;
+                    let mut d = desc.clone();
+                    d.annotations = Some(BTreeMap::from([
+                        (oci::ANNOTATION_IMAGE_NAME.to_string(), normalized.clone()),
+                        (
+                            oci::ANNOTATION_REF_NAME.to_string(),
+                            oci_reference_name(&normalized),
+                        ),
+                    ]));
+                    index.manifests.push(d);
+                }
+            }
+        }
+    }
+    let (digest, size) = oci::write_json(db, ctx, &index)?;
+    Ok(Descriptor {
+        media_type: oci::MT_OCI_INDEX.to_string(),
+        digest,
+        size,
+        ..Descriptor::default()
+    })
+}
+
+/// `ImportIndex`: the archive into content; returns the index descriptor.
+fn import_index(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Descriptor, Error> {
+    let ing = read_archive(db, ctx, reader)?;
+    if let Some(layout) = &ing.layout {
+        if layout.version != "1.0.0" {
+            return Err(Error::Archive(format!(
+                "unsupported OCI version {}",
+                layout.version
+            )));
+        }
+        let mut idx = ing
+            .blobs
+            .get("index.json")
+            .cloned()
+            .ok_or_else(|| Error::Archive("missing index.json in OCI layout 1.0.0".into()))?;
+        idx.media_type = oci::MT_OCI_INDEX.to_string();
+        return Ok(idx);
+    }
+    if ing.docker.is_none() {
+        return Err(Error::Archive(
+            "unrecognized image format: neither an OCI layout (oci-layout) nor a docker archive (manifest.json)".into(),
+        ));
+    }
+    docker_index(db, ctx, ing)
+}
+
+/// What the walk found: descriptors to name, manifests reached.
+pub(crate) struct Walked {
+    /// The index and its entries (entries marked for naming from annotations).
+    pub to_name: Vec<Descriptor>,
+    /// Every manifest reached, with its parsed JSON.
+    pub manifests: Vec<(Descriptor, Manifest)>,
+}
+
+/// The import handler chain: GC labels on every parent, children filtered by platform,
+/// index entries marked for naming from their annotations (`WalkNotEmpty`).
+pub(crate) fn walk(
+    db: &Db,
+    ctx: &Ctx,
+    index: &Descriptor,
+    store: &ImageStore,
+) -> Result<Walked, Error> {
+    let matcher = Matcher::of(store.platforms.clone());
+    let top: Index = oci::read_json(db, ctx, "index", &index.digest)?;
+    let mut w = Walked {
+        to_name: vec![index.clone()],
+        manifests: Vec::new(),
+    };
+    let mut children = top.manifests;
+    for c in &mut children {
+        c.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(REF_SOURCE.into(), "annotation".into());
+        w.to_name.push(c.clone());
+    }
+    oci::set_labels(db, ctx, &index.digest, &oci::gc_labels(&children))?;
+    children.retain(|c| matcher.matches(c.platform.as_ref()));
+    if store.manifest_limit > 0 {
+        children.truncate(store.manifest_limit as usize);
+    }
+    if children.is_empty() {
+        return Err(Error::NotFound(format!(
+            "image might be filtered out: no manifest of index {} matches the requested platforms",
+            index.digest
+        )));
+    }
+    let mut stack = children;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(d) = stack.pop() {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        if oci::is_manifest(&d.media_type) {
+            let m: Manifest = oci::read_json(db, ctx, "manifest", &d.digest)?;
+            let mut kids = vec![m.config.clone()];
+            kids.extend(m.layers.iter().cloned());
+            oci::set_labels(db, ctx, &d.digest, &oci::gc_labels(&kids))?;
+            w.manifests.push((d, m));
+        } else if oci::is_index(&d.media_type) {
+            let i: Index = oci::read_json(db, ctx, "index", &d.digest)?;
+            oci::set_labels(db, ctx, &d.digest, &oci::gc_labels(&i.manifests))?;
+            stack.extend(
+                i.manifests
+                    .into_iter()
+                    .filter(|c| matcher.matches(c.platform.as_ref())),
+            );
+        }
+    }
+    Ok(w)
+}
+
+/// Unpacks the walked manifests that match each unpack configuration.
+pub(crate) fn unpack_all(
+    t: &Transferrer,
+    ctx: &Ctx,
+    store: &ImageStore,
+    manifests: &[(Descriptor, Manifest)],
+    progress: &Progress,
+) -> Result<(), Error> {
+    let db = &t.db;
+    for u in &store.unpacks {
+        let snapshotter = t.snapshotter_for(u)?;
+        let want = u.platform.clone().unwrap_or_else(Platform::host);
+        let matcher = Matcher::Any(vec![want]);
+        let mut done = std::collections::HashSet::new();
+        for (d, m) in manifests {
+            let p = match &d.platform {
+                Some(p) => p.clone(),
+                None => oci::config_platform(db, ctx, m)?,
+            };
+            if !matcher.matches(Some(&p)) || !done.insert(d.digest.clone()) {
+                continue;
+            }
+            let name_of = |l: &Descriptor| format!("layer-{}", l.digest);
+            super::unpack::unpack(db, ctx, m, &snapshotter, progress, &name_of)?;
+        }
+    }
+    Ok(())
+}
+
+/// The whole import.
+pub async fn import(
+    t: &Transferrer,
+    ctx: Ctx,
+    src: ImportStream,
+    store: ImageStore,
+    progress: &Progress,
+) -> Result<(), Error> {
+    if src.force_compress {
+        return Err(Error::NotImplemented(
+            "compressing uncompressed layers on import (ctr import --compress-blobs)".into(),
+        ));
+    }
+    progress.send(ProgressEvent::status("Importing"));
+    let reader = super::stream::receive_bytes(src.stream);
+    let (db, c) = (Arc::clone(&t.db), ctx.clone());
+    let sniff = src.media_type.is_empty();
+    let index = blocking(move || {
+        if sniff {
+            let (_, r) = crate::diff::compression::decompress(reader)
+                .map_err(|e| Error::Archive(e.to_string()))?;
+            import_index(&db, &c, r)
+        } else {
+            import_index(&db, &c, reader)
+        }
+    })
+    .await?;
+    log::debug!("transfer: imported index {}", index.digest);
+
+    let (tt, c, s) = (t.clone(), ctx.clone(), store.clone());
+    let to_name = blocking(move || {
+        let w = walk(&tt.db, &c, &index, &s)?;
+        // containerd reports no extraction progress for imports.
+        unpack_all(&tt, &c, &s, &w.manifests, &Progress::default())?;
+        Ok(w.to_name)
+    })
+    .await?;
+
+    for desc in to_name {
+        match t.store(&ctx, &store, &desc).await {
+            Ok(imgs) => {
+                for img in imgs {
+                    progress.send(ProgressEvent {
+                        event: "saved".into(),
+                        name: img.name,
+                        desc: Some(img.target),
+                        ..ProgressEvent::default()
+                    });
+                }
+            }
+            Err(e) if e.kind() == Kind::NotFound => {
+                log::debug!("transfer: no image name for {}", desc.digest);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    progress.send(ProgressEvent::status("Completed import"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_refs_normalize() {
+        assert_eq!(
+            normalize_reference("busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            normalize_reference("me/app:1.0").unwrap(),
+            "docker.io/me/app:1.0"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/app").unwrap(),
+            "localhost:5000/app:latest"
+        );
+        assert!(normalize_reference("Bad/Name").is_err());
+        assert_eq!(
+            oci_reference_name("docker.io/library/busybox:latest"),
+            "latest"
+        );
+    }
+
+    #[test]
+    fn archive_names_clean_like_go_path() {
+        assert_eq!(clean("./blobs/sha256/ab"), "blobs/sha256/ab");
+        assert_eq!(clean("a/../b"), "b");
+    }
+
+    #[test]
+    fn platforms_normalize() {
+        let p = normalize_platform(Platform {
+            architecture: "aarch64".into(),
+            os: "Linux".into(),
+            variant: "v8".into(),
+            ..Platform::default()
+        });
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str(), p.variant.as_str()),
+            ("linux", "arm64", "")
+        );
+    }
+}
