@@ -32,10 +32,44 @@ pub fn with_readonly_mount<T>(
         .prefix("berth-rootfs-")
         .tempdir()
         .map_err(Error::TempDir)?;
-    mount_all(mounts, dir.path(), true)?;
+    let mounts: Vec<protos::types::Mount> = mounts.iter().map(readonly_mount).collect();
+    mount_all(&mounts, dir.path(), true)?;
     let result = f(dir.path());
     unmount(dir.path());
     Ok(result)
+}
+
+/// containerd's `readonlyMounts` (`mount/temp.go`): an overlay is mounted without its
+/// upper and work directories, the upper one becoming the topmost lower directory. The view
+/// is the same, but the kernel then neither sets up nor checks the work directory (a
+/// directory created, feature probes with temporary files and xattrs: ≈ 5–10 ms on a busy
+/// disk) and nothing can be written through the mount. `volatile` (a snapshotter
+/// `mount_options` choice) only means something with an upper directory and goes too
+/// (containerd's `RemoveVolatileOption`).
+fn readonly_mount(m: &protos::types::Mount) -> protos::types::Mount {
+    if m.r#type != "overlay" {
+        return m.clone();
+    }
+    let upper = m
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .map(str::to_string);
+    let options = m
+        .options
+        .iter()
+        .filter(|o| {
+            !o.starts_with("upperdir=") && !o.starts_with("workdir=") && o.as_str() != "volatile"
+        })
+        .map(|o| match (&upper, o.strip_prefix("lowerdir=")) {
+            (Some(upper), Some(lower)) => format!("lowerdir={upper}:{lower}"),
+            _ => o.clone(),
+        })
+        .collect();
+    protos::types::Mount {
+        options,
+        ..m.clone()
+    }
 }
 
 /// containerd `mount.All` for the single mount a snapshotter returns (overlay or bind).
@@ -112,5 +146,41 @@ pub fn unmount_all(target: &Path) -> Result<(), Error> {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(options: &[&str]) -> protos::types::Mount {
+        protos::types::Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: options.iter().map(|o| (*o).to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn readonly_overlay_moves_upper_onto_the_lower_stack() {
+        let m = readonly_mount(&overlay(&[
+            "volatile",
+            "index=off",
+            "workdir=/s/2/work",
+            "upperdir=/s/2/fs",
+            "lowerdir=/s/1/fs:/s/0/fs",
+        ]));
+        assert_eq!(m.options, ["index=off", "lowerdir=/s/2/fs:/s/1/fs:/s/0/fs"]);
+        // A view (no upper) and a bind mount are unchanged.
+        let view = overlay(&["lowerdir=/s/1/fs:/s/0/fs"]);
+        assert_eq!(readonly_mount(&view), view);
+        let bind = protos::types::Mount {
+            r#type: "bind".into(),
+            source: "/s/1/fs".into(),
+            options: vec!["rw".into(), "rbind".into()],
+            ..Default::default()
+        };
+        assert_eq!(readonly_mount(&bind), bind);
     }
 }

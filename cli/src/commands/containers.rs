@@ -504,19 +504,37 @@ pub async fn create(
     let lease = store::TempLease::create(client).await?;
     let leased = client.with_lease(&lease.id)?;
     let result = async {
-        let chain = unpack::top_chain_id(&leased, &target, &platform).await?;
-        if !unpack::snapshot_exists(&leased, &flags.snapshotter, &chain).await? {
-            unpack::unpack(&leased, &target, &platform, &flags.snapshotter).await?;
-        }
-        leased
-            .snapshots()
-            .prepare(PrepareSnapshotRequest {
+        let diff_ids = config
+            .rootfs
+            .as_ref()
+            .map(|r| r.diff_ids.as_slice())
+            .unwrap_or_default();
+        let chain = image::chain_ids(diff_ids).pop().unwrap_or_default();
+        let prepare = || {
+            let mut snapshots = leased.snapshots();
+            let req = PrepareSnapshotRequest {
                 snapshotter: flags.snapshotter.clone(),
                 key: id.to_string(),
-                parent: chain,
+                parent: chain.clone(),
                 labels: labels_from_args(&flags.snapshotter_label),
-            })
-            .await?;
+            };
+            async move { snapshots.prepare(req).await }
+        };
+        // Prepare straight on the image's top snapshot (ctr's WithNewSnapshot): once the
+        // container's snapshot exists it holds its parent against GC. NotFound means the
+        // parent is missing — not unpacked yet, or collected since — so unpack (which adds
+        // the chain to our lease first) and prepare again. One round trip and one metadata
+        // commit fewer than checking (and leasing) the parent beforehand.
+        match prepare().await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                if !unpack::snapshot_exists(&leased, &flags.snapshotter, &chain).await? {
+                    unpack::unpack(&leased, &target, &platform, &flags.snapshotter).await?;
+                }
+                prepare().await?;
+            }
+            Err(s) => return Err(s.into()),
+        }
         let built = async {
             let spec = build_spec(&leased, flags, Some(&config), None, id, args).await?;
             let mut labels: HashMap<String, String> = HashMap::new();
