@@ -532,7 +532,7 @@ impl Tasks for Service {
                     data,
                 }),
                 Err(e) => {
-                    if e.shim_code() != Some(5) {
+                    if e.shim_code() != Some(5) && !matches!(e, runtime::Error::NotFound { .. }) {
                         log::error!("collecting metrics for {}: {e}", t.id);
                     }
                     None

@@ -203,6 +203,28 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The cgroup of the init process `pid` (containerd: `cgroups.Load(cgroups.V1,
+/// cgroups.PidPath(pid))` in `newTask` and `Start`). A process or cgroup that is already gone
+/// gives `None` (containerd's `ErrCgroupDeleted`): the task's metrics are then NotFound. On a
+/// cgroup v2 (unified) host this is the v2 cgroup; see [`V1Client::stats`].
+fn find_cgroup(ns: &str, id: &str, pid: u32) -> Option<Cgroup> {
+    match i32::try_from(pid).map(Cgroup::for_pid) {
+        Ok(Ok(cg)) => Some(cg),
+        Ok(Err(CgroupError::Read { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            None
+        }
+        Ok(Err(CgroupError::NotFound { .. })) | Err(_) => None,
+        Ok(Err(e)) => {
+            // containerd fails the create here; the container already runs, so berthd keeps
+            // it and reports its metrics as NotFound instead.
+            log::warn!("cgroup of v1 task {ns}/{id} (pid {pid}): {e}");
+            None
+        }
+    }
+}
+
 /// The socket a shim for `ns/id` listens on (containerd v1 `bundle.shimAddress`).
 pub fn socket_address(grpc_address: &str, ns: &str, id: &str) -> String {
     let d = sha2::Sha256::digest(format!("{grpc_address}/{ns}/{id}").as_bytes());
@@ -273,32 +295,9 @@ impl V1Client {
         Ok(c)
     }
 
-    /// Find the cgroup of the init process `pid` (containerd: `cgroups.Load(cgroups.V1,
-    /// cgroups.PidPath(pid))` in `newTask` and `Start`). A process or cgroup that is already
-    /// gone leaves the task without one (containerd's `ErrCgroupDeleted`): its metrics are
-    /// then NotFound. On a cgroup v2 (unified) host this finds the v2 cgroup; see
-    /// [`V1Client::stats`].
+    /// Remember the cgroup of the init process `pid` (see [`find_cgroup`]).
     fn load_cgroup(&self, pid: u32) {
-        let cg = match i32::try_from(pid).map(Cgroup::for_pid) {
-            Ok(Ok(cg)) => Some(cg),
-            Ok(Err(CgroupError::Read { source, .. }))
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                None
-            }
-            Ok(Err(CgroupError::NotFound { .. })) | Err(_) => None,
-            Ok(Err(e)) => {
-                // containerd fails the create here; the container already runs, so berthd
-                // keeps it and reports metrics as NotFound instead.
-                log::warn!(
-                    "cgroup of v1 task {}/{} (pid {pid}): {e}",
-                    self.namespace,
-                    self.id
-                );
-                None
-            }
-        };
-        *lock(&self.cgroup) = cg;
+        *lock(&self.cgroup) = find_cgroup(&self.namespace, &self.id, pid);
     }
 
     /// cgroup metrics of the task, read by berthd (v1 shims have no `Stats`), as an `Any`
@@ -912,5 +911,44 @@ pub async fn cleanup_dead(
             seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
             nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_of_a_live_pid_is_found_and_of_a_gone_pid_is_none() {
+        let me = std::process::id();
+        let cg = find_cgroup("ns", "me", me).expect("cgroup of this process");
+        let any = cg.stats().and_then(|m| m.to_any()).expect("metrics");
+        assert!(
+            any.type_url.starts_with("io.containerd.cgroups.v"),
+            "{}",
+            any.type_url
+        );
+        assert!(!any.value.is_empty());
+
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert!(find_cgroup("ns", "gone", pid).is_none(), "reaped pid {pid}");
+        assert!(find_cgroup("ns", "huge", u32::MAX).is_none());
+    }
+
+    #[test]
+    fn init_pid_file_reads_positive_pids_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join(INIT_PID_FILE);
+        assert_eq!(read_pid(&p), None);
+        std::fs::write(&p, "1234\n").expect("write");
+        assert_eq!(read_pid(&p), Some(1234));
+        std::fs::write(&p, "0").expect("write");
+        assert_eq!(read_pid(&p), None);
+        std::fs::write(&p, "junk").expect("write");
+        assert_eq!(read_pid(&p), None);
     }
 }
