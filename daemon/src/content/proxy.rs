@@ -341,13 +341,25 @@ impl ProxyStore {
         let avail = info.size - offset;
         let n = if size <= 0 { avail } else { size.min(avail) };
         let mut r = ProxyReader::new(Arc::clone(self), ns, d.clone(), info.size);
-        r.seek(SeekFrom::Start(offset.unsigned_abs()))
-            .map_err(|e| self.fail(Kind::Unknown, e.to_string()))?;
+        // The reader's errors already name the plugin.
+        let prefix = format!(
+            "content proxy plugin {} at {}: ",
+            self.name,
+            self.address.display()
+        );
+        let io = |e: std::io::Error| {
+            let m = e.to_string();
+            self.fail(
+                Kind::Unknown,
+                m.strip_prefix(&prefix).unwrap_or(&m).to_string(),
+            )
+        };
+        r.seek(SeekFrom::Start(offset.unsigned_abs())).map_err(io)?;
         let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 20));
         r.by_ref()
             .take(n.unsigned_abs())
             .read_to_end(&mut buf)
-            .map_err(|e| self.fail(Kind::Unknown, e.to_string()))?;
+            .map_err(io)?;
         if i64::try_from(buf.len()).unwrap_or(i64::MAX) != n {
             return Err(self.fail(
                 Kind::Unknown,
@@ -761,5 +773,249 @@ impl Seek for ProxyReader {
             self.pos = new;
         }
         Ok(new.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The seam end to end: a second berthd's Content service (its own metadata and local
+    //! store) is the proxy, and a metadata `Db` over a [`ProxyStore`] writes, resumes, reads,
+    //! inspects and collects through it. A fake proxy that returns other bytes is refused.
+
+    use super::*;
+    use crate::metadata::{self, Ctx, Labels, Namespace, SharingPolicy};
+    use protos::containerd::services::content::v1::content_server::{Content, ContentServer};
+    use std::path::Path;
+
+    macro_rules! serve {
+        ($svc:expr, $path:expr) => {{
+            let l = tokio::net::UnixListener::bind($path).unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service($svc)
+                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l)),
+            );
+        }};
+    }
+
+    fn ctx(ns: &str) -> Ctx {
+        Ctx {
+            ns: Namespace::new(ns).unwrap(),
+            lease: None,
+        }
+    }
+
+    fn remote_db(dir: &Path) -> Arc<metadata::Db> {
+        let store = super::super::Store::open(dir.join("content")).unwrap();
+        Arc::new(
+            metadata::Db::open(&dir.join("meta"), store, vec![], SharingPolicy::Shared).unwrap(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metadata_over_a_second_berthd_content_service() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = remote_db(&tmp.path().join("remote"));
+        let core = crate::api::Core {
+            db: Arc::clone(&remote),
+            events: crate::events::Exchange::new(),
+            gc: crate::metadata::gc::Scheduler::new(&remote),
+        };
+        let sock = tmp.path().join("cs.sock");
+        serve!(
+            ContentServer::new(crate::api::content::Service(core)),
+            &sock
+        );
+        let ps = ProxyStore::new("remote", sock.to_str().unwrap()).unwrap();
+        let db = Arc::new(
+            metadata::Db::open(&tmp.path().join("meta"), ps, vec![], SharingPolicy::Shared)
+                .unwrap(),
+        );
+        let remote2 = Arc::clone(&remote);
+        tokio::task::spawn_blocking(move || {
+            let c = ctx("x");
+            let data = b"0123456789abcdef".repeat(1000);
+            let d = Digest::from_bytes(&data);
+            // An ingest interrupted after 5000 bytes, resumed by a new writer.
+            {
+                let mut w = db
+                    .content_writer(&c, "ref-1", data.len() as i64, Some(d.clone()))
+                    .unwrap();
+                w.write(&data[..5000]).unwrap();
+            }
+            let st = db.content_status(&c, "ref-1").unwrap();
+            assert_eq!((st.offset, st.total), (5000, data.len() as i64));
+            let mut w = db
+                .content_writer(&c, "ref-1", data.len() as i64, Some(d.clone()))
+                .unwrap();
+            assert_eq!(w.status().offset, 5000, "resumed at the proxy's offset");
+            w.write(&data[5000..]).unwrap();
+            assert_eq!(w.digest(), d);
+            assert_eq!(
+                w.commit(data.len() as i64, Some(d.clone()), Labels::new())
+                    .unwrap(),
+                d
+            );
+            // The bytes are in the remote's namespace x, labelled for its GC and ours.
+            let ri = remote2.content_info(&c, &d).unwrap();
+            assert_eq!(ri.size, data.len() as i64);
+            assert!(ri.labels.contains_key(OWNER_LABEL) && ri.labels.contains_key(GC_ROOT_LABEL));
+            // Reads: whole (verified), ranged, streamed.
+            assert_eq!(db.content_read(&c, &d, 0, 0).unwrap(), data);
+            assert_eq!(db.content_read(&c, &d, 16, 4).unwrap(), b"0123");
+            let (mut r, size) = db.content_open(&c, &d).unwrap();
+            assert_eq!(size, data.len() as i64);
+            let mut all = Vec::new();
+            r.read_to_end(&mut all).unwrap();
+            assert_eq!(all, data);
+            r.seek(SeekFrom::Start(15990)).unwrap();
+            let mut tail = Vec::new();
+            r.read_to_end(&mut tail).unwrap();
+            assert_eq!(tail, &data[15990..]);
+            // Abort through the proxy.
+            let mut w = db.content_writer(&c, "ref-2", 0, None).unwrap();
+            w.write(b"partial").unwrap();
+            drop(w);
+            db.content_abort(&c, "ref-2").unwrap();
+            assert!(remote2.content_status(&c, "x/ref-2").is_err());
+            // A wrong expected digest fails the commit, leaving the ingest.
+            let mut w = db.content_writer(&c, "ref-3", 0, None).unwrap();
+            w.write(b"abc").unwrap();
+            let err = w
+                .commit(3, Some(Digest::from_bytes(b"xyz")), Labels::new())
+                .unwrap_err();
+            assert_eq!(
+                crate::errdefs::HasKind::kind(&err),
+                crate::errdefs::Kind::FailedPrecondition,
+                "{err}"
+            );
+            // GC deletes unreferenced blobs through the proxy.
+            db.content_delete(&c, &d).unwrap();
+            let s = db.garbage_collect().unwrap();
+            assert_eq!(s.blobs, 1, "{s:?}");
+            assert!(
+                remote2.content_info(&c, &d).is_err(),
+                "deleted on the proxy"
+            );
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Answers Info with a size and Read with other bytes of that size.
+    struct Liar(Vec<u8>);
+
+    type Stream<T> =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+    #[tonic::async_trait]
+    impl Content for Liar {
+        async fn info(
+            &self,
+            r: tonic::Request<api::InfoRequest>,
+        ) -> Result<tonic::Response<api::InfoResponse>, tonic::Status> {
+            Ok(tonic::Response::new(api::InfoResponse {
+                info: Some(api::Info {
+                    digest: r.into_inner().digest,
+                    size: self.0.len() as i64,
+                    ..Default::default()
+                }),
+            }))
+        }
+        async fn update(
+            &self,
+            _: tonic::Request<api::UpdateRequest>,
+        ) -> Result<tonic::Response<api::UpdateResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("update"))
+        }
+        type ListStream = Stream<api::ListContentResponse>;
+        async fn list(
+            &self,
+            _: tonic::Request<api::ListContentRequest>,
+        ) -> Result<tonic::Response<Self::ListStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("list"))
+        }
+        async fn delete(
+            &self,
+            _: tonic::Request<api::DeleteContentRequest>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            Err(tonic::Status::unimplemented("delete"))
+        }
+        type ReadStream = Stream<api::ReadContentResponse>;
+        async fn read(
+            &self,
+            r: tonic::Request<api::ReadContentRequest>,
+        ) -> Result<tonic::Response<Self::ReadStream>, tonic::Status> {
+            let off = r.into_inner().offset;
+            let data = self.0[usize::try_from(off).unwrap()..].to_vec();
+            Ok(tonic::Response::new(Box::pin(tokio_stream::iter([Ok(
+                api::ReadContentResponse { offset: off, data },
+            )]))))
+        }
+        async fn status(
+            &self,
+            _: tonic::Request<api::StatusRequest>,
+        ) -> Result<tonic::Response<api::StatusResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("status"))
+        }
+        async fn list_statuses(
+            &self,
+            _: tonic::Request<api::ListStatusesRequest>,
+        ) -> Result<tonic::Response<api::ListStatusesResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("list_statuses"))
+        }
+        type WriteStream = Stream<api::WriteContentResponse>;
+        async fn write(
+            &self,
+            _: tonic::Request<tonic::Streaming<api::WriteContentRequest>>,
+        ) -> Result<tonic::Response<Self::WriteStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("write"))
+        }
+        async fn abort(
+            &self,
+            _: tonic::Request<api::AbortRequest>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            Err(tonic::Status::unimplemented("abort"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_that_do_not_match_the_digest_are_refused_and_errors_name_the_plugin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("liar.sock");
+        serve!(ContentServer::new(Liar(b"evil layer".to_vec())), &sock);
+        let ps = Arc::new(ProxyStore::new("liar", sock.to_str().unwrap()).unwrap());
+        let gone = Arc::new(
+            ProxyStore::new("gone", tmp.path().join("nothing.sock").to_str().unwrap()).unwrap(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let d = Digest::from_bytes(b"good layer");
+            let err = ps.read_at("x", &d, 0, 0).unwrap_err().to_string();
+            assert!(
+                err.starts_with("content proxy plugin liar at ")
+                    && err.matches("liar").count() == 2
+                    && err.contains("is not the requested"),
+                "{err}"
+            );
+            let mut r = ps.open("x", &d).unwrap();
+            let mut buf = Vec::new();
+            let err = r.read_to_end(&mut buf).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+            // A ranged read cannot be verified and is returned as is.
+            assert_eq!(ps.read_at("x", &d, 5, 5).unwrap(), b"layer");
+            let err = gone.info("x", &d).unwrap_err();
+            assert_eq!(
+                crate::errdefs::HasKind::kind(&err),
+                Kind::Unavailable,
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("content proxy plugin gone at") && msg.contains("nothing.sock"),
+                "{msg}"
+            );
+        })
+        .await
+        .unwrap();
     }
 }

@@ -378,3 +378,224 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn cfg() -> SchedulerConfig {
+        SchedulerConfig {
+            pause_threshold: 0.02,
+            deletion_threshold: 0,
+            mutation_threshold: 100,
+            schedule_delay: Duration::ZERO,
+            startup_delay: 100 * MS,
+        }
+    }
+
+    /// A fake clock: instants relative to a fixed origin.
+    struct Clock(Instant);
+    impl Clock {
+        fn at(&self, ms: u64) -> Instant {
+            self.0 + Duration::from_millis(ms)
+        }
+    }
+
+    #[test]
+    fn config_is_clamped_like_containerd() {
+        let c = SchedulerConfig::from_config(&GcConfig {
+            pause_threshold: 0.9,
+            deletion_threshold: -3,
+            mutation_threshold: -1,
+            schedule_delay: "1.5s".into(),
+            startup_delay: "0s".into(),
+        });
+        assert_eq!(
+            c,
+            SchedulerConfig {
+                pause_threshold: 0.5,
+                deletion_threshold: 0,
+                mutation_threshold: 0,
+                schedule_delay: 1500 * MS,
+                startup_delay: Duration::ZERO,
+            }
+        );
+        assert_eq!(SchedulerConfig::default(), cfg());
+    }
+
+    #[test]
+    fn startup_check_collects_only_pending_work_after_the_startup_collection() {
+        let t = Clock(Instant::now());
+        let mut p = Policy::new(cfg(), t.at(0));
+        assert_eq!(p.next(), Some(t.at(100)));
+        p.collected_at_startup(t.at(5), 2 * MS);
+        assert_eq!(p.next(), Some(t.at(100)), "startup check kept");
+        // Interval from the pause threshold: 2ms / 0.02 - 2ms = 98ms.
+        assert_eq!(p.interval(), 98 * MS);
+        // Nothing pending at the startup check: pushed one interval.
+        assert!(!p.on_timer(t.at(100)));
+        assert_eq!(p.next(), Some(t.at(198)));
+        // A deletion with deletion_threshold 0 waits for the pending check.
+        p.on_event(Event::Deletion, t.at(150), t.at(150));
+        assert_eq!(p.next(), Some(t.at(198)));
+        assert!(p.on_timer(t.at(198)), "a deletion is pending");
+        p.collected(t.at(200), Some(2 * MS));
+        assert_eq!(p.next(), Some(t.at(298)));
+        // Events from before the last collection are ignored.
+        p.on_event(Event::Deletion, t.at(199), t.at(201));
+        assert!(!p.on_timer(t.at(298)));
+    }
+
+    #[test]
+    fn without_startup_delay_the_first_deletion_schedules_at_once() {
+        let t = Clock(Instant::now());
+        let mut p = Policy::new(
+            SchedulerConfig {
+                startup_delay: Duration::ZERO,
+                schedule_delay: 30 * MS,
+                ..cfg()
+            },
+            t.at(0),
+        );
+        assert_eq!(p.next(), None);
+        p.on_event(Event::Mutation, t.at(10), t.at(10));
+        assert_eq!(p.next(), None, "one mutation is below the threshold");
+        p.on_event(Event::Deletion, t.at(20), t.at(20));
+        assert_eq!(
+            p.next(),
+            Some(t.at(50)),
+            "schedule_delay after the deletion"
+        );
+        assert!(p.on_timer(t.at(50)));
+    }
+
+    #[test]
+    fn deletion_threshold_schedules_even_when_a_check_is_pending() {
+        let t = Clock(Instant::now());
+        let mut p = Policy::new(
+            SchedulerConfig {
+                deletion_threshold: 3,
+                schedule_delay: 10 * MS,
+                startup_delay: 3_600_000 * MS,
+                ..cfg()
+            },
+            t.at(0),
+        );
+        p.collected_at_startup(t.at(1), MS);
+        p.on_event(Event::Deletion, t.at(2), t.at(2));
+        p.on_event(Event::Deletion, t.at(3), t.at(3));
+        assert_eq!(p.next(), Some(t.at(3_600_000)), "two of three deletions");
+        p.on_event(Event::Deletion, t.at(4), t.at(4));
+        assert_eq!(p.next(), Some(t.at(14)));
+        // An earlier schedule is never pushed back.
+        p.on_event(Event::Deletion, t.at(12), t.at(12));
+        assert_eq!(p.next(), Some(t.at(14)));
+    }
+
+    #[test]
+    fn mutation_threshold_and_trigger() {
+        let t = Clock(Instant::now());
+        let mut p = Policy::new(
+            SchedulerConfig {
+                mutation_threshold: 3,
+                startup_delay: Duration::ZERO,
+                schedule_delay: 5 * MS,
+                ..cfg()
+            },
+            t.at(0),
+        );
+        p.collected_at_startup(t.at(0), MS);
+        for i in 1..3 {
+            p.on_event(Event::Mutation, t.at(i), t.at(i));
+            assert_eq!(p.next(), None);
+        }
+        p.on_event(Event::Mutation, t.at(3), t.at(3));
+        assert_eq!(p.next(), Some(t.at(8)));
+        assert!(p.on_timer(t.at(8)));
+        p.collected(t.at(9), Some(MS));
+        // A trigger (sync delete) always schedules, schedule_delay from now.
+        let next = p.next();
+        p.on_event(Event::Trigger, t.at(10), t.at(10));
+        assert_eq!(p.next(), Some(t.at(15)));
+        assert!(next > p.next());
+        assert!(p.on_timer(t.at(15)));
+    }
+
+    #[test]
+    fn pause_threshold_bounds_the_share_of_time_collecting() {
+        let t = Clock(Instant::now());
+        let mut p = Policy::new(
+            SchedulerConfig {
+                pause_threshold: 0.5,
+                ..cfg()
+            },
+            t.at(0),
+        );
+        p.collected(t.at(100), Some(40 * MS));
+        assert_eq!(p.interval(), 40 * MS, "40/0.5 - 40");
+        p.collected(t.at(200), Some(20 * MS));
+        assert_eq!(p.interval(), 30 * MS, "mean 30ms");
+        let mut fixed = Policy::new(
+            SchedulerConfig {
+                pause_threshold: 0.0,
+                ..cfg()
+            },
+            t.at(0),
+        );
+        fixed.collected(t.at(100), Some(40 * MS));
+        assert_eq!(fixed.interval(), Duration::from_secs(1));
+        // A failed collection retries one second after the planned gap.
+        let mut f = Policy::new(cfg(), t.at(0));
+        f.collected(t.at(100), Some(MS));
+        assert_eq!(f.next(), Some(t.at(149)));
+        f.collected(t.at(150), None);
+        assert_eq!(f.next(), Some(t.at(150 + 49 + 1000)));
+    }
+
+    struct Fake(AtomicUsize);
+    impl Collector for Fake {
+        fn collect(&self) -> Result<Stats> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Stats::default())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loop_collects_on_triggers_and_thresholds() {
+        let fake = Arc::new(Fake(AtomicUsize::new(0)));
+        let s = Scheduler::for_collector(
+            Arc::clone(&fake) as Arc<dyn Collector>,
+            SchedulerConfig {
+                deletion_threshold: 2,
+                schedule_delay: 50 * MS,
+                startup_delay: Duration::from_secs(3600),
+                ..cfg()
+            },
+        );
+        let task = tokio::spawn(s.clone().run());
+        s.collect_at_startup().await.unwrap();
+        assert_eq!(fake.0.load(Ordering::SeqCst), 1);
+        // One deletion of two: nothing before the (hour-long) startup check.
+        s.schedule();
+        tokio::time::sleep(200 * MS).await;
+        assert_eq!(fake.0.load(Ordering::SeqCst), 1);
+        // The second reaches the threshold: collected after schedule_delay.
+        let t0 = Instant::now();
+        s.schedule();
+        for _ in 0..100 {
+            if fake.0.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(5 * MS).await;
+        }
+        assert_eq!(fake.0.load(Ordering::SeqCst), 2);
+        assert!(t0.elapsed() >= 45 * MS, "{:?}", t0.elapsed());
+        // A sync collection waits for its own run.
+        s.collect_now().await.unwrap();
+        assert_eq!(fake.0.load(Ordering::SeqCst), 3);
+        task.abort();
+    }
+}
