@@ -533,9 +533,13 @@ pub fn version_text() -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or(exe);
     format!(
-        "{base}:\n  Version:  {}\n  Revision: berth\n  Rust shim: {}\n\n",
+        "{base}:\n  Version:  {}\n  Revision: {}\n  Rust version: {}\n\n",
         env!("CARGO_PKG_VERSION"),
-        env!("CARGO_PKG_NAME")
+        match env!("BERTH_REVISION") {
+            "" => "unknown",
+            r => r,
+        },
+        env!("BERTH_RUSTC_VERSION")
     )
 }
 

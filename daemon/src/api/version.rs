@@ -5,10 +5,11 @@ use tonic::{Request, Response, Status};
 
 /// berthd's version, reported as containerd's.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Build revision (`BERTH_REVISION` at build time, else "unknown").
-pub const REVISION: &str = match option_env!("BERTH_REVISION") {
-    Some(r) => r,
-    None => "unknown",
+/// Build revision: the git commit of the tree (set by `daemon/build.rs`; empty outside git,
+/// then "unknown").
+pub const REVISION: &str = match env!("BERTH_REVISION").as_bytes() {
+    [] => "unknown",
+    _ => env!("BERTH_REVISION"),
 };
 
 /// The version service.

@@ -1,0 +1,2 @@
+// The build metadata script is shared: see daemon/build.rs.
+include!("../daemon/build.rs");
