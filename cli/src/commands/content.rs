@@ -83,7 +83,7 @@ pub enum Error {
     #[error("invalid digest {0:?}: expected <algorithm>:<hex>, e.g. sha256:…")]
     Digest(String),
     #[error(transparent)]
-    Registry(#[from] crate::image::registry::Error),
+    Registry(#[from] crate::image::distribution::Error),
     #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
     Platform(String),
     #[error("must specify a transaction reference")]
@@ -165,8 +165,8 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             all_platforms,
             reference,
         } => {
-            use crate::image::{registry, Platform, PlatformMatcher};
-            let reference = registry::Reference::parse(&reference)?;
+            use crate::image::{distribution as registry, Platform, PlatformMatcher};
+            let reference = registry::parse_reference(&reference)?;
             let platform = if all_platforms {
                 PlatformMatcher::All
             } else if let Some(p) = platform {

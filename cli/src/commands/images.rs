@@ -192,7 +192,7 @@ pub enum Error {
     #[error(transparent)]
     Export(#[from] crate::image::export::Error),
     #[error(transparent)]
-    Registry(#[from] crate::image::registry::Error),
+    Registry(#[from] crate::image::distribution::Error),
     #[error(transparent)]
     Unpack(#[from] unpack::Error),
     #[error(transparent)]
@@ -301,7 +301,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             snapshotter,
             reference,
         } => {
-            let opts = crate::image::registry::Options {
+            let opts = crate::image::distribution::Options {
                 plain_http,
                 user,
                 platform: matcher(all_platforms, platform.as_deref())?,
@@ -319,16 +319,16 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             remote,
             local,
         } => {
-            let reference = crate::image::registry::Reference::parse(&remote)?;
+            let reference = crate::image::distribution::parse_reference(&remote)?;
             let img = get(&client, local.as_deref().unwrap_or(&remote)).await?;
-            let opts = crate::image::registry::Options {
+            let opts = crate::image::distribution::Options {
                 plain_http,
                 user,
                 platform: matcher(platform.is_none(), platform.as_deref())?,
                 tls_ca: tlscacert,
                 skip_verify,
             };
-            crate::image::registry::push(&client, &reference, &target_of(&img), &opts).await?;
+            crate::image::distribution::push(&client, &reference, &target_of(&img), &opts).await?;
             Ok(())
         }
         Cmd::Export {
@@ -539,14 +539,14 @@ async fn import_cmd(
 async fn pull_cmd(
     client: &client::Client,
     reference: &str,
-    opts: &crate::image::registry::Options,
+    opts: &crate::image::distribution::Options,
     snapshotter: &str,
 ) -> Result<(), Error> {
-    let reference = crate::image::registry::Reference::parse(reference)?;
+    let reference = crate::image::distribution::parse_reference(reference)?;
     let lease = store::TempLease::create(client).await?;
     let leased = client.with_lease(&lease.id)?;
     let result = async {
-        let img = crate::image::registry::pull(&leased, &reference, opts).await?;
+        let img = crate::image::distribution::pull(&leased, &reference, opts).await?;
         let unpack_platform = match &opts.platform {
             PlatformMatcher::All => PlatformMatcher::Only(Platform::host()),
             p => p.clone(),

@@ -5,7 +5,7 @@
 
 pub mod export;
 pub mod import;
-pub mod registry;
+pub mod distribution;
 pub mod store;
 pub mod unpack;
 

@@ -1,0 +1,305 @@
+//! `images pull`, `images push` and `content fetch`: walk an image tree between berthd's
+//! content store (over gRPC) and a registry, through the shared registry client
+//! `berthd::remotes` (containerd's `remotes.FetchHandler` / `remotes.PushContent` over
+//! `core/remotes/docker`).
+//!
+//! Pull: resolve the reference to a manifest (or index), walk it for the wanted platforms,
+//! stream every missing blob into Content.Write with its expected digest (the store
+//! verifies it on commit, the fetcher as it streams), label blobs with
+//! `containerd.io/distribution.source.<host>` and parents with their GC references, and
+//! create the image record.
+//!
+//! Push: children before parents; a blob the registry lacks (`HEAD` 404) is uploaded
+//! streamed from the content store; manifests are put by digest, the root by tag.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berthd::remotes::{self, Content, HostOptions, Resolver, TlsOptions};
+use futures::StreamExt;
+use hyper::body::Bytes;
+
+use super::store::{self, Commit, Piece};
+use super::{Descriptor, PlatformMatcher, JSON_LIMIT};
+use crate::client::Client;
+
+pub use berthd::remotes::Reference;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Remote(#[from] remotes::Error),
+    #[error(transparent)]
+    Reference(#[from] remotes::reference::ReferenceError),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Image(#[from] super::Error),
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("invalid --user {0:?}: expected user:password")]
+    User(String),
+}
+
+/// Parses and normalises a reference for pull, push or fetch.
+pub fn parse_reference(s: &str) -> Result<Reference, Error> {
+    Ok(Reference::parse(s)?)
+}
+
+/// Pull and push options (ctr's flags).
+pub struct Options {
+    pub plain_http: bool,
+    pub user: Option<String>,
+    pub platform: PlatformMatcher,
+    /// `--tlscacert`: extra CA certificates (PEM) to trust.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// `--skip-verify`: do not verify the registry's certificate.
+    pub skip_verify: bool,
+}
+
+/// The registry client for `opts`.
+fn resolver_for(opts: &Options) -> Result<Resolver, Error> {
+    let credentials = opts
+        .user
+        .as_ref()
+        .map(|u| match u.split_once(':') {
+            Some((user, secret)) => Ok(remotes::Credentials {
+                username: user.to_string(),
+                secret: secret.to_string(),
+            }),
+            None => Err(Error::User(u.clone())),
+        })
+        .transpose()?;
+    let options = HostOptions {
+        plain_http: opts.plain_http,
+        credentials,
+        tls: TlsOptions {
+            ca_files: opts.tls_ca.iter().cloned().collect(),
+            client_pairs: Vec::new(),
+            skip_verify: opts.skip_verify,
+        },
+    };
+    Ok(Resolver::new(Arc::new(remotes::DefaultHosts { options })))
+}
+
+fn remote(d: &Descriptor) -> remotes::Descriptor {
+    remotes::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+    }
+}
+
+/// Pulls `reference`; returns the image record (not yet unpacked).
+pub async fn pull(
+    client: &Client,
+    reference: &Reference,
+    opts: &Options,
+) -> Result<protos::services::images::v1::Image, Error> {
+    let root = fetch_all(client, reference, opts).await?;
+    let image =
+        super::import::create_or_update(client, reference.name.clone(), root.to_proto()).await?;
+    Ok(image)
+}
+
+/// Resolves `reference` and fetches all its content for the wanted platforms (ctr's
+/// `content fetch`); returns the root descriptor. No image record is created.
+pub async fn fetch_all(
+    client: &Client,
+    reference: &Reference,
+    opts: &Options,
+) -> Result<Descriptor, Error> {
+    let resolver = resolver_for(opts)?;
+    let (name, resolved) = resolver.resolve(reference).await?;
+    println!("{name}: resolved");
+    let fetcher = resolver.fetcher(reference)?;
+    let root = Descriptor {
+        media_type: resolved.media_type,
+        digest: resolved.digest,
+        size: resolved.size,
+        ..Descriptor::default()
+    };
+    let source_label = (
+        format!("containerd.io/distribution.source.{}", reference.host),
+        reference.repo.clone(),
+    );
+    // Fetch depth-first: a parent is written after its children, with their GC labels.
+    let mut written = 0usize;
+    fetch(client, &fetcher, &root, opts, &source_label, &mut written).await?;
+    println!("elapsed: done, {written} blob(s) fetched");
+    Ok(root)
+}
+
+/// The children of a manifest or index body for the wanted platforms.
+fn children_of(desc: &Descriptor, body: &[u8], opts: &Options) -> Result<Vec<Descriptor>, Error> {
+    let mut children: Vec<Descriptor> = if super::is_index(&desc.media_type) {
+        let idx: super::Index =
+            serde_json::from_slice(body).map_err(|source| super::Error::Json {
+                what: "index",
+                digest: desc.digest.clone(),
+                source,
+            })?;
+        idx.manifests
+    } else {
+        let m: super::Manifest =
+            serde_json::from_slice(body).map_err(|source| super::Error::Json {
+                what: "manifest",
+                digest: desc.digest.clone(),
+                source,
+            })?;
+        let mut v = vec![m.config];
+        v.extend(m.layers);
+        v
+    };
+    children.retain(|c| opts.platform.matches(c.platform.as_ref()));
+    Ok(children)
+}
+
+/// Fetches `desc` and (for manifests and indexes) its children for the wanted platforms.
+async fn fetch(
+    client: &Client,
+    fetcher: &remotes::Fetcher,
+    desc: &Descriptor,
+    opts: &Options,
+    source_label: &(String, String),
+    written: &mut usize,
+) -> Result<(), Error> {
+    let is_parent = super::is_index(&desc.media_type) || super::is_manifest(&desc.media_type);
+    if is_parent {
+        let body = fetcher
+            .fetch(&remote(desc))
+            .await?
+            .bytes(JSON_LIMIT)
+            .await?;
+        let children = children_of(desc, &body, opts)?;
+        for c in &children {
+            Box::pin(fetch(client, fetcher, c, opts, source_label, written)).await?;
+        }
+        let mut labels: HashMap<String, String> = HashMap::new();
+        labels.insert(source_label.0.clone(), source_label.1.clone());
+        labels.extend(super::import::gc_labels(&children));
+        if !store::have_and_hold(client, &desc.digest).await? {
+            store::write_bytes(
+                client,
+                &format!("manifest-{}", desc.digest),
+                body,
+                labels.clone(),
+            )
+            .await?;
+            *written += 1;
+        }
+        store::set_labels(client, &desc.digest, labels).await?;
+        return Ok(());
+    }
+    if store::have_and_hold(client, &desc.digest).await? {
+        let labels = [source_label.clone()].into_iter().collect();
+        store::set_labels(client, &desc.digest, labels).await?;
+        return Ok(());
+    }
+    let stream = fetcher.fetch(&remote(desc)).await?;
+    let labels: HashMap<String, String> = [source_label.clone()].into_iter().collect();
+    // A fetch error (size or digest mismatch, broken connection) ends the stream without
+    // a commit; it is reported after the write.
+    let failure: Arc<Mutex<Option<remotes::Error>>> = Arc::default();
+    let slot = failure.clone();
+    let data = stream.scan((), move |(), r| {
+        futures::future::ready(match r {
+            Ok(b) => Some(Piece::Data(b.to_vec())),
+            Err(e) => {
+                if let Ok(mut s) = slot.lock() {
+                    s.get_or_insert(e);
+                }
+                None
+            }
+        })
+    });
+    let end = Commit {
+        digest: desc.digest.clone(),
+        labels,
+    };
+    // Commit only a complete, verified stream.
+    let slot = failure.clone();
+    let commit = futures::stream::once(async move {
+        let failed = slot.lock().map_or(true, |s| s.is_some());
+        (!failed).then_some(Piece::End(end))
+    })
+    .filter_map(futures::future::ready);
+    let pieces = data.chain(commit);
+    store::write_stream(client, &format!("fetch-{}", desc.digest), desc.size, pieces).await?;
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e.into());
+    }
+    println!("{}: done", desc.digest);
+    *written += 1;
+    Ok(())
+}
+
+/// Pushes the image whose target is `target` as `reference` (children first; the root
+/// manifest or index last, by tag).
+pub async fn push(
+    client: &Client,
+    reference: &Reference,
+    target: &Descriptor,
+    opts: &Options,
+) -> Result<(), Error> {
+    let resolver = resolver_for(opts)?;
+    let pusher = resolver.pusher(reference)?;
+    push_tree(client, &pusher, target, opts, true).await?;
+    println!("{}: pushed", reference.name);
+    Ok(())
+}
+
+async fn push_tree(
+    client: &Client,
+    pusher: &remotes::Pusher,
+    desc: &Descriptor,
+    opts: &Options,
+    root: bool,
+) -> Result<(), Error> {
+    let is_parent = super::is_index(&desc.media_type) || super::is_manifest(&desc.media_type);
+    if !is_parent {
+        return push_blob(client, pusher, desc).await;
+    }
+    let body = store::read_blob(client, &desc.digest, JSON_LIMIT).await?;
+    let children = children_of(desc, &body, opts)?;
+    for c in &children {
+        Box::pin(push_tree(client, pusher, c, opts, false)).await?;
+    }
+    let content = Content::Bytes(Bytes::from(body));
+    if root {
+        pusher.push_tagged(&remote(desc), content).await?;
+    } else {
+        pusher.push(&remote(desc), content).await?;
+    }
+    println!("manifest-{}: done", desc.digest);
+    Ok(())
+}
+
+async fn push_blob(
+    client: &Client,
+    pusher: &remotes::Pusher,
+    desc: &Descriptor,
+) -> Result<(), Error> {
+    if pusher.exists(&remote(desc)).await? {
+        println!("{}: exists", desc.digest);
+        return Ok(());
+    }
+    let stream = client
+        .content()
+        .read(protos::services::content::v1::ReadContentRequest {
+            digest: desc.digest.clone(),
+            offset: 0,
+            size: 0,
+        })
+        .await?
+        .into_inner();
+    let bytes = stream.map(|r| {
+        r.map(|chunk| Bytes::from(chunk.data))
+            .map_err(|s| std::io::Error::other(s.message().to_string()))
+    });
+    pusher
+        .push(&remote(desc), Content::Stream(bytes.boxed()))
+        .await?;
+    println!("{}: done", desc.digest);
+    Ok(())
+}
