@@ -77,7 +77,7 @@ pub enum Error {
         /// Scratch directory.
         dir: PathBuf,
         /// The applier's error.
-        source: crate::diff::Error,
+        source: Box<crate::diff::Error>,
     },
     /// Writing the checkpoint tar failed.
     #[error("archiving checkpoint directory {dir}: {source}")]
@@ -85,7 +85,7 @@ pub enum Error {
         /// The CRIU image directory.
         dir: PathBuf,
         /// Why.
-        source: crate::diff::Error,
+        source: Box<crate::diff::Error>,
     },
     /// The metadata/content layer refused.
     #[error("{what}: {source}")]
@@ -93,7 +93,7 @@ pub enum Error {
         /// What was being done.
         what: String,
         /// The store's error.
-        source: metadata::Error,
+        source: Box<metadata::Error>,
     },
     /// A scratch directory could not be made or removed.
     #[error("{op} {path}: {source}")]
@@ -255,7 +255,12 @@ fn write_content<F>(
 where
     F: FnOnce(&mut metadata::content::NsWriter) -> Result<()>,
 {
-    let content_err = |what: String| move |source| Error::Content { what, source };
+    let content_err = |what: String| {
+        move |source| Error::Content {
+            what,
+            source: Box::new(source),
+        }
+    };
     let mut w = db
         .content_writer(ctx, r#ref, 0, None)
         .map_err(content_err(format!("open content writer {ref:?}")))?;
@@ -275,7 +280,7 @@ where
             let _ = db.content_abort(ctx, r#ref);
             return Err(Error::Content {
                 what: format!("commit {media_type} {digest}"),
-                source: e,
+                source: Box::new(e),
             });
         }
     }
@@ -310,7 +315,7 @@ pub fn store_checkpoint(
                 .map(drop)
                 .map_err(|source| Error::Archive {
                     dir: dir.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 })
         },
     )?;
@@ -324,7 +329,7 @@ pub fn store_checkpoint(
         |w| {
             w.write(&data).map_err(|source| Error::Content {
                 what: "write checkpoint spec".into(),
-                source,
+                source: Box::new(source),
             })
         },
     )?;
@@ -351,7 +356,7 @@ pub fn unpack_checkpoint(db: &Db, ctx: &Ctx, desc: &Descriptor, dir: &Path) -> R
         } else {
             Error::Content {
                 what: format!("open checkpoint {}", desc.digest),
-                source: e,
+                source: Box::new(e),
             }
         }
     })?;
@@ -371,7 +376,7 @@ pub fn unpack_checkpoint(db: &Db, ctx: &Ctx, desc: &Descriptor, dir: &Path) -> R
     .map_err(|source| Error::Unpack {
         digest: desc.digest.clone(),
         dir: dir.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(())
 }
@@ -619,7 +624,7 @@ mod tests {
         let junk = write_content(&db, &ctx, MEDIA_TYPE_CHECKPOINT, "junk", |w| {
             w.write(&[0x55; 1536]).map_err(|source| Error::Content {
                 what: "junk".into(),
-                source,
+                source: Box::new(source),
             })
         })
         .unwrap();
