@@ -37,6 +37,10 @@ pub mod ids {
     pub const CONTENT: &str = "io.containerd.content.v1.content";
     /// Runtime v2 task plugin (read by the runtime subsystem).
     pub const RUNTIME_V2: &str = "io.containerd.runtime.v2.task";
+    /// Restart monitor (containerd 1.x id; read by `restart/`).
+    pub const RESTART: &str = "io.containerd.internal.v1.restart";
+    /// Restart monitor under containerd 2.x's id.
+    pub const RESTART_V2: &str = "io.containerd.monitor.container.v1.restart";
 }
 
 /// Errors loading the configuration.
@@ -457,6 +461,7 @@ const OVERLAYFS: &[&str] = &[
     "sync_remove",
 ];
 const NATIVE: &[&str] = &["root_path"];
+const RESTART: &[&str] = &["interval"];
 const GC: &[&str] = &[
     "pause_threshold",
     "deletion_threshold",
@@ -484,9 +489,10 @@ const KNOWN_PLUGINS: &[&str] = &[
     "io.containerd.monitor.v1.cgroups",
     "io.containerd.service.v1.tasks-service",
     "io.containerd.internal.v1.opt",
-    "io.containerd.internal.v1.restart",
+    ids::RESTART,
     "io.containerd.internal.v1.tracing",
     "io.containerd.tracing.processor.v1.otlp",
+    ids::RESTART_V2,
 ];
 
 /// The full URI (`io.containerd.<type>.<version>.<id>`) of a plugin berthd knows by its short
@@ -683,6 +689,7 @@ fn check_keys(
                         ids::OVERLAYFS => Some(OVERLAYFS),
                         ids::NATIVE => Some(NATIVE),
                         ids::GC => Some(GC),
+                        ids::RESTART | ids::RESTART_V2 => Some(RESTART),
                         _ => None,
                     };
                     match (keys, pv.get_ref()) {
@@ -945,6 +952,20 @@ impl Config {
         }
         self.plugin_config::<NativeConfig>(ids::NATIVE)
             .map_err(|r| bad(&format!("plugins.{:?}", ids::NATIVE), r))?;
+        // containerd fails to start on a restart interval that is not a Go duration.
+        for id in [ids::RESTART, ids::RESTART_V2] {
+            if let Some(v) = self.plugins.get(id).and_then(|p| p.get("interval")) {
+                if !v
+                    .as_str()
+                    .is_some_and(|s| s.trim().is_empty() || parse_go_duration(s).is_some())
+                {
+                    return Err(bad(
+                        &format!("plugins.{id:?}.interval"),
+                        format!("{v} is not a duration like \"10s\" or \"500ms\""),
+                    ));
+                }
+            }
+        }
         for (name, p) in &self.proxy_plugins {
             if p.kind().is_none() {
                 return Err(bad(
@@ -1112,6 +1133,11 @@ imports = []
     # Empty = "<root>/{native}".
     root_path = ""
 
+  # Restart monitor: keeps the task of a container labelled containerd.io/restart.status in
+  # that status (restart.policy, restart.loguri, restart.count as containerd 2.x).
+  [plugins."{restart}"]
+    interval = "10s"
+
   # Runtime v2 (shims). Named runtimes for `ctr run --runtime <name>`, e.g.:
   #   [plugins."io.containerd.runtime.v2.task".runtimes.youki]
   #     runtime_type = "io.containerd.runc.v2"
@@ -1152,6 +1178,7 @@ imports = []
         gc = ids::GC,
         overlayfs = ids::OVERLAYFS,
         native = ids::NATIVE,
+        restart = ids::RESTART,
     )
 }
 

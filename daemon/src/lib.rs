@@ -16,6 +16,8 @@
 //!   the `berth` CLI.
 //! - `transfer`: containerd 2's Transfer service operations (pull, push, import, export,
 //!   tag) and the Streaming side channels they use.
+//! - `restart`: the restart monitor (`io.containerd.internal.v1 restart`) keeping labelled
+//!   containers' tasks running or stopped, over `metadata` and `runtime`.
 //! - `metrics`: Prometheus `/v1/metrics` on `[metrics] address`, gRPC request counters.
 //! - `api`: one module per containerd gRPC service, plus `to_status` (the only errdefs map).
 //! - `server`: builds everything from the config, binds the sockets, shuts down on signals.
@@ -31,6 +33,7 @@ pub mod images;
 pub mod metadata;
 pub mod metrics;
 pub mod remotes;
+pub mod restart;
 pub mod runtime;
 pub mod server;
 pub mod snapshots;

@@ -183,6 +183,7 @@ fn snapshotters(
                     upperdir_label: c.upperdir_label,
                 },
             )
+            .map(|s| s.with_mount_options(c.mount_options.clone()))
         });
         match opened {
             Ok(s) => {
@@ -200,8 +201,8 @@ fn snapshotters(
         if p.kind() != Some(ProxyKind::Snapshot) || disabled(&format!("{T}.{name}")) {
             continue;
         }
-        match metadata::proxy::ProxySnapshotter::new(name, &p.address) {
         let info = PluginInfo::ok(T, name, &[]).export("address", p.address.clone());
+        match metadata::proxy::ProxySnapshotter::new(name, &p.address) {
             Ok(ps) => {
                 if entries.iter().any(|e| e.name == *name) {
                     log::warn!("proxy snapshotter {name} replaces the built-in one of that name");
@@ -220,7 +221,6 @@ fn snapshotters(
     (entries, infos)
 }
 
-/// Services of the runtime subsystem (containers, tasks) and their plugin rows. The runtime
 /// The content store the metadata plugin wraps: the built-in one, or a `[proxy_plugins]` entry
 /// of type `content`, and its row for `ctr plugins ls`.
 ///
@@ -286,6 +286,7 @@ fn content_store(
     }
 }
 
+/// Services of the runtime subsystem (containers, tasks) and their plugin rows. The runtime
 /// adds itself here; until then berthd serves the storage core only.
 fn runtime_services(
     core: &Core,
@@ -298,7 +299,11 @@ fn runtime_services(
 /// The transfer subsystem's plugin rows (`ctr plugins ls`) and its stream registry.
 fn transfer_plugins(_db: &metadata::Db) -> (crate::transfer::StreamManager, Vec<PluginInfo>) {
     let rows = vec![
-        PluginInfo::ok("io.containerd.streaming.v1", "manager", &["io.containerd.metadata.v1"]),
+        PluginInfo::ok(
+            "io.containerd.streaming.v1",
+            "manager",
+            &["io.containerd.metadata.v1"],
+        ),
         PluginInfo::ok(
             "io.containerd.transfer.v1",
             "local",
@@ -514,6 +519,14 @@ pub async fn run(
     let mut routes = tonic::service::RoutesBuilder::default();
     let (runtime_plugins, tasks) = runtime_services(&core, &cfg, &mut routes);
     plugins.extend(runtime_plugins);
+    let (restart_row, restart_task) = crate::restart::register(
+        &cfg,
+        Arc::clone(&db),
+        tasks.clone(),
+        exchange.clone(),
+        &disabled,
+    );
+    plugins.extend(restart_row);
     for id in [
         "content",
         "diff",
@@ -544,14 +557,6 @@ pub async fn run(
             None => {
                 return Err(Error::Required {
                     id: req.clone(),
-    let (restart_row, restart_task) = crate::restart::register(
-        &cfg,
-        Arc::clone(&db),
-        tasks.clone(),
-        exchange.clone(),
-        &disabled,
-    );
-    plugins.extend(restart_row);
                     reason: "is not loaded (unknown or disabled)".into(),
                 })
             }
@@ -736,6 +741,9 @@ pub async fn run(
     };
     let _ = ttrpc_server.shutdown().await;
     gc_task.abort();
+    if let Some(t) = restart_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -784,9 +792,6 @@ mod tests {
             root: dir.join("root").display().to_string(),
             state: dir.join("state").display().to_string(),
             ..Config::default()
-    if let Some(t) = restart_task {
-        t.abort();
-    }
         };
         cfg.grpc.address = dir.join("s.sock").display().to_string();
         cfg
