@@ -3,9 +3,10 @@
 //! GC reference to its snapshot (`snapshotter` + `snapshot_key`) and to anything named by
 //! `containerd.io/gc.ref.*` labels.
 
+use super::record::Record;
 use super::{
     apply_label_path, db_err, encode, get, key, scan, validate_identifier, validate_labels, Ctx,
-    Db, Error, Labels, Result, Ts, CONTAINERS,
+    Db, Def, Error, Labels, Result, Ts, CONTAINERS,
 };
 use crate::filters::{label_field, non_empty, Adaptor, Filter};
 use redb::ReadableTable;
@@ -99,6 +100,62 @@ fn validate(c: &Container) -> Result<()> {
     Ok(())
 }
 
+impl Record for Container {
+    const TABLE: Def = CONTAINERS;
+    const WHAT: &'static str = "container";
+
+    fn set_id(&mut self, id: &str) {
+        self.id = id.to_string();
+    }
+
+    fn update_all(&mut self, c: &Self) -> Result<()> {
+        if c.runtime.name != self.runtime.name {
+            return Err(Error::Invalid(format!(
+                "container {:?}: runtime field is immutable",
+                c.id
+            )));
+        }
+        if c.snapshotter != self.snapshotter {
+            return Err(Error::Invalid(format!(
+                "container {:?}: snapshotter field is immutable",
+                c.id
+            )));
+        }
+        self.labels = c.labels.clone();
+        self.spec = c.spec.clone();
+        self.extensions = c.extensions.clone();
+        self.image = c.image.clone();
+        self.snapshot_key = c.snapshot_key.clone();
+        Ok(())
+    }
+
+    fn update_path(&mut self, c: &Self, path: &str) -> bool {
+        match path {
+            "spec" => self.spec = c.spec.clone(),
+            "image" => self.image = c.image.clone(),
+            "snapshotkey" => self.snapshot_key = c.snapshot_key.clone(),
+            "extensions" => self.extensions = c.extensions.clone(),
+            p if p.starts_with("extensions.") => {
+                let k = &p["extensions.".len()..];
+                match c.extensions.get(k) {
+                    Some(v) => self.extensions.insert(k.to_string(), v.clone()),
+                    None => self.extensions.remove(k),
+                };
+            }
+            p => return apply_label_path(&mut self.labels, &c.labels, p),
+        }
+        true
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate(self)
+    }
+
+    fn set_updated(&mut self, now: Ts) {
+        self.updated = now;
+    }
+}
+
 impl Db {
     /// One container.
     pub fn container_get(&self, ctx: &Ctx, id: &str) -> Result<Container> {
@@ -159,65 +216,7 @@ impl Db {
         c: &Container,
         paths: &[String],
     ) -> Result<Container> {
-        let txn = self.write()?;
-        let out = {
-            let mut t = txn.open_table(CONTAINERS).map_err(db_err(&self.path))?;
-            let k = key(&[ctx.ns.as_str(), &c.id])?;
-            let mut cur: Container = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
-                what: "container",
-                id: c.id.clone(),
-            })?;
-            cur.id = c.id.clone();
-            if paths.is_empty() {
-                if c.runtime.name != cur.runtime.name {
-                    return Err(Error::Invalid(format!(
-                        "container {:?}: runtime field is immutable",
-                        c.id
-                    )));
-                }
-                if c.snapshotter != cur.snapshotter {
-                    return Err(Error::Invalid(format!(
-                        "container {:?}: snapshotter field is immutable",
-                        c.id
-                    )));
-                }
-                cur.labels = c.labels.clone();
-                cur.spec = c.spec.clone();
-                cur.extensions = c.extensions.clone();
-                cur.image = c.image.clone();
-                cur.snapshot_key = c.snapshot_key.clone();
-            }
-            for p in paths {
-                match p.as_str() {
-                    "spec" => cur.spec = c.spec.clone(),
-                    "image" => cur.image = c.image.clone(),
-                    "snapshotkey" => cur.snapshot_key = c.snapshot_key.clone(),
-                    "extensions" => cur.extensions = c.extensions.clone(),
-                    p if p.starts_with("extensions.") => {
-                        let k = &p["extensions.".len()..];
-                        match c.extensions.get(k) {
-                            Some(v) => cur.extensions.insert(k.to_string(), v.clone()),
-                            None => cur.extensions.remove(k),
-                        };
-                    }
-                    p if apply_label_path(&mut cur.labels, &c.labels, p) => {}
-                    _ => {
-                        return Err(Error::BadField {
-                            field: p.clone(),
-                            what: "container",
-                            id: c.id.clone(),
-                        })
-                    }
-                }
-            }
-            validate(&cur)?;
-            cur.updated = Ts::now();
-            t.insert(k.as_str(), encode(&cur).as_slice())
-                .map_err(db_err(&self.path))?;
-            cur
-        };
-        self.commit(txn)?;
-        Ok(out)
+        self.update_record(ctx, &c.id, c, paths)
     }
 
     /// Deletes a container record.
@@ -283,5 +282,82 @@ mod tests {
             db.container_get(&c, "c1").unwrap_err().kind(),
             Kind::NotFound
         );
+    }
+
+    #[test]
+    fn update_by_field_paths() {
+        let (_t, db) = testutil::db(Default::default());
+        let c = testutil::ctx("default");
+        let any = |v: &str| AnyValue {
+            type_url: "t".into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let rec = Container {
+            id: "c1".into(),
+            runtime: Runtime {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            },
+            spec: Some(any("{}")),
+            labels: [("a".to_string(), "1".to_string())].into(),
+            extensions: [("x".to_string(), any("x1"))].into(),
+            ..Default::default()
+        };
+        let created = db.container_create(&c, rec.clone()).unwrap();
+
+        // One label set, one deleted (empty value), one extension replaced, one removed.
+        let mut u = rec.clone();
+        u.labels = [("a".to_string(), String::new()), ("b".into(), "2".into())].into();
+        u.extensions = [("y".to_string(), any("y1"))].into();
+        u.image = "not-in-paths".into();
+        let paths: Vec<String> = ["labels.a", "labels.b", "extensions.x", "extensions.y"]
+            .map(String::from)
+            .into();
+        let got = db.container_update(&c, &u, &paths).unwrap();
+        assert_eq!(got.labels, [("b".to_string(), "2".to_string())].into());
+        assert_eq!(got.extensions, [("y".to_string(), any("y1"))].into());
+        assert_eq!(got.image, "", "fields not named stay");
+        assert!(got.updated >= created.updated);
+        assert_eq!(db.container_get(&c, "c1").unwrap(), got);
+
+        // No paths: every updatable field, but runtime and snapshotter are immutable.
+        let mut all = rec.clone();
+        all.image = "busybox".into();
+        assert_eq!(db.container_update(&c, &all, &[]).unwrap().image, "busybox");
+        let mut other = rec.clone();
+        other.runtime.name = "io.containerd.other.v1".into();
+        let err = db.container_update(&c, &other, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("runtime field is immutable"),
+            "{err}"
+        );
+        other = rec.clone();
+        other.snapshotter = "native".into();
+        let err = db.container_update(&c, &other, &[]).unwrap_err();
+        assert!(err.to_string().contains("snapshotter"), "{err}");
+
+        // Unknown path, missing container, invalid result: nothing stored.
+        let err = db
+            .container_update(&c, &all, &["runtime".into()])
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidArgument);
+        assert!(err.to_string().contains("\"runtime\""), "{err}");
+        let mut gone = rec.clone();
+        gone.id = "c2".into();
+        assert_eq!(
+            db.container_update(&c, &gone, &["image".into()])
+                .unwrap_err()
+                .kind(),
+            Kind::NotFound
+        );
+        let mut bad = rec.clone();
+        bad.spec = None;
+        assert_eq!(
+            db.container_update(&c, &bad, &["spec".into()])
+                .unwrap_err()
+                .kind(),
+            Kind::InvalidArgument
+        );
+        assert!(db.container_get(&c, "c1").unwrap().spec.is_some());
     }
 }

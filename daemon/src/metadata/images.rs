@@ -1,9 +1,10 @@
 //! Image records (containerd `metadata/images.go`): name → target descriptor + labels.
 //! The target's content is a GC root while the image exists.
 
+use super::record::Record;
 use super::{
-    apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Descriptor, Error,
-    Labels, Result, Ts, IMAGES,
+    apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Def, Descriptor,
+    Error, Labels, Result, Ts, IMAGES,
 };
 use crate::content::Digest;
 use crate::filters::{label_field, non_empty, Adaptor, Filter};
@@ -53,6 +54,37 @@ fn validate(img: &Image) -> Result<()> {
         return Err(Error::Invalid("Target.MediaType must be set".into()));
     }
     Ok(())
+}
+
+impl Record for Image {
+    const TABLE: Def = IMAGES;
+    const WHAT: &'static str = "image";
+
+    fn set_id(&mut self, id: &str) {
+        self.name = id.to_string();
+    }
+
+    fn update_all(&mut self, img: &Self) -> Result<()> {
+        self.labels = img.labels.clone();
+        self.target = img.target.clone();
+        Ok(())
+    }
+
+    fn update_path(&mut self, img: &Self, path: &str) -> bool {
+        if path == "target" {
+            self.target = img.target.clone();
+            return true;
+        }
+        apply_label_path(&mut self.labels, &img.labels, path)
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate(self)
+    }
+
+    fn set_updated(&mut self, now: Ts) {
+        self.updated = now;
+    }
 }
 
 impl Db {
@@ -114,38 +146,7 @@ impl Db {
         if img.name.is_empty() {
             return Err(Error::Invalid("image name is required for update".into()));
         }
-        let txn = self.write()?;
-        let out = {
-            let mut t = txn.open_table(IMAGES).map_err(db_err(&self.path))?;
-            let k = key(&[ctx.ns.as_str(), &img.name])?;
-            let mut cur: Image = get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
-                what: "image",
-                id: img.name.clone(),
-            })?;
-            cur.name = img.name.clone();
-            if paths.is_empty() {
-                cur.labels = img.labels.clone();
-                cur.target = img.target.clone();
-            }
-            for p in paths {
-                if p == "target" {
-                    cur.target = img.target.clone();
-                } else if !apply_label_path(&mut cur.labels, &img.labels, p) {
-                    return Err(Error::BadField {
-                        field: p.clone(),
-                        what: "image",
-                        id: img.name.clone(),
-                    });
-                }
-            }
-            validate(&cur)?;
-            cur.updated = Ts::now();
-            t.insert(k.as_str(), encode(&cur).as_slice())
-                .map_err(db_err(&self.path))?;
-            cur
-        };
-        self.commit(txn)?;
-        Ok(out)
+        self.update_record(ctx, &img.name, img, paths)
     }
 
     /// Deletes an image record (its content goes at the next GC).

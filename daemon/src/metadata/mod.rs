@@ -22,6 +22,7 @@ pub mod images;
 pub mod leases;
 pub mod namespaces;
 pub mod proxy;
+mod record;
 pub mod scheduler;
 pub mod snapshots;
 
