@@ -438,6 +438,7 @@ fn real_criu_failure_is_reported_and_the_task_keeps_running() {
     let o = env.ctr(&["c", "checkpoint", "--task", "r1", "ck-real"]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!o.status.success(), "criu cannot work here: {}", stdout(&o));
+    eprintln!("ctr c checkpoint with real criu: {err}");
     assert!(
         err.contains("criu failed") && err.contains("criu: ") && err.contains("path= "),
         "the error quotes runc's and criu's messages and the kept log: {err}"
@@ -656,4 +657,80 @@ fn restore_from_bad_checkpoints_fails_with_containerd_codes_and_leaves_nothing()
     assert!(env.ctr_ok(&["t", "ls", "-q"]).trim().is_empty(), "no task");
     env.ctr_ok(&["c", "rm", "bad1"]);
     env.assert_nothing_left();
+}
+
+/// `ctr t ls` status of a task under a private containerd.
+fn containerd_task_status(c: &integration::containerd::Containerd, id: &str) -> Option<String> {
+    c.ctr_ok(&["t", "ls"]).lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&id) && f.len() >= 3).then(|| f[2].to_string())
+    })
+}
+
+fn containerd_wait_status(c: &integration::containerd::Containerd, id: &str, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = containerd_task_status(c, id);
+        if s.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} not {want} under containerd: {s:?}\n{}",
+            c.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// containerd 1.6 itself checkpoints into its content store and restores through our shim
+/// (the same criu stand-in): the shim's restore is what containerd's Go shim does.
+#[test]
+fn containerd_1_6_checkpoints_and_restores_through_our_shim() {
+    let work = tempfile::tempdir().expect("tmp");
+    let img = integration::image::TestImage::busybox().expect("image");
+    let archive = work.path().join("busybox.oci.tar");
+    img.write_oci_archive(&archive).expect("archive");
+    let (runc, calls) = fake_criu_runc(work.path());
+    let runc = runc.to_string_lossy().into_owned();
+    let mut c = integration::containerd::Containerd::v1()
+        .shim_dir(integration::bins::our_shim_dir())
+        .start()
+        .expect("containerd starts");
+    c.import(&archive);
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        &runc,
+        &img.name,
+        "k1",
+        "sleep",
+        "1000",
+    ]);
+    containerd_wait_status(&c, "k1", "RUNNING");
+    c.ctr_ok(&["c", "checkpoint", "--task", "k1", "k1-ckpt"]);
+    containerd_wait_status(&c, "k1", "RUNNING");
+    let _ = c.ctr(&["t", "kill", "-s", "9", "k1"]);
+    containerd_wait_status(&c, "k1", "STOPPED");
+    c.ctr_ok(&["t", "rm", "k1"]);
+    c.ctr_ok(&["c", "rm", "k1"]);
+
+    c.ctr_ok(&["c", "restore", "--live", "k1", "k1-ckpt"]);
+    containerd_wait_status(&c, "k1", "RUNNING");
+    let log = std::fs::read_to_string(&calls).expect("calls");
+    assert!(
+        log.contains("restore k1 from k1 ok"),
+        "containerd's unpacked checkpoint reached runc restore intact: {log}"
+    );
+    assert_eq!(
+        c.ctr_ok(&["t", "exec", "--exec-id", "e1", "k1", "echo", "restored"]),
+        "restored\n"
+    );
+    let _ = c.ctr(&["t", "kill", "-s", "9", "k1"]);
+    containerd_wait_status(&c, "k1", "STOPPED");
+    c.ctr_ok(&["t", "rm", "k1"]);
+    c.ctr_ok(&["c", "rm", "k1"]);
+    let problems = c.stop();
+    assert!(problems.is_empty(), "cleanup problems: {problems:?}");
 }
