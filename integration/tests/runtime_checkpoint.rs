@@ -327,6 +327,45 @@ fn round_trip(shim: Shim, test: &str) {
         ps.contains(&pid),
         "ctr t ps shows the restored init {pid}: {ps}"
     );
+
+    // A restored task checkpoints again, now with its rw layer (the diff service) and image:
+    // `c restore --rw --live` brings back the file written inside the container.
+    env.ctr_ok(&[
+        "t",
+        "exec",
+        "--exec-id",
+        "w1",
+        "c1",
+        "sh",
+        "-c",
+        "echo rw-data > /rw.txt",
+    ]);
+    env.ctr_ok(&[
+        "c",
+        "checkpoint",
+        "--rw",
+        "--image",
+        "--task",
+        "c1",
+        "ckpt2",
+    ]);
+    let (_, index2) = image_row(&env, "ckpt2").expect("ckpt2 listed");
+    let kinds: Vec<String> = index_manifests(&env, &index2)
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert!(
+        kinds.iter().any(|k| k.contains("layer")) && kinds.iter().any(|k| k == CRIU_TAR),
+        "--rw adds the rw layer, --task the criu tar: {kinds:?}"
+    );
+    stop_and_remove(&env, "c1");
+    env.ctr_ok(&["c", "restore", "--rw", "--live", "c1", "ckpt2"]);
+    env.wait_status("c1", "RUNNING", Duration::from_secs(10));
+    assert_eq!(
+        env.ctr_ok(&["t", "exec", "--exec-id", "r1", "c1", "cat", "/rw.txt"]),
+        "rw-data\n"
+    );
+    assert_no_scratch_left(&env);
     stop_and_remove(&env, "c1");
 
     // ctr t checkpoint --image-path: the checkpoint stays in that directory, no content.
@@ -398,7 +437,7 @@ fn round_trip(shim: Shim, test: &str) {
     stop_and_remove(&env, "c3");
     assert_no_scratch_left(&env);
 
-    env.ctr_ok(&["i", "rm", "ckpt1", name]);
+    env.ctr_ok(&["i", "rm", "ckpt1", "ckpt2", name]);
     drop(events);
     env.assert_nothing_left();
 }
