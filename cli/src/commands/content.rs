@@ -182,6 +182,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 platform,
                 tls_ca: tlscacert,
                 skip_verify,
+                ..Default::default()
             };
             // Fetched content is only held by this temporary lease (and its GC labels), as
             // with ctr: an image record or another lease must reference it to keep it.

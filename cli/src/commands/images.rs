@@ -59,18 +59,8 @@ pub enum Cmd {
     },
     /// Pull an image from a registry (Docker Registry HTTP API v2, HTTPS or plain HTTP).
     Pull {
-        /// Use plain HTTP (localhost registries always are).
-        #[arg(long)]
-        plain_http: bool,
-        /// Credentials: user:password.
-        #[arg(short, long)]
-        user: Option<String>,
-        /// Skip verifying the registry's TLS certificate.
-        #[arg(short = 'k', long)]
-        skip_verify: bool,
-        /// CA certificate (PEM) to trust for the registry.
-        #[arg(long)]
-        tlscacert: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        registry: crate::image::distribution::RegistryFlags,
         /// Pull content for a specific platform.
         #[arg(long)]
         platform: Option<String>,
@@ -83,18 +73,8 @@ pub enum Cmd {
     },
     /// Push an image to a registry: <remote> [<local>] (local defaults to remote).
     Push {
-        /// Use plain HTTP (localhost registries always are without TLS options).
-        #[arg(long)]
-        plain_http: bool,
-        /// Credentials: user:password.
-        #[arg(short, long)]
-        user: Option<String>,
-        /// Skip verifying the registry's TLS certificate.
-        #[arg(short = 'k', long)]
-        skip_verify: bool,
-        /// CA certificate (PEM) to trust for the registry.
-        #[arg(long)]
-        tlscacert: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        registry: crate::image::distribution::RegistryFlags,
         /// Push content for a specific platform only (default: all present).
         #[arg(long)]
         platform: Option<String>,
@@ -292,42 +272,30 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             import_cmd(&client, &opts, &input, no_unpack, &snapshotter.snapshotter).await
         }
         Cmd::Pull {
-            plain_http,
-            user,
-            skip_verify,
-            tlscacert,
+            registry,
             platform,
             all_platforms,
             snapshotter,
             reference,
         } => {
-            let opts = crate::image::distribution::Options {
-                plain_http,
-                user,
-                platform: matcher(all_platforms, platform.as_deref())?,
-                tls_ca: tlscacert,
-                skip_verify,
-            };
+            let opts = crate::image::distribution::Options::new(
+                registry,
+                matcher(all_platforms, platform.as_deref())?,
+            );
             pull_cmd(&client, &reference, &opts, &snapshotter.snapshotter).await
         }
         Cmd::Push {
-            plain_http,
-            user,
-            skip_verify,
-            tlscacert,
+            registry,
             platform,
             remote,
             local,
         } => {
             let reference = crate::image::distribution::parse_reference(&remote)?;
             let img = get(&client, local.as_deref().unwrap_or(&remote)).await?;
-            let opts = crate::image::distribution::Options {
-                plain_http,
-                user,
-                platform: matcher(platform.is_none(), platform.as_deref())?,
-                tls_ca: tlscacert,
-                skip_verify,
-            };
+            let opts = crate::image::distribution::Options::new(
+                registry,
+                matcher(platform.is_none(), platform.as_deref())?,
+            );
             crate::image::distribution::push(&client, &reference, &target_of(&img), &opts).await?;
             Ok(())
         }

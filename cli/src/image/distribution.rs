@@ -13,6 +13,7 @@
 //! streamed from the content store; manifests are put by digest, the root by tag.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use berthd::remotes::{self, Content, HostOptions, Resolver, TlsOptions};
@@ -37,8 +38,15 @@ pub enum Error {
     Image(#[from] super::Error),
     #[error("{}", .0.message())]
     Rpc(#[from] tonic::Status),
-    #[error("invalid --user {0:?}: expected user:password")]
-    User(String),
+    #[error("flags --tlscert and --tlskey must be set together")]
+    CertKeyPair,
+    #[error(
+        "--user {0:?} has no password and stdin is not a terminal to prompt for one: \
+         pass --user {0}:<password>"
+    )]
+    NoTerminal(String),
+    #[error("failed to read the password from the terminal: {0}")]
+    Prompt(#[source] std::io::Error),
 }
 
 /// Parses and normalises a reference for pull, push or fetch.
@@ -46,40 +54,142 @@ pub fn parse_reference(s: &str) -> Result<Reference, Error> {
     Ok(Reference::parse(s)?)
 }
 
-/// Pull and push options (ctr's flags).
+/// ctr's registry flags (`commands.RegistryFlags`) for `images pull` and `images push`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryFlags {
+    /// Skip SSL certificate validation.
+    #[arg(short = 'k', long)]
+    pub skip_verify: bool,
+    /// Allow connections using plain HTTP (localhost registries without TLS settings
+    /// always use it).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// user[:password] Registry user and password (prompted for on the terminal when
+    /// omitted).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Custom hosts configuration directory (`<dir>/<host>/hosts.toml`, or Docker's
+    /// certs.d files; `<dir>/_default` for any host).
+    #[arg(long)]
+    pub hosts_dir: Option<PathBuf>,
+    /// Path to TLS root CA (replaces the system CAs).
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    /// Path to TLS client certificate.
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    /// Path to TLS client key.
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+}
+
+/// Pull, push and fetch options.
 pub struct Options {
     pub plain_http: bool,
     pub user: Option<String>,
     pub platform: PlatformMatcher,
-    /// `--tlscacert`: extra CA certificates (PEM) to trust.
-    pub tls_ca: Option<std::path::PathBuf>,
+    /// `--tlscacert`: the CA certificates (PEM) to trust instead of the system's.
+    pub tls_ca: Option<PathBuf>,
     /// `--skip-verify`: do not verify the registry's certificate.
     pub skip_verify: bool,
+    /// `--tlscert` / `--tlskey`: client certificate.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `--hosts-dir`.
+    pub hosts_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            plain_http: false,
+            user: None,
+            platform: PlatformMatcher::Only(super::Platform::host()),
+            tls_ca: None,
+            skip_verify: false,
+            tls_cert: None,
+            tls_key: None,
+            hosts_dir: None,
+        }
+    }
+}
+
+impl Options {
+    pub fn new(flags: RegistryFlags, platform: PlatformMatcher) -> Self {
+        Options {
+            plain_http: flags.plain_http,
+            user: flags.user,
+            platform,
+            tls_ca: flags.tlscacert,
+            skip_verify: flags.skip_verify,
+            tls_cert: flags.tlscert,
+            tls_key: flags.tlskey,
+            hosts_dir: flags.hosts_dir,
+        }
+    }
+}
+
+/// Reads a line from the terminal on stdin with echo off (ctr's `passwordPrompt`).
+fn prompt_password(user: &str) -> Result<String, Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::NoTerminal(user.to_string()));
+    }
+    print!("Password: ");
+    let _ = std::io::stdout().flush();
+    let saved = nix::sys::termios::tcgetattr(&stdin).map_err(|e| Error::Prompt(e.into()))?;
+    let mut quiet = saved.clone();
+    quiet
+        .local_flags
+        .remove(nix::sys::termios::LocalFlags::ECHO);
+    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &quiet)
+        .map_err(|e| Error::Prompt(e.into()))?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved);
+    println!();
+    read.map_err(Error::Prompt)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// `--user`: `user:password` splits at the first colon; a bare user is prompted for a
+/// password (ctr's `GetResolver`). The same credentials go to every host.
+fn credentials(user: Option<&str>) -> Result<Option<remotes::Credentials>, Error> {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let (username, secret) = match user.find(':').filter(|&i| i > 0) {
+        Some(i) => (user[..i].to_string(), user[i + 1..].to_string()),
+        None => (user.to_string(), String::new()),
+    };
+    let secret = if secret.is_empty() {
+        prompt_password(&username)?
+    } else {
+        secret
+    };
+    Ok(Some(remotes::Credentials { username, secret }))
 }
 
 /// The registry client for `opts`.
 fn resolver_for(opts: &Options) -> Result<Resolver, Error> {
-    let credentials = opts
-        .user
-        .as_ref()
-        .map(|u| match u.split_once(':') {
-            Some((user, secret)) => Ok(remotes::Credentials {
-                username: user.to_string(),
-                secret: secret.to_string(),
-            }),
-            None => Err(Error::User(u.clone())),
-        })
-        .transpose()?;
+    let client_pairs = match (&opts.tls_cert, &opts.tls_key) {
+        (None, None) => Vec::new(),
+        (Some(cert), Some(key)) => vec![(cert.clone(), Some(key.clone()))],
+        _ => return Err(Error::CertKeyPair),
+    };
     let options = HostOptions {
         plain_http: opts.plain_http,
-        credentials,
+        credentials: credentials(opts.user.as_deref())?,
         tls: TlsOptions {
             ca_files: opts.tls_ca.iter().cloned().collect(),
-            client_pairs: Vec::new(),
+            no_system_roots: opts.tls_ca.is_some(),
+            client_pairs,
             skip_verify: opts.skip_verify,
         },
+        hosts_dir: opts.hosts_dir.clone(),
     };
-    Ok(Resolver::new(Arc::new(remotes::DefaultHosts { options })))
+    Ok(Resolver::new(Arc::new(remotes::ConfigHosts { options })))
 }
 
 fn remote(d: &Descriptor) -> remotes::Descriptor {

@@ -506,6 +506,15 @@ fn hosts_with(
     Ok(picked)
 }
 
+/// `?ns=<registry>` when `host` is a mirror of `registry` (containerd `addNamespace`).
+fn ns_query(host: &RegistryHost, registry: &str) -> String {
+    if host.is_proxy_for(registry) {
+        format!("?ns={}", auth::query_escape(registry))
+    } else {
+        String::new()
+    }
+}
+
 /// The media type of a manifest body served with a generic content type.
 fn sniff_media_type(body: &[u8]) -> Option<String> {
     let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
@@ -570,10 +579,11 @@ impl Resolver {
         reference: &Reference,
     ) -> Result<Option<(String, Descriptor)>, Error> {
         let url = format!(
-            "{}/{}/manifests/{}",
+            "{}/{}/manifests/{}{}",
             host.base_url(),
             reference.repo,
-            reference.object
+            reference.object,
+            ns_query(host, &reference.host)
         );
         let (url, resp) = self.session.get(host, &url, Some(MANIFEST_ACCEPT)).await?;
         let status = resp.status();
@@ -634,6 +644,7 @@ impl Resolver {
         Ok(Fetcher {
             hosts: hosts_with(self.hosts.as_ref(), reference, "pull")?,
             repo: reference.repo.clone(),
+            registry: reference.host.clone(),
             session: self.session.clone(),
             resolved: self.resolved.clone(),
         })
@@ -654,6 +665,8 @@ impl Resolver {
 pub struct Fetcher {
     hosts: Vec<RegistryHost>,
     repo: String,
+    /// The registry name the reference uses (for mirrors' `?ns=`).
+    registry: String,
     session: Arc<Session>,
     resolved: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
@@ -681,7 +694,13 @@ impl Fetcher {
         let mut tried = Vec::new();
         let mut first_err = None;
         for host in &self.hosts {
-            let url = format!("{}/{}/{kind}/{}", host.base_url(), self.repo, desc.digest);
+            let url = format!(
+                "{}/{}/{kind}/{}{}",
+                host.base_url(),
+                self.repo,
+                desc.digest,
+                ns_query(host, &self.registry)
+            );
             let accept = (kind == "manifests").then_some(MANIFEST_ACCEPT);
             let err = match self.session.get(host, &url, accept).await {
                 Ok((url, resp)) if resp.status().is_success() => {

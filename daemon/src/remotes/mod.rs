@@ -22,7 +22,7 @@ pub mod tls;
 
 pub use auth::Credentials;
 pub use docker::{ByteStream, Content, FetchStream, Fetcher, Pusher, Resolver};
-pub use hosts::{Capabilities, DefaultHosts, HostOptions, RegistryHost, RegistryHosts};
+pub use hosts::{Capabilities, ConfigHosts, HostOptions, RegistryHost, RegistryHosts};
 pub use reference::Reference;
 pub use tls::TlsOptions;
 

@@ -39,6 +39,9 @@ pub struct TlsOptions {
     pub client_pairs: Vec<(PathBuf, Option<PathBuf>)>,
     /// Do not verify the server's certificate.
     pub skip_verify: bool,
+    /// Trust only `ca_files`, not the system bundle (ctr's `--tlscacert` replaces the
+    /// system pool; a hosts.toml `ca` adds to whichever pool is in use).
+    pub no_system_roots: bool,
 }
 
 impl TlsOptions {
@@ -149,8 +152,10 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, Tls
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        // A missing system bundle is fine when a CA file names the CA.
-        let _ = load_pem_certs(Path::new(SYSTEM_CA_BUNDLE), &mut roots);
+        if !opts.no_system_roots {
+            // A missing system bundle is fine when a CA file names the CA.
+            let _ = load_pem_certs(Path::new(SYSTEM_CA_BUNDLE), &mut roots);
+        }
         for ca in &opts.ca_files {
             load_pem_certs(ca, &mut roots)?;
         }
