@@ -721,3 +721,53 @@ fn detached_lifecycle_against_berthd() {
 fn run_tty_against_berthd() {
     tty(&Daemon::berthd());
 }
+
+/// `run` prepares the container snapshot straight on the image's top layer; when the
+/// image's snapshots are gone (removed here, as GC would after `images rm`), the Prepare's
+/// NotFound makes it unpack the image again and retry. The run works, leaves nothing but
+/// the re-created layer snapshot, and `--rm` removes container and snapshot.
+fn run_reunpacks_missing_layers(d: &Daemon) {
+    let _dir = setup(d);
+    let layers = |d: &Daemon| -> Vec<String> {
+        d.berth_ok(&["snapshots", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|k| k.starts_with("sha256:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = layers(d);
+    assert!(!before.is_empty(), "import unpacked no layer");
+    // Children first: retry until every layer snapshot is gone.
+    for _ in 0..=before.len() {
+        for k in layers(d) {
+            let _ = d.berth(&["snapshots", "rm", &k]);
+        }
+    }
+    assert_eq!(
+        layers(d),
+        Vec::<String>::new(),
+        "layer snapshots not removed"
+    );
+
+    let o = d.berth(&["run", "--rm", IMG, "cli-unpack", "echo", "again"]);
+    assert_eq!(stdout(&o), "again\n", "stderr: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0));
+    let mut after = layers(d);
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(after, before, "the image's layers are unpacked again");
+    assert_nothing_left(d);
+}
+
+#[test]
+fn run_reunpacks_missing_layers_against_containerd() {
+    run_reunpacks_missing_layers(&Daemon::containerd());
+}
+
+#[test]
+fn run_reunpacks_missing_layers_against_berthd() {
+    run_reunpacks_missing_layers(&Daemon::berthd());
+}

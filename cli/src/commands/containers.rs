@@ -405,6 +405,18 @@ pub async fn delete(client: &client::Client, id: &str, cleanup: bool) -> Result<
         Err(s) if s.code() == tonic::Code::NotFound => {}
         Err(s) => return Err(s.into()),
     }
+    let snapshot = (cleanup && !c.snapshot_key.is_empty()).then_some(&c);
+    remove(client, id, snapshot).await
+}
+
+/// Deletes container `id` whose task is known to be gone, then (when given) the snapshot
+/// the container record names. `run --rm` calls this directly after its own task Delete
+/// succeeded: the checks of [`delete`] would only repeat what it already knows.
+pub async fn remove(
+    client: &client::Client,
+    id: &str,
+    snapshot: Option<&Container>,
+) -> Result<(), Error> {
     client
         .containers()
         .delete(DeleteContainerRequest { id: id.to_string() })
@@ -413,7 +425,7 @@ pub async fn delete(client: &client::Client, id: &str, cleanup: bool) -> Result<
             id: id.to_string(),
             status,
         })?;
-    if cleanup && !c.snapshot_key.is_empty() {
+    if let Some(c) = snapshot {
         let r = client
             .snapshots()
             .remove(RemoveSnapshotRequest {

@@ -69,21 +69,44 @@ pub async fn run(mut args: Args, g: &Globals) -> Result<i32, Error> {
         (None, None) => return Err(containers::Error::NoId.into()),
     };
     let client = g.connect().await?;
-    containers::create(&client, &args.container, &image, &id, &args.args).await?;
-    let result = run_task(&client, &args, &id, wiring).await;
+    let container = containers::create(&client, &args.container, &image, &id, &args.args).await?;
+    let (result, task_deleted) = run_task(&client, &args, &id, wiring).await;
     if args.rm {
-        if let Err(e) = containers::delete(&client, &id, true).await {
+        // After our own successful task Delete the container is known to have no task:
+        // remove it (and its snapshot) without re-reading both first. Otherwise ctr's
+        // checking delete, which refuses a task still running.
+        let removed = if task_deleted {
+            let snapshot = (!container.snapshot_key.is_empty()).then_some(&container);
+            containers::remove(&client, &id, snapshot).await
+        } else {
+            containers::delete(&client, &id, true).await
+        };
+        if let Err(e) = removed {
             eprintln!("berth: failed to remove container {id}: {e}");
         }
     }
     result
 }
 
+/// Creates, starts and (in the foreground) waits for and deletes the task. Returns the exit
+/// code and whether the task was deleted here.
 async fn run_task(
     client: &client::Client,
     args: &Args,
     id: &str,
     wiring: crate::cio::Wiring,
+) -> (Result<i32, Error>, bool) {
+    let mut deleted = false;
+    let result = run_task_inner(client, args, id, wiring, &mut deleted).await;
+    (result, deleted)
+}
+
+async fn run_task_inner(
+    client: &client::Client,
+    args: &Args,
+    id: &str,
+    wiring: crate::cio::Wiring,
+    deleted_here: &mut bool,
 ) -> Result<i32, Error> {
     let (io, pid) = tasks::create_task(client, id, wiring, args.io.fifo_dir.as_deref()).await?;
     if let Some(p) = &args.pid_file {
@@ -111,6 +134,7 @@ async fn run_task(
             container_id: id.to_string(),
         })
         .await;
+    *deleted_here = deleted.is_ok();
     let code = status?;
     deleted?;
     Ok(i32::try_from(code).unwrap_or(1))
