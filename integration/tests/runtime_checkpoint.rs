@@ -437,6 +437,53 @@ fn round_trip(shim: Shim, test: &str) {
     stop_and_remove(&env, "c3");
     assert_no_scratch_left(&env);
 
+    // Created from a checkpoint but deleted before Start: the unpacked checkpoint is kept
+    // while the task waits for Start, and removed with the task.
+    env.ctr_ok(&["c", "create", &img, "c4", "sleep", "1000"]);
+    let criu_tar = find(CRIU_TAR);
+    let size = i64::try_from(tar.len()).expect("size");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ns = env.d.namespace().to_string();
+    rt.block_on(async {
+        let mut c = tasks_client(&env).await;
+        let mut r = tonic::Request::new(CreateTaskRequest {
+            container_id: "c4".into(),
+            checkpoint: Some(Descriptor {
+                media_type: CRIU_TAR.into(),
+                digest: criu_tar.clone(),
+                size,
+                annotations: Default::default(),
+            }),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("containerd-namespace", ns.parse().expect("ascii"));
+        c.create(r).await
+    })
+    .expect("Tasks.Create from the checkpoint");
+    let (pid, status) = env.task_status("c4").expect("c4 listed");
+    assert_eq!(
+        (pid.as_str(), status.as_str()),
+        ("0", "CREATED"),
+        "restore waits for Start"
+    );
+    let kept: Vec<PathBuf> = std::fs::read_dir(scratch_dir(&env))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the unpacked checkpoint waits for Start: {kept:?}"
+    );
+    assert!(kept[0].join("pages-1.img").is_file(), "unpacked: {kept:?}");
+    env.ctr_ok(&["t", "rm", "c4"]);
+    assert_no_scratch_left(&env);
+    env.assert_task_gone("c4");
+    env.ctr_ok(&["c", "rm", "c4"]);
+
     env.ctr_ok(&["i", "rm", "ckpt1", "ckpt2", name]);
     drop(events);
     env.assert_nothing_left();
