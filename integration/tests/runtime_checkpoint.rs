@@ -479,6 +479,15 @@ fn round_trip(shim: Shim, test: &str) {
         "the unpacked checkpoint waits for Start: {kept:?}"
     );
     assert!(kept[0].join("pages-1.img").is_file(), "unpacked: {kept:?}");
+    if shim == Shim::Ours {
+        let o = env.ctr(&["t", "exec", "--exec-id", "x", "c4", "true"]);
+        assert!(
+            !o.status.success()
+                && String::from_utf8_lossy(&o.stderr).contains("cannot exec in a created state"),
+            "no exec before the restore: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     env.ctr_ok(&["t", "rm", "c4"]);
     assert_no_scratch_left(&env);
     env.assert_task_gone("c4");

@@ -1003,7 +1003,9 @@ impl Service {
             })?;
         let mut st = self.lock();
         let c = st.container_mut(id)?;
-        if matches!(c.init.status, Status::Stopped | Status::Paused) {
+        // A created-from-checkpoint init has no container to exec in until Start restores it
+        // (containerd `createdCheckpointState.Exec`).
+        if matches!(c.init.status, Status::Stopped | Status::Paused) || c.restore.is_some() {
             return Err(TaskError::FailedPrecondition(format!(
                 "cannot exec in a {} state (container {id})",
                 c.init.status.name()
