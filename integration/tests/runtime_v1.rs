@@ -482,6 +482,23 @@ fn runtime_v1_metrics_match_containerd_and_survive_restart() {
         "{}",
         ours.gone_while_down
     );
+
+    // containerd v2.3.4's ctr reads the same answer (v1 metrics type, table and JSON).
+    if let Some(dir) = integration::bins::containerd2_dir("runtime v1 metrics with ctr 2.3.4") {
+        env.ctr_ok(&["run", "-d", "--runtime", V1, &img, "m3", "sleep", "1000"]);
+        env.wait_status("m3", "RUNNING", Duration::from_secs(10));
+        env.ctr_bin = Some(dir.join("ctr"));
+        let table = metrics_table(&env.ctr_ok(&["t", "metrics", "m3"]));
+        assert!(num(&table, "memory.usage_in_bytes") > 0, "{table:?}");
+        assert!(num(&table, "pids.current") >= 1, "{table:?}");
+        let json = metrics_json(&env, "m3");
+        assert!(json["pids"]["current"].as_u64() >= Some(1), "{json}");
+        env.ctr_bin = None;
+        env.ctr_ok(&["t", "kill", "-s", "9", "m3"]);
+        env.wait_status("m3", "STOPPED", Duration::from_secs(10));
+        env.ctr_ok(&["t", "rm", "m3"]);
+        env.ctr_ok(&["c", "rm", "m3"]);
+    }
     env.assert_nothing_left();
     drop(env);
 
