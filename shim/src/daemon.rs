@@ -181,11 +181,13 @@ async fn run(flags: &Flags) -> Result<(), DaemonError> {
         _ = term.recv() => log::info!("SIGTERM: shutting down"),
         _ = int.recv() => log::info!("SIGINT: shutting down"),
     }
-    // Answer the Shutdown call before the connection goes away.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Unlink the socket first: a `start` for a new task of the same id (delete then create,
+    // as the restart monitor does) must not find this exiting shim listening and reuse it.
     if let Some(address) = &address {
         crate::manager::remove_socket(address.trim());
     }
+    // Answer the Shutdown call before the connection goes away.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     if !flags.socket.is_empty() {
         let _ = std::fs::remove_file(flags.socket.trim_start_matches("unix://"));
     }
