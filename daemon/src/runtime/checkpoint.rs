@@ -384,7 +384,7 @@ pub fn unpack_checkpoint(db: &Db, ctx: &Ctx, desc: &Descriptor, dir: &Path) -> R
 /// runc `CheckpointOptions` / runctypes `CheckpointOptions` for a runtime, as containerd's
 /// `getCheckpointPath` reads them: the image path (empty: checkpoint into the content store).
 pub fn checkpoint_path(runtime: &str, options: Option<&prost_types::Any>) -> Result<String> {
-    let Some(any) = options else {
+    let Some(any) = options.filter(|a| !a.type_url.is_empty()) else {
         return Ok(String::new());
     };
     if is_runc(runtime) {
@@ -421,7 +421,7 @@ pub fn checkpoint_path(runtime: &str, options: Option<&prost_types::Any>) -> Res
 /// runc `Options.CriuImagePath` / runctypes `CreateOptions.CriuImagePath`, as containerd's
 /// `getRestorePath`: a checkpoint directory to restore from (empty: none).
 pub fn restore_path(runtime: &str, options: Option<&prost_types::Any>) -> Result<String> {
-    let Some(any) = options else {
+    let Some(any) = options.filter(|a| !a.type_url.is_empty()) else {
         return Ok(String::new());
     };
     if is_runc(runtime) {
@@ -497,6 +497,16 @@ mod tests {
             "/ck"
         );
         assert_eq!(checkpoint_path("io.containerd.runc.v2", None).unwrap(), "");
+        // An empty Any is no options (some clients send one).
+        let empty = any("", Vec::new());
+        assert_eq!(
+            checkpoint_path("io.containerd.runc.v2", Some(&empty)).unwrap(),
+            ""
+        );
+        assert_eq!(
+            restore_path("io.containerd.runc.v2", Some(&empty)).unwrap(),
+            ""
+        );
         // Another runtime: options are not runc's, no path.
         assert_eq!(
             checkpoint_path("io.containerd.kata.v2", Some(&a)).unwrap(),
