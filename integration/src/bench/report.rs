@@ -8,7 +8,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::scenarios::{
-    Density, LatencyReport, Outcome, PullReport, Restart, SystemResult, ThroughputReport,
+    Density, Latency, LatencyReport, Outcome, PullReport, Restart, SystemResult, ThroughputReport,
 };
 use super::stats::Summary;
 use super::system::{Bins, SystemKind};
@@ -311,6 +311,37 @@ impl Report {
         }));
         r.push("≤ +10".into());
         t.row(r);
+        let berth_cell = |x: &Latency, f: fn(&Summary) -> Option<f64>| {
+            x.berth_run_rm
+                .as_ref()
+                .map_or_else(|| "—".to_string(), |s| summary_cell(s, f))
+        };
+        let mut r = vec![
+            "`berth run --rm` p50 (berth's client)".to_string(),
+            "—".to_string(),
+        ];
+        r.extend(cells(&l.systems, |x| berth_cell(x, |s| s.p50_ms)));
+        r.push(String::new());
+        t.row(r);
+        let mut r = vec![
+            "`berth run --rm` p95 (berth's client)".to_string(),
+            "—".to_string(),
+        ];
+        r.extend(cells(&l.systems, |x| berth_cell(x, |s| s.p95_ms)));
+        r.push(String::new());
+        t.row(r);
+        let mut r = vec![
+            "`berth run --rm` p50 over bare runc".to_string(),
+            "—".to_string(),
+        ];
+        r.extend(cells(&l.systems, |x| {
+            match (x.berth_run_rm.as_ref().and_then(|s| s.p50_ms), floor_p50) {
+                (Some(a), Some(b)) => format!("+{:.1}", a - b),
+                _ => "—".into(),
+            }
+        }));
+        r.push("≤ +10".into());
+        t.row(r);
         let mut r = vec![
             "`ctr version` p50 (client floor)".to_string(),
             "—".to_string(),
@@ -345,7 +376,11 @@ impl Report {
         if let Outcome::Failed(e) = &l.runc_floor {
             let _ = writeln!(out, "- bare runc failed: `{}`", one_line(e));
         }
-        errors(out, &l.systems, |x| vec![&x.run_rm, &x.ctr_version]);
+        errors(out, &l.systems, |x| {
+            let mut v = vec![&x.run_rm, &x.ctr_version];
+            v.extend(x.berth_run_rm.as_ref());
+            v
+        });
         let _ = self;
     }
 

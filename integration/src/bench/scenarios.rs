@@ -9,7 +9,9 @@
 //! The client is always Debian's `ctr`, one process per operation:
 //! - latency: `ctr run --rm <busybox> <id> true`, one at a time; floors: bare `runc run` of an
 //!   equivalent bundle (same rootfs, `runc spec` config running `true`) and `ctr version`
-//!   (client start + one RPC) against the same daemon;
+//!   (client start + one RPC) against the same daemon; plus, when berth's CLI is built, the
+//!   same run driven by `berth run --rm` (berth's own client; the issue states the latency
+//!   target for it);
 //! - throughput: the same `run --rm` (create → start → wait → delete) from `c` concurrent
 //!   workers for a fixed duration;
 //! - density: `ctr run -d <busybox> <id> sleep 3600` × N, then `/proc` readings;
@@ -204,6 +206,9 @@ pub struct Latency {
     pub run_rm: Summary,
     /// `ctr version`: client start + one RPC to this daemon (the client's share).
     pub ctr_version: Summary,
+    /// `berth run --rm <busybox> <id> true`: the same run driven by berth's own client
+    /// (`None` when berth's CLI was not built).
+    pub berth_run_rm: Option<Summary>,
     /// CPU per `ctr run --rm`, split by who spent it.
     pub cpu: CpuPerRun,
 }
@@ -258,6 +263,7 @@ pub fn latency(ctx: &Ctx<'_>) -> LatencyReport {
     let mut floor_time = Duration::ZERO;
     let mut run_rm = vec![(Samples::default(), Duration::ZERO, 0usize); systems.len()];
     let mut version = vec![(Samples::default(), Duration::ZERO, 0usize); systems.len()];
+    let mut berth_rm = vec![(Samples::default(), Duration::ZERO, 0usize); systems.len()];
     for round in 0..n {
         if let Ok(b) = &floor {
             record(
@@ -283,6 +289,15 @@ pub fn latency(ctx: &Ctx<'_>) -> LatencyReport {
                 rr.2 = if r.is_ok() { 0 } else { rr.2 + 1 };
                 record(&mut rr.0, &mut rr.1, r);
             }
+            let br = &mut berth_rm[k];
+            if client.has_berth() && br.2 < MAX_CONSECUTIVE_FAILURES {
+                let id = format!("latb-{round}");
+                let r = ctx.rt.block_on(
+                    client.run_berth(&["run", "--rm", &ctx.image, &id, "true"], OP_TIMEOUT),
+                );
+                br.2 = if r.is_ok() { 0 } else { br.2 + 1 };
+                record(&mut br.0, &mut br.1, r);
+            }
         }
     }
     let cpu_runs = n.min(CPU_RUNS);
@@ -306,9 +321,14 @@ pub fn latency(ctx: &Ctx<'_>) -> LatencyReport {
     let result = columns(&systems, |k| {
         let (s, t, _) = &run_rm[k];
         let (v, vt, _) = &version[k];
+        let (b, bt, _) = &berth_rm[k];
         Some(Latency {
             run_rm: s.summary(*t),
             ctr_version: v.summary(*vt),
+            berth_run_rm: clients[k]
+                .as_ref()
+                .is_some_and(Client::has_berth)
+                .then(|| b.summary(*bt)),
             cpu: cpu[k].clone()?,
         })
     });

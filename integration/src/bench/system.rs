@@ -90,6 +90,9 @@ pub struct Bins {
     pub shim: PathBuf,
     /// containerd v2.3.4's directory, when `$BERTH_CONTAINERD2_DIR` is set.
     pub containerd2: Option<PathBuf>,
+    /// berth's own client (`berth`, beside berthd), when built: the latency scenario also
+    /// times `berth run --rm` against every system.
+    pub berth: Option<PathBuf>,
 }
 
 impl Bins {
@@ -136,6 +139,7 @@ impl Bins {
             berthd: berth("berthd", "daemon")?,
             shim: berth("containerd-shim-runc-v2", "shim")?,
             containerd2,
+            berth: Some(dir.join("berth")).filter(|p| p.is_file()),
         })
     }
 }
@@ -294,6 +298,7 @@ impl Instance {
     pub fn client(&self, bins: &Bins) -> Client {
         Client {
             ctr: bins.ctr.clone(),
+            berth: bins.berth.clone(),
             address: self.address(),
             namespace: self.namespace().to_string(),
         }
@@ -311,6 +316,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[derive(Debug, Clone)]
 pub struct Client {
     ctr: PathBuf,
+    /// berth's CLI, when built (see [`Bins::berth`]).
+    berth: Option<PathBuf>,
     address: PathBuf,
     namespace: String,
 }
@@ -341,6 +348,36 @@ impl Client {
     ) -> Result<(Duration, String), String> {
         let what = format!("ctr {}", args.first().copied().unwrap_or_default());
         timed(self.command(args), timeout, &what).await
+    }
+
+    /// Whether berth's CLI is available for [`Client::run_berth`].
+    #[must_use]
+    pub fn has_berth(&self) -> bool {
+        self.berth.is_some()
+    }
+
+    /// Runs `berth <args>` (berth's own client, same global flags as ctr) like
+    /// [`Client::run`].
+    ///
+    /// # Errors
+    /// As [`Client::run`]; also when berth's CLI was not built.
+    pub async fn run_berth(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<(Duration, String), String> {
+        let Some(berth) = &self.berth else {
+            return Err("berth CLI not built (cargo build --release -p cli)".into());
+        };
+        let mut c = std::process::Command::new(berth);
+        c.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            .stdin(Stdio::null());
+        let what = format!("berth {}", args.first().copied().unwrap_or_default());
+        timed(c, timeout, &what).await
     }
 }
 
