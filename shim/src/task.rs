@@ -1,7 +1,9 @@
 //! The task model: containers, their init and exec'd processes, and the process state machine.
 //!
 //! States and allowed operations follow containerd's `pkg/process` (`init_state.go`,
-//! `exec_state.go`): created → running ⇄ paused → stopped → deleted. Everything here is plain
+//! `exec_state.go`): created → running ⇄ paused → stopped → deleted; an init created from a
+//! checkpoint carries a [`RestorePlan`] and is restored (`runc restore`) by its Start, as
+//! containerd's `createdCheckpointState`. Everything here is plain
 //! data mutated under the service's lock; nothing in this module awaits, so a state change and
 //! the event it publishes happen atomically with respect to the exit handler.
 
