@@ -325,6 +325,67 @@ fn ctr2_pull_unpacks_runs_and_push_lands_in_registry() {
     assert!(err.contains("not found"), "{err}");
 }
 
+#[test]
+fn ctr2_pull_from_tls_registry_with_auth_uses_hosts_dir_and_credentials_stream() {
+    let Some(env) = Env::start("ctr2_pull_from_tls_registry_with_auth") else {
+        return;
+    };
+    let img = TestImage::busybox().expect("test image");
+    let reg = Registry::https_with_auth().expect("start docker-registry (TLS, auth)");
+    let reference = reg
+        .push_image(&img, "library/private:1")
+        .expect("push with skopeo");
+    // containerd's certs.d layout: <hosts-dir>/<host:port>/ca.crt, read by berthd.
+    let hosts = env.tmp.path().join("certs.d");
+    let dir = hosts.join(reg.host());
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::copy(reg.ca_pem().expect("ca"), dir.join("ca.crt")).expect("ca.crt");
+    let (user, pass) = reg.credentials().expect("credentials");
+    let creds = format!("{user}:{pass}");
+    // Without credentials the registry refuses, and berthd says so.
+    let err = env.ctr2_err(
+        "",
+        &["images", "pull", "--hosts-dir", p(&hosts), &reference],
+    );
+    assert!(
+        err.contains("401") || err.contains("denied") || err.contains("unauthorized"),
+        "{err}"
+    );
+    // ctr answers berthd's AuthRequest on the credentials stream with --user.
+    env.ctr2_ok(
+        "",
+        &[
+            "images",
+            "pull",
+            "--hosts-dir",
+            p(&hosts),
+            "--user",
+            &creds,
+            &reference,
+        ],
+    );
+    assert!(env
+        .images("")
+        .contains(&(reference.clone(), img.manifest_digest().to_string())));
+    // Push back under another tag, with the same hosts dir and credentials.
+    let other = reg.reference("library/private:2");
+    env.ctr2_ok("", &["images", "tag", &reference, &other]);
+    env.ctr2_ok(
+        "",
+        &[
+            "images",
+            "push",
+            "--hosts-dir",
+            p(&hosts),
+            "--user",
+            &creds,
+            &other,
+        ],
+    );
+    let inspect = reg.inspect("library/private:2").expect("skopeo inspect");
+    assert_eq!(inspect["Digest"].as_str(), Some(img.manifest_digest()));
+}
+
 fn transfer_req(
     ns: &str,
     src: prost_types::Any,

@@ -457,35 +457,6 @@ pub(crate) fn walk(
     Ok(w)
 }
 
-/// Unpacks the walked manifests that match each unpack configuration.
-pub(crate) fn unpack_all(
-    t: &Transferrer,
-    ctx: &Ctx,
-    store: &ImageStore,
-    manifests: &[(Descriptor, Manifest)],
-    progress: &Progress,
-) -> Result<(), Error> {
-    let db = &t.db;
-    for u in &store.unpacks {
-        let snapshotter = t.snapshotter_for(u)?;
-        let want = u.platform.clone().unwrap_or_else(Platform::host);
-        let matcher = Matcher::Any(vec![want]);
-        let mut done = std::collections::HashSet::new();
-        for (d, m) in manifests {
-            let p = match &d.platform {
-                Some(p) => p.clone(),
-                None => oci::config_platform(db, ctx, m)?,
-            };
-            if !matcher.matches(Some(&p)) || !done.insert(d.digest.clone()) {
-                continue;
-            }
-            let name_of = |l: &Descriptor| format!("layer-{}", l.digest);
-            super::unpack::unpack(db, ctx, m, &snapshotter, progress, &name_of)?;
-        }
-    }
-    Ok(())
-}
-
 /// The whole import.
 pub async fn import(
     t: &Transferrer,
@@ -519,7 +490,14 @@ pub async fn import(
     let to_name = blocking(move || {
         let w = walk(&tt.db, &c, &index, &s)?;
         // containerd reports no extraction progress for imports.
-        unpack_all(&tt, &c, &s, &w.manifests, &Progress::default())?;
+        super::unpack::unpack_matching(
+            &tt,
+            &c,
+            &s.unpacks,
+            &w.manifests,
+            &Progress::default(),
+            &|l: &Descriptor| format!("layer-{}", l.digest),
+        )?;
         Ok(w.to_name)
     })
     .await?;

@@ -21,6 +21,7 @@ pub mod export;
 pub mod import;
 pub mod naming;
 pub mod oci;
+pub mod registry;
 pub mod stream;
 pub mod unpack;
 
@@ -351,15 +352,24 @@ impl Transferrer {
         ))
     }
 
-    /// The snapshotter an unpack configuration names, or the default.
-    pub(crate) fn snapshotter_for(&self, u: &UnpackTo) -> Result<String, Error> {
+    /// containerd's `getSupportedPlatform`: an unpack configuration is used when its
+    /// platform (default: the host's) is the host's and its snapshotter (default: the
+    /// daemon's) is loaded; any other is skipped with a warning, as containerd does.
+    pub(crate) fn supported_unpack(&self, u: &UnpackTo) -> Option<(String, oci::Platform)> {
         let name = if u.snapshotter.is_empty() {
             self.default_snapshotter.clone()
         } else {
             u.snapshotter.clone()
         };
-        self.db.snapshotter(&name)?;
-        Ok(name)
+        let platform = u.platform.clone().unwrap_or_else(oci::Platform::host);
+        if !oci::Platform::host().matches(&platform) || self.db.snapshotter(&name).is_err() {
+            log::warn!(
+                "transfer: unpack configuration not supported, skipping: platform {}, snapshotter {name:?}",
+                platform.format()
+            );
+            return None;
+        }
+        Some((name, platform))
     }
 
     /// Runs one transfer (containerd `localTransferService.Transfer`).
@@ -383,6 +393,16 @@ impl Transferrer {
                 let r = export::export(self, lctx, s, e, &progress).await;
                 lease.release(&self.gc).await;
                 r
+            }
+            (Source::Registry(r), Destination::ImageStore(s)) => {
+                let (lctx, lease) = self.lease(&ctx).await?;
+                let res = registry::pull(self, lctx, r, s, &progress).await;
+                lease.release(&self.gc).await;
+                res
+            }
+            (Source::ImageStore(s), Destination::Registry(r)) => {
+                // containerd's push takes no lease: it only reads.
+                registry::push(self, ctx, s, r, &progress).await
             }
             (Source::ImageStore(from), Destination::ImageStore(to)) => {
                 let (lctx, lease) = self.lease(&ctx).await?;

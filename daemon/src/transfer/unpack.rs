@@ -7,7 +7,7 @@
 //! Runs on a blocking thread; snapshots it creates join the context's lease.
 
 use super::oci::{self, Descriptor, Manifest, LABEL_UNCOMPRESSED};
-use super::{Error, Progress, ProgressEvent};
+use super::{Error, Progress, ProgressEvent, Transferrer, UnpackTo};
 use crate::content::Digest;
 use crate::errdefs::{HasKind, Kind};
 use crate::metadata::{Ctx, Db, Labels};
@@ -116,4 +116,33 @@ fn apply(
             Err(e)
         }
     }
+}
+
+/// Unpacks each manifest whose platform matches a supported unpack configuration (see
+/// `Transferrer::supported_unpack`), once per snapshotter.
+pub fn unpack_matching(
+    t: &Transferrer,
+    ctx: &Ctx,
+    unpacks: &[UnpackTo],
+    manifests: &[(Descriptor, Manifest)],
+    progress: &Progress,
+    name_of: &dyn Fn(&Descriptor) -> String,
+) -> Result<(), Error> {
+    for u in unpacks {
+        let Some((snapshotter, platform)) = t.supported_unpack(u) else {
+            continue;
+        };
+        let want = oci::Matcher::Any(vec![platform]);
+        let mut done = std::collections::HashSet::new();
+        for (d, m) in manifests {
+            let p = match &d.platform {
+                Some(p) => p.clone(),
+                None => oci::config_platform(&t.db, ctx, m)?,
+            };
+            if want.matches(Some(&p)) && done.insert(d.digest.clone()) {
+                unpack(&t.db, ctx, m, &snapshotter, progress, name_of)?;
+            }
+        }
+    }
+    Ok(())
 }
