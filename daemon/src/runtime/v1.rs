@@ -315,12 +315,15 @@ impl V1Client {
         };
         let id = self.id.clone();
         let read = move || {
-            cg.stats()
-                .and_then(|m| m.to_any())
-                .map_err(|e| Error::Codec {
+            cg.stats().and_then(|m| m.to_any()).map_err(|e| match e {
+                CgroupError::Read { path, source } => {
+                    Error::io("read cgroup file for metrics", path, source)
+                }
+                e => Error::Codec {
                     context: format!("metrics of v1 task {id}"),
                     reason: e.to_string(),
-                })
+                },
+            })
         };
         let any = tokio::task::spawn_blocking(read)
             .await
