@@ -23,14 +23,20 @@ fn bundle_v1(env: &Env, id: &str) -> std::path::PathBuf {
         .join(id)
 }
 
+/// `[plugins.linux]` with Debian's `containerd-shim` (required: fails naming the package) and
+/// runc state under `runc_root`; `extra` lines appended.
+fn linux_v1_config(runc_root: &std::path::Path, extra: &str) -> String {
+    let _ = integration::bins::require_bin("containerd-shim", "containerd");
+    format!(
+        "[plugins.linux]\n  shim = \"containerd-shim\"\n  runtime = \"runc\"\n  runtime_root = \"{}\"\n{extra}",
+        runc_root.display()
+    )
+}
+
 #[test]
 fn runtime_v1_runs_restores_and_cleans_up() {
-    let _ = integration::bins::require_bin("containerd-shim", "containerd");
     let runc_root = tempfile::tempdir().expect("tempdir");
-    let extra = format!(
-        "[plugins.linux]\n  shim = \"containerd-shim\"\n  runtime = \"runc\"\n  runtime_root = \"{}\"\n  no_shim = false\n  shim_debug = true\n",
-        runc_root.path().display()
-    );
+    let extra = linux_v1_config(runc_root.path(), "  no_shim = false\n  shim_debug = true\n");
     let Some(mut env) = Env::start(Shim::Ours, "runtime_v1_runs_restores_and_cleans_up", &extra)
     else {
         return;
@@ -415,12 +421,8 @@ fn metrics_scenario(d: &mut dyn Daemon, image: &str) -> Seen {
 
 #[test]
 fn runtime_v1_metrics_match_containerd_and_survive_restart() {
-    let _ = integration::bins::require_bin("containerd-shim", "containerd");
     let runc_root = tempfile::tempdir().expect("tempdir");
-    let extra = format!(
-        "[plugins.linux]\n  shim = \"containerd-shim\"\n  runtime = \"runc\"\n  runtime_root = \"{}\"\n",
-        runc_root.path().display()
-    );
+    let extra = linux_v1_config(runc_root.path(), "");
     let Some(mut env) = Env::start(
         Shim::Ours,
         "runtime_v1_metrics_match_containerd_and_survive_restart",
