@@ -12,29 +12,22 @@
 //! namespace unique to the instance, which also makes the runc root of its containers
 //! (`/run/containerd/runc/<ns>`) private, so cleanup can find them.
 //!
-//! Cleanup (on [`Containerd::stop`] and on `Drop`, which also runs on panic): stop the daemon,
-//! SIGKILL leftover shims (found by the instance's directory in their argv or cwd) and their
-//! descendants, `runc delete --force` every container in the namespace's runc root, remove
-//! shim sockets, unmount everything under the instance directory and delete it. On panic the
-//! daemon's log tail is printed.
+//! Directories, the daemon process, `kill -9`/restart and cleanup (on [`Containerd::stop`] and
+//! on `Drop`, which also runs on panic and prints the log tail) are the private-daemon core
+//! (`instance.rs`) shared with [`crate::daemon::TestDaemon`]: it kills leftover shims and
+//! containers, deletes their runc state, removes the sockets its shims created, unmounts and
+//! deletes the instance directory.
 
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::bins::{self, require_bin, ShimDir};
-use crate::procs;
+use crate::instance::{Instance, InstanceError, Spec};
 use crate::subreaper;
 
 /// Where the Go shims keep runc state: `<RUNC_ROOT>/<namespace>/<id>`.
-pub const RUNC_ROOT: &str = "/run/containerd/runc";
+pub const RUNC_ROOT: &str = crate::instance::RUNC_ROOT;
 
 /// Errors from starting or stopping a private containerd.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +59,39 @@ pub enum ContainerdError {
     },
     #[error("subreaper: {0}")]
     Subreaper(#[from] subreaper::SubreaperError),
+}
+
+impl From<InstanceError> for ContainerdError {
+    fn from(e: InstanceError) -> Self {
+        match e {
+            InstanceError::Io { path, source } => ContainerdError::Io { path, source },
+            InstanceError::Spawn { bin, source } => ContainerdError::Spawn { bin, source },
+            InstanceError::EarlyExit {
+                bin,
+                status,
+                log,
+                tail,
+            } => ContainerdError::EarlyExit {
+                bin,
+                status,
+                log,
+                tail,
+            },
+            InstanceError::NotReady {
+                socket,
+                secs,
+                last_err,
+                log,
+                tail,
+            } => ContainerdError::NotReady {
+                socket,
+                secs,
+                ctr_err: last_err,
+                log,
+                tail,
+            },
+        }
+    }
 }
 
 /// Which containerd to run.
@@ -152,40 +178,18 @@ impl Builder {
                     .join("containerd-shim-runc-v2"),
             ),
         };
-        let base = tempfile::Builder::new()
-            .prefix("berth-ctrd-")
-            .tempdir()
-            .map_err(|source| ContainerdError::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?
-            .keep();
-        let suffix = base
-            .file_name()
-            .map(|n| {
-                n.to_string_lossy()
-                    .trim_start_matches("berth-ctrd-")
-                    .to_lowercase()
-            })
-            .unwrap_or_default()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>();
-        let namespace = self
-            .namespace
-            .unwrap_or_else(|| format!("berth-test-{suffix}"));
+        let core = Instance::create(Spec {
+            name: "containerd",
+            dir_prefix: "berth-ctrd-",
+            socket: "containerd.sock",
+            bin: containerd,
+            shim_dir: Some(shim_dir),
+            namespace: self.namespace,
+        })?;
         let mut c = Containerd {
             generation: self.generation,
-            containerd,
             ctr,
-            root: base.join("root"),
-            state: base.join("state"),
-            config: base.join("config.toml"),
-            log: base.join("containerd.log"),
-            base,
-            shim_dir: Some(shim_dir),
-            namespace,
-            child: None,
+            core,
         };
         c.write_config(&self.extra_config)?;
         c.spawn_and_wait()?;
@@ -197,16 +201,8 @@ impl Builder {
 #[derive(Debug)]
 pub struct Containerd {
     generation: Generation,
-    containerd: PathBuf,
     ctr: PathBuf,
-    base: PathBuf,
-    root: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    shim_dir: Option<ShimDir>,
-    namespace: String,
-    child: Option<Child>,
+    core: Instance,
 }
 
 impl Containerd {
@@ -256,87 +252,28 @@ impl Containerd {
              [grpc]\n  address = \"{sock}\"\n\n\
              [ttrpc]\n  address = \"{sock}.ttrpc\"\n\n\
              [debug]\n  level = \"debug\"\n\n{extra}",
-            root = self.root.display(),
-            state = self.state.display(),
+            root = self.core.root().display(),
+            state = self.core.state().display(),
             sock = self.address().display(),
         );
-        fs::write(&self.config, text).map_err(|source| ContainerdError::Io {
-            path: self.config.clone(),
-            source,
-        })
+        Ok(self.core.write_config(&text)?)
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), ContainerdError> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|source| ContainerdError::Io {
-                path: self.log.clone(),
-                source,
+        self.core.spawn(&[], &[])?;
+        let ctr = self.ctr.clone();
+        self.core
+            .wait_ready(Duration::from_secs(30), Duration::from_millis(50), |c| {
+                if !c.address().exists() {
+                    return Err("socket not created yet".to_string());
+                }
+                match c.client_command(&ctr).arg("version").output() {
+                    Ok(o) if o.status.success() => Ok(()),
+                    Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
             })?;
-        let log2 = log.try_clone().map_err(|source| ContainerdError::Io {
-            path: self.log.clone(),
-            source,
-        })?;
-        let mut path = String::new();
-        if let Some(d) = &self.shim_dir {
-            path.push_str(&d.path().to_string_lossy());
-            path.push(':');
-        }
-        path.push_str("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let child = subreaper::spawn_registered(
-            Command::new(&self.containerd)
-                .arg("--config")
-                .arg(&self.config)
-                .env("PATH", path)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .process_group(0),
-        )
-        .map_err(|source| ContainerdError::Spawn {
-            bin: self.containerd.clone(),
-            source,
-        })?;
-        self.child = Some(child);
-        self.wait_ready(Duration::from_secs(30))
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), ContainerdError> {
-        let deadline = Instant::now() + timeout;
-        let mut last_err = String::from("socket not created yet");
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    subreaper::unregister(child.id());
-                    self.child = None;
-                    return Err(ContainerdError::EarlyExit {
-                        bin: self.containerd.clone(),
-                        status: status.to_string(),
-                        log: self.log.clone(),
-                        tail: self.log_tail(40),
-                    });
-                }
-            }
-            if self.address().exists() {
-                match self.ctr_raw(&["version"]) {
-                    Ok(o) if o.status.success() => return Ok(()),
-                    Ok(o) => last_err = String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                    Err(e) => last_err = e.to_string(),
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ContainerdError::NotReady {
-                    socket: self.address(),
-                    secs: timeout.as_secs(),
-                    ctr_err: last_err,
-                    log: self.log.clone(),
-                    tail: self.log_tail(40),
-                });
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        Ok(())
     }
 
     /// Which containerd this is.
@@ -348,43 +285,43 @@ impl Containerd {
     /// The gRPC socket path (what `ctr --address` and berth's CLI take).
     #[must_use]
     pub fn address(&self) -> PathBuf {
-        self.state.join("containerd.sock")
+        self.core.address()
     }
 
     /// The ttrpc socket path (shims publish events there).
     #[must_use]
     pub fn ttrpc_address(&self) -> PathBuf {
-        self.state.join("containerd.sock.ttrpc")
+        self.core.ttrpc_address()
     }
 
     /// containerd's `root` (content, snapshots, metadata).
     #[must_use]
     pub fn root(&self) -> &Path {
-        &self.root
+        self.core.root()
     }
 
     /// containerd's `state` (sockets, task bundles).
     #[must_use]
     pub fn state(&self) -> &Path {
-        &self.state
+        self.core.state()
     }
 
     /// The generated config file.
     #[must_use]
     pub fn config_path(&self) -> &Path {
-        &self.config
+        self.core.config_path()
     }
 
     /// The daemon's log file (stdout+stderr, debug level).
     #[must_use]
     pub fn log_path(&self) -> &Path {
-        &self.log
+        self.core.log_path()
     }
 
     /// The namespace `ctr` calls use.
     #[must_use]
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.core.namespace()
     }
 
     /// The `ctr` binary matching this daemon.
@@ -396,52 +333,37 @@ impl Containerd {
     /// The `containerd` binary.
     #[must_use]
     pub fn containerd_bin(&self) -> &Path {
-        &self.containerd
+        self.core.bin()
     }
 
     /// The shim directory first in the daemon's PATH, if one was given.
     #[must_use]
     pub fn shim_dir(&self) -> Option<&Path> {
-        self.shim_dir.as_ref().map(ShimDir::path)
+        self.core.shim_dir()
     }
 
     /// The daemon's pid while it runs.
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.core.pid()
     }
 
     /// Runtime state directory of a task: `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
     #[must_use]
     pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.state
-            .join("io.containerd.runtime.v2.task")
-            .join(&self.namespace)
-            .join(id)
+        self.core.bundle_dir(id)
     }
 
     /// The last `lines` lines of the daemon's log.
     #[must_use]
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.core.log_tail(lines)
     }
 
     /// A `ctr` command with `--address` and `--namespace` set (add args, then run it).
     #[must_use]
     pub fn ctr_command(&self) -> Command {
-        let mut c = Command::new(&self.ctr);
-        c.arg("--address")
-            .arg(self.address())
-            .arg("--namespace")
-            .arg(&self.namespace)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn ctr_raw(&self, args: &[&str]) -> std::io::Result<Output> {
-        self.ctr_command().args(args).output()
+        self.core.client_command(&self.ctr)
     }
 
     /// Runs `ctr <args>` against this daemon and returns its output (any exit status).
@@ -450,7 +372,9 @@ impl Containerd {
     /// When `ctr` cannot be executed at all.
     #[must_use]
     pub fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_raw(args)
+        self.ctr_command()
+            .args(args)
+            .output()
             .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", self.ctr.display()))
     }
 
@@ -459,18 +383,7 @@ impl Containerd {
     /// # Panics
     /// When `ctr` fails: the message has its stderr and the daemon's log tail.
     pub fn ctr_ok(&self, args: &[&str]) -> String {
-        let o = self.ctr(args);
-        assert!(
-            o.status.success(),
-            "`ctr {}` failed ({}):\nstdout: {}\nstderr: {}\ncontainerd log tail ({}):\n{}",
-            args.join(" "),
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.log.display(),
-            self.log_tail(60)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.core.check_ok("ctr", args, &self.ctr(args))
     }
 
     /// Imports an image archive (`ctr images import <tar>`), returning ctr's output.
@@ -483,11 +396,7 @@ impl Containerd {
 
     /// SIGKILLs the daemon (shims and containers keep running) and waits for it to die.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            subreaper::unregister(child.id());
-        }
+        self.core.kill9();
     }
 
     /// Starts the daemon again on the same root, state and config (after [`Containerd::kill9`]
@@ -503,191 +412,32 @@ impl Containerd {
     /// SIGTERM the daemon and wait up to 10 s (then SIGKILL). Shims keep running.
     /// Returns the exit status description, or `None` if it was not running.
     pub fn stop_daemon(&mut self) -> Option<String> {
-        let mut child = self.child.take()?;
-        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break Some(s.to_string()),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = child.kill();
-                    break child
-                        .wait()
-                        .ok()
-                        .map(|s| format!("{s} (SIGKILLed after 10s)"));
-                }
-            }
-        };
-        subreaper::unregister(child.id());
-        status
+        self.core.stop_daemon()
     }
 
     /// Leftover shim processes of this instance (argv or cwd under its directory), with their
     /// descendants (runc, container processes), and its containers' processes.
     #[must_use]
     pub fn leftover_processes(&self) -> Vec<i32> {
-        leftover_processes(&self.base, &self.namespace, self.pid())
+        self.core.leftover_processes()
     }
 
     /// Mount points under the instance directory (rootfs mounts, snapshot mounts).
     #[must_use]
     pub fn leftover_mounts(&self) -> Vec<PathBuf> {
-        procs::mounts_under(&self.base)
+        self.core.leftover_mounts()
+    }
+
+    /// Sockets in `/run/containerd/s` created by this instance's shims that are still there
+    /// (a SIGKILLed Go shim leaves its socket; [`Containerd::stop`] removes them).
+    #[must_use]
+    pub fn leftover_shim_sockets(&self) -> Vec<PathBuf> {
+        self.core.leftover_shim_sockets()
     }
 
     /// Stops everything and removes all files; returns what it could not clean (empty when
     /// clean). Idempotent; also run by `Drop`.
     pub fn stop(&mut self) -> Vec<String> {
-        self.stop_daemon();
-        cleanup_instance(&self.base, &self.state, &self.namespace)
-    }
-}
-
-/// Shim processes of a daemon instance (argv or cwd mentioning `base`) with their
-/// descendants, plus the processes of containers in the namespace's runc root.
-pub(crate) fn leftover_processes(base: &Path, namespace: &str, daemon: Option<u32>) -> Vec<i32> {
-    let daemon = daemon.and_then(|p| i32::try_from(p).ok());
-    let shims: Vec<i32> = procs::processes_mentioning(&base.to_string_lossy())
-        .into_iter()
-        .filter(|p| Some(*p) != daemon)
-        .collect();
-    let mut all = procs::with_descendants(&shims);
-    all.extend(runc_container_pids(namespace));
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
-/// Everything after the daemon is stopped: kill leftover shims and containers, delete runc
-/// state, remove shim sockets, cgroups, mounts and the instance directory.
-pub(crate) fn cleanup_instance(base: &Path, state: &Path, namespace: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    let leftovers = leftover_processes(base, namespace, None);
-    let alive = procs::kill_all_and_wait(&leftovers, Duration::from_secs(10));
-    if !alive.is_empty() {
-        problems.push(format!("processes still alive after SIGKILL: {alive:?}"));
-    }
-    delete_runc_containers(namespace, &mut problems);
-    remove_shim_sockets(state);
-    if let Err(e) = procs::remove_tree(base) {
-        problems.push(e.to_string());
-    }
-    remove_cgroups(namespace);
-    problems
-}
-
-fn runc_root(namespace: &str) -> PathBuf {
-    Path::new(RUNC_ROOT).join(namespace)
-}
-
-/// Init pids (and descendants) of containers in `/run/containerd/runc/<ns>`.
-fn runc_container_pids(namespace: &str) -> Vec<i32> {
-    let Ok(rd) = fs::read_dir(runc_root(namespace)) else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    for e in rd.filter_map(Result::ok) {
-        let Ok(text) = fs::read_to_string(e.path().join("state.json")) else {
-            continue;
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if let Some(pid) = v["init_process_pid"]
-            .as_i64()
-            .and_then(|p| i32::try_from(p).ok())
-        {
-            if pid > 0 {
-                pids.push(pid);
-            }
-        }
-    }
-    procs::with_descendants(&pids)
-}
-
-fn delete_runc_containers(namespace: &str, problems: &mut Vec<String>) {
-    let root = runc_root(namespace);
-    let Ok(rd) = fs::read_dir(&root) else { return };
-    let runc = bins::find_bin("runc").unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"));
-    for e in rd.filter_map(Result::ok) {
-        let id = e.file_name().to_string_lossy().into_owned();
-        let o = Command::new(&runc)
-            .arg("--root")
-            .arg(&root)
-            .args(["delete", "--force", &id])
-            .output();
-        if let Ok(o) = o {
-            if !o.status.success() && e.path().exists() {
-                problems.push(format!(
-                    "runc delete --force {id}: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ));
-            }
-        }
-    }
-    let _ = fs::remove_dir(&root);
-}
-
-/// Shim sockets live outside the instance dir (containerd's are `/run/containerd/s/<hash>`);
-/// each task bundle records its shim's address in an `address` file.
-fn remove_shim_sockets(state: &Path) {
-    let tasks = state.join("io.containerd.runtime.v2.task");
-    let Ok(namespaces) = fs::read_dir(&tasks) else {
-        return;
-    };
-    for ns in namespaces.filter_map(Result::ok) {
-        let Ok(ids) = fs::read_dir(ns.path()) else {
-            continue;
-        };
-        for id in ids.filter_map(Result::ok) {
-            if let Ok(addr) = fs::read_to_string(id.path().join("address")) {
-                let p = PathBuf::from(addr.trim().trim_start_matches("unix://"));
-                let is_socket = fs::symlink_metadata(&p).is_ok_and(|m| {
-                    use std::os::unix::fs::FileTypeExt as _;
-                    m.file_type().is_socket()
-                });
-                if p.is_absolute() && is_socket {
-                    let _ = fs::remove_file(p);
-                }
-            }
-        }
-    }
-}
-
-/// Removes the (empty, after `runc delete`) cgroup directories `<hierarchy>/<namespace>`.
-fn remove_cgroups(namespace: &str) {
-    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for h in hierarchies.filter_map(Result::ok) {
-        let dir = h.path().join(namespace);
-        if let Ok(children) = fs::read_dir(&dir) {
-            for c in children.filter_map(Result::ok) {
-                if c.path().is_dir() {
-                    let _ = fs::remove_dir(c.path());
-                }
-            }
-            let _ = fs::remove_dir(&dir);
-        }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "--- containerd log tail ({}) ---\n{}\n--- end of containerd log ---",
-                self.log.display(),
-                self.log_tail(80)
-            );
-        }
-        let problems = self.stop();
-        if !problems.is_empty() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "containerd harness cleanup problems: {problems:?}"
-            );
-        }
+        self.core.stop()
     }
 }

@@ -8,6 +8,10 @@
 //! - [`registry`]: Debian's `docker-registry` on a free port (HTTP, TLS with a test CA, basic
 //!   auth) and push/pull helpers through skopeo.
 //! - [`daemon`]: `TestDaemon`, berthd on a temporary root/state/socket.
+//! - `instance` (private): the core both daemons share — temp directories, the daemon
+//!   process, `kill -9`/restart, leftover checks and cleanup; `shim_sockets` (private) remembers
+//!   the sockets their shims create so cleanup removes those of SIGKILLed shims too.
+//! - [`events`]: `ctr events` captured in the background, from any daemon's `ctr`.
 //! - [`bins`]: locating our binaries (berthd, our shim) and required system binaries.
 //! - [`procs`]: `/proc` and mount helpers used by cleanup.
 //!
@@ -19,9 +23,12 @@ pub mod bench;
 pub mod bins;
 pub mod containerd;
 pub mod daemon;
+pub mod events;
 pub mod image;
+mod instance;
 pub mod procs;
 pub mod registry;
+mod shim_sockets;
 pub mod subreaper;
 
 pub use bins::require_bin;

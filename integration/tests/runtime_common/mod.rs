@@ -129,11 +129,7 @@ impl Env {
 
     /// The bundle directory of a task.
     pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.d
-            .state()
-            .join("io.containerd.runtime.v2.task")
-            .join(self.d.namespace())
-            .join(id)
+        self.d.bundle_dir(id)
     }
 
     /// Pid of the shim serving a task: the process started with `-namespace <ns> -id <id>`.
@@ -204,86 +200,14 @@ pub fn zombie_children() -> Vec<i32> {
         .collect()
 }
 
-/// `ctr events` running in the background.
-pub struct Events {
-    child: std::process::Child,
-    out: std::sync::Arc<std::sync::Mutex<String>>,
-}
+/// `ctr events` in the background ([`Events::start`]`(&env)` subscribes with Debian's ctr
+/// bound to berthd, whatever [`Env::ctr_bin`] says).
+#[allow(unused_imports)] // not every test binary that includes this module subscribes
+pub use integration::events::Events;
 
-impl Events {
-    pub fn start(env: &Env) -> Events {
-        use std::io::{BufRead, BufReader};
-        let mut child = env
-            .d
-            .ctr_command()
-            .arg("events")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn ctr events");
-        let stdout = child.stdout.take().expect("events stdout");
-        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = out.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut s = sink
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        // Let the subscription reach the daemon before anything happens.
-        std::thread::sleep(Duration::from_millis(300));
-        Events { child, out }
-    }
-
-    pub fn text(&self) -> String {
-        self.out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Topics of the lines whose JSON mentions all of `needles`, in order.
-    pub fn topics(&self, needles: &[&str]) -> Vec<String> {
-        self.text()
-            .lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find(|w| w.starts_with('/'))
-                    .map(str::to_string)
-            })
-            .collect()
-    }
-
-    /// Lines with `topic` whose JSON mentions all of `needles`.
-    pub fn count(&self, topic: &str, needles: &[&str]) -> usize {
-        self.text()
-            .lines()
-            .filter(|l| l.contains(&format!(" {topic} ")) && needles.iter().all(|n| l.contains(n)))
-            .count()
-    }
-
-    /// Waits until `count(topic, needles) >= n`.
-    pub fn wait_for(&self, topic: &str, needles: &[&str], n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.count(topic, needles) < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {n}× {topic} {needles:?} within {timeout:?}; events:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl integration::events::CtrTarget for Env {
+    fn ctr_command(&self) -> std::process::Command {
+        self.d.ctr_command()
     }
 }
 

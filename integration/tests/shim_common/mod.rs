@@ -150,73 +150,14 @@ pub fn assert_task_gone(env: &Env, id: &str) {
     );
 }
 
-/// `ctr events` running in the background; `lines()` returns what it printed so far.
-pub struct Events {
-    child: std::process::Child,
-    out: std::sync::Arc<std::sync::Mutex<String>>,
-}
+/// `ctr events` in the background ([`Events::start`]`(&env)` subscribes with the ctr matching
+/// the private containerd).
+#[allow(unused_imports)] // not every test binary that includes this module subscribes
+pub use integration::events::Events;
 
-impl Events {
-    pub fn start(env: &Env) -> Events {
-        use std::io::{BufRead, BufReader};
-        let mut child = env
-            .c
-            .ctr_command()
-            .arg("events")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn ctr events");
-        let stdout = child.stdout.take().expect("events stdout");
-        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = out.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut s = sink
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        // Let the subscription reach the daemon before anything happens.
-        std::thread::sleep(Duration::from_millis(300));
-        Events { child, out }
-    }
-
-    pub fn text(&self) -> String {
-        self.out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Lines with `topic` whose JSON mentions all of `needles`.
-    pub fn count(&self, topic: &str, needles: &[&str]) -> usize {
-        self.text()
-            .lines()
-            .filter(|l| l.contains(&format!(" {topic} ")) && needles.iter().all(|n| l.contains(n)))
-            .count()
-    }
-
-    /// Waits until `count(topic, needles) >= n`.
-    pub fn wait_for(&self, topic: &str, needles: &[&str], n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.count(topic, needles) < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {n}× {topic} {needles:?} within {timeout:?}; events:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl integration::events::CtrTarget for Env {
+    fn ctr_command(&self) -> std::process::Command {
+        self.c.ctr_command()
     }
 }
 
