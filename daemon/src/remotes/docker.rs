@@ -874,3 +874,64 @@ fn body_of(content: Content, desc: &Descriptor) -> Body {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remotes::{Capabilities, HostOptions};
+
+    struct Fixed(Vec<RegistryHost>);
+
+    impl RegistryHosts for Fixed {
+        fn hosts(&self, _: &str) -> Result<Vec<RegistryHost>, crate::remotes::hosts::HostsError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn dead_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn host(port: u16, capabilities: Capabilities) -> RegistryHost {
+        RegistryHost {
+            host: format!("127.0.0.1:{port}"),
+            scheme: "http".into(),
+            path: "/v2".into(),
+            capabilities,
+            tls: crate::remotes::tls::client_config(&HostOptions::default().tls).unwrap(),
+            headers: Vec::new(),
+            credentials: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn resolve_errors_name_every_host_tried_and_skip_non_resolvers() {
+        let (a, b, c) = (dead_port(), dead_port(), dead_port());
+        let pull_only = Capabilities {
+            resolve: false,
+            ..Capabilities::ALL
+        };
+        let resolver = Resolver::new(Arc::new(Fixed(vec![
+            host(a, Capabilities::ALL),
+            host(b, pull_only),
+            host(c, Capabilities::ALL),
+        ])));
+        let r = Reference::parse(&format!("127.0.0.1:{c}/x/y:1")).unwrap();
+        let err = resolver.resolve(&r).await.unwrap_err().to_string();
+        assert!(err.starts_with("failed to resolve reference"), "{err}");
+        let ia = err.find(&format!("127.0.0.1:{a}: connect to")).expect(&err);
+        let ic = err
+            .rfind(&format!("127.0.0.1:{c}: connect to"))
+            .expect(&err);
+        assert!(ia < ic, "{err}");
+        assert!(
+            !err.contains(&format!("127.0.0.1:{b}")),
+            "pull-only host used to resolve: {err}"
+        );
+
+        let only_pull = Resolver::new(Arc::new(Fixed(vec![host(b, pull_only)])));
+        let err = only_pull.resolve(&r).await.unwrap_err().to_string();
+        assert!(err.contains("resolve capability"), "{err}");
+    }
+}

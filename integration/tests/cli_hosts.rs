@@ -1,0 +1,563 @@
+//! `berth images pull/push --hosts-dir` with containerd's registry host configuration
+//! (`<dir>/<host>/hosts.toml`, `<dir>/_default`, Docker certs.d files), ctr's TLS flags
+//! and `--user` prompting, against berthd and Debian's `docker-registry` on 127.0.0.1:
+//!
+//! - mirror fallback: an empty mirror (404), a dead one (connection refused), then the
+//!   server; the same hosts dir works with Debian's ctr 1.6.20 against containerd;
+//!   errors name every host tried;
+//! - `capabilities` without `resolve`: the mirror serves blobs but never resolves tags;
+//! - TLS: `ca` in hosts.toml, certs.d `ca.crt`, `skip_verify`, client certificates
+//!   (registry with `tls.clientcas`) from `client` and from `--tlscert/--tlskey`;
+//! - a malformed hosts.toml names file and line; `-u user` prompts on a terminal (via
+//!   `script`) and fails clearly without one.
+
+mod cli_common;
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_common::{s, stderr, Daemon};
+use integration::image::{TestImage, BUSYBOX_NAME};
+use integration::registry::Registry;
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    port
+}
+
+/// Writes `<root>/<name>/hosts.toml`.
+fn hosts_toml(root: &Path, name: &str, text: &str) -> PathBuf {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).expect("mkdir host dir");
+    let file = dir.join("hosts.toml");
+    fs::write(&file, text).expect("write hosts.toml");
+    file
+}
+
+/// `GET /v2/<repo>/manifests/<tag>` requests in a registry's log.
+fn manifest_gets(reg: &Registry, repo_tag: &str) -> usize {
+    let (repo, tag) = repo_tag.rsplit_once(':').expect("repo:tag");
+    let needle = format!("/v2/{repo}/manifests/{tag}");
+    reg.log_tail(10_000)
+        .lines()
+        .filter(|l| l.contains(&needle) && l.contains("GET"))
+        .count()
+}
+
+#[test]
+fn mirrors_fall_through_to_the_server_in_file_order() {
+    let img = TestImage::busybox().expect("test image");
+    let server = Registry::http().expect("start registry");
+    let empty_mirror = Registry::http().expect("start mirror");
+    let reference = server.push_image(&img, "hosts/busybox:1").expect("push");
+    let dead = dead_port();
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "server = \"http://{server}\"\n\n\
+         [host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n\
+         [host.\"http://127.0.0.1:{dead}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        server = server.host(),
+        mirror = empty_mirror.host(),
+    );
+    hosts_toml(root.path(), &server.host(), &config);
+
+    let d = Daemon::berthd();
+    let out = d.berth_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+    assert!(
+        out.starts_with(&format!("{reference}: resolved\n")),
+        "{out}"
+    );
+    let ls = d.berth_ok(&["images", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&format!("{reference} ")) && l.contains(img.manifest_digest())),
+        "{ls}"
+    );
+    // The mirror was asked first, with containerd's ?ns=<registry> for mirrors.
+    let mirror_log = empty_mirror.log_tail(10_000);
+    assert!(
+        mirror_log.contains("/v2/hosts/busybox/manifests/1?ns=127.0.0.1"),
+        "mirror not tried first:\n{mirror_log}"
+    );
+    let o = d.berth(&["run", "--rm", &reference, "hosts-1", "echo", "mirrored"]);
+    assert_eq!(cli_common::stdout(&o), "mirrored\n", "{}", stderr(&o));
+
+    // A tag nobody has: the error names every host tried, in order.
+    let missing = d.berth(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        s(root.path()),
+        &server.reference("hosts/none:1"),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = stderr(&missing);
+    assert!(err.contains("not found"), "{err}");
+    let at = |h: &str| {
+        err.find(h)
+            .unwrap_or_else(|| panic!("{h} not named:\n{err}"))
+    };
+    let (m, x, srv) = (
+        at(&format!("{}: not found", empty_mirror.host())),
+        at(&format!("127.0.0.1:{dead}: connect to")),
+        at(&format!("{}: not found", server.host())),
+    );
+    assert!(m < x && x < srv, "hosts not in order:\n{err}");
+
+    // The same directory, read by Debian's ctr 1.6.20 against containerd: same result.
+    let c = Daemon::containerd();
+    c.ctr_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+    let ls = c.ctr_ok(&["images", "ls"]);
+    assert!(ls.contains(img.manifest_digest()), "{ls}");
+}
+
+#[test]
+fn default_dir_serves_any_registry_and_host_port_dir_wins() {
+    let img = TestImage::busybox().expect("test image");
+    let server = Registry::http().expect("start registry");
+    let reference = server.push_image(&img, "hosts/default:1").expect("push");
+    let root = tempfile::tempdir().expect("tempdir");
+    // _default: a dead mirror, then the registry itself (no `server`: plain HTTP for a
+    // local registry without TLS settings, as berth's default host).
+    hosts_toml(
+        root.path(),
+        "_default",
+        &format!(
+            "[host.\"http://127.0.0.1:{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            dead_port()
+        ),
+    );
+    let d = Daemon::berthd();
+    d.berth_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+
+    // containerd's `host_port_` directory is found before `_default`: here it sends the
+    // registry to a dead server only, so the pull fails naming it.
+    let dead = dead_port();
+    hosts_toml(
+        root.path(),
+        &format!("127.0.0.1_{}_", server.port()),
+        &format!("server = \"http://127.0.0.1:{dead}\"\n"),
+    );
+    d.berth_ok(&["images", "rm", &reference]);
+    let o = d.berth(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("connect to 127.0.0.1:{dead}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_mirror_without_resolve_serves_blobs_but_never_tags() {
+    let busybox = TestImage::busybox().expect("busybox image");
+    let other = TestImage::layers().expect("layers image");
+    let server = Registry::http().expect("start registry");
+    let mirror = Registry::http().expect("start mirror");
+    let reference = server.push_image(&busybox, "hosts/caps:1").expect("push");
+    // The mirror has another image under the same name: resolving there would pull it.
+    mirror
+        .push_image(&other, "hosts/caps:1")
+        .expect("push mirror");
+    assert_ne!(busybox.manifest_digest(), other.manifest_digest());
+    let root = tempfile::tempdir().expect("tempdir");
+    let write = |caps: &str| {
+        hosts_toml(
+            root.path(),
+            &server.host(),
+            &format!(
+                "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = {caps}\n",
+                server.host(),
+                mirror.host()
+            ),
+        )
+    };
+    write("[\"pull\"]");
+    let d = Daemon::berthd();
+    d.berth_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+    let ls = d.berth_ok(&["images", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&format!("{reference} "))
+                && l.contains(busybox.manifest_digest())),
+        "{ls}"
+    );
+    assert_eq!(
+        manifest_gets(&mirror, "hosts/caps:1"),
+        0,
+        "the pull-only mirror was asked to resolve:\n{}",
+        mirror.log_tail(40)
+    );
+    // Control: with `resolve` the mirror answers the tag with its own image.
+    write("[\"pull\", \"resolve\"]");
+    d.berth_ok(&["images", "rm", &reference]);
+    d.berth_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+    let ls = d.berth_ok(&["images", "ls"]);
+    assert!(
+        ls.lines().any(
+            |l| l.starts_with(&format!("{reference} ")) && l.contains(other.manifest_digest())
+        ),
+        "{ls}"
+    );
+    assert!(manifest_gets(&mirror, "hosts/caps:1") > 0);
+}
+
+#[test]
+fn tls_from_hosts_toml_ca_certs_d_and_skip_verify() {
+    let img = TestImage::busybox().expect("test image");
+    let reg = Registry::https().expect("start TLS registry");
+    let reference = reg.push_image(&img, "hosts/tls:1").expect("push");
+    let ca = reg.ca_pem().expect("CA").to_path_buf();
+    let d = Daemon::berthd();
+    let pull = |root: &Path| d.berth(&["images", "pull", "--hosts-dir", s(root), &reference]);
+
+    // `ca` names the test CA (relative to the host directory here).
+    let root = tempfile::tempdir().expect("tempdir");
+    let host_dir = root.path().join(reg.host());
+    fs::create_dir_all(&host_dir).expect("mkdir");
+    fs::copy(&ca, host_dir.join("registry-ca.pem")).expect("copy CA");
+    hosts_toml(
+        root.path(),
+        &reg.host(),
+        &format!(
+            "server = \"https://{}\"\nca = \"registry-ca.pem\"\n",
+            reg.host()
+        ),
+    );
+    let o = pull(root.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.berth_ok(&["images", "rm", &reference]);
+
+    // Without it the system CAs do not know the registry's certificate.
+    hosts_toml(
+        root.path(),
+        &reg.host(),
+        &format!("server = \"https://{}\"\n", reg.host()),
+    );
+    let o = pull(root.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("TLS connection to"), "{}", stderr(&o));
+
+    // skip_verify = true instead.
+    hosts_toml(
+        root.path(),
+        &reg.host(),
+        &format!("server = \"https://{}\"\nskip_verify = true\n", reg.host()),
+    );
+    let o = pull(root.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.berth_ok(&["images", "rm", &reference]);
+
+    // Docker's certs.d layout: only `ca.crt` in the host directory (no hosts.toml); a CA
+    // makes the local registry HTTPS.
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path().join(reg.host());
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::copy(&ca, dir.join("ca.crt")).expect("copy CA");
+    let o = pull(certs.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.berth(&["run", "--rm", &reference, "hosts-tls", "echo", "certs.d"]);
+    assert_eq!(cli_common::stdout(&o), "certs.d\n", "{}", stderr(&o));
+}
+
+#[test]
+fn malformed_hosts_toml_names_file_and_line() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let file = hosts_toml(
+        root.path(),
+        "127.0.0.1:5999",
+        "server = \"http://127.0.0.1:5999\"\n\n[host.\"http://127.0.0.1:1\"\n  capabilities = [\"pull\"]\n",
+    );
+    let d = Daemon::berthd();
+    let o = d.berth(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        s(root.path()),
+        "127.0.0.1:5999/x/y:1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("{}:3:", file.display())), "{err}");
+
+    let file = hosts_toml(
+        root.path(),
+        "127.0.0.1:5999",
+        "server = \"http://127.0.0.1:5999\"\ncapabilities = [\"pull\", \"teleport\"]\n",
+    );
+    let o = d.berth(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        s(root.path()),
+        "127.0.0.1:5999/x/y:1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "{}:2: unknown capability \"teleport\"",
+            file.display()
+        )),
+        "{err}"
+    );
+}
+
+/// docker-registry over TLS requiring a client certificate signed by the test CA
+/// (`http.tls.clientcas`), started here because the shared harness has no such mode.
+struct ClientCertRegistry {
+    _dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    ca: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    log: PathBuf,
+}
+
+impl ClientCertRegistry {
+    fn start() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose, SanType,
+        };
+        let bin = integration::require_bin("docker-registry", "docker-registry");
+        integration::subreaper::ensure().expect("subreaper");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n);
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "berth client-cert test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().expect("key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let mut srv = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        srv.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        let srv_key = KeyPair::generate().expect("key");
+        let srv_cert = srv.signed_by(&srv_key, &issuer).expect("sign server");
+
+        let mut cli = CertificateParams::new(Vec::<String>::new()).expect("params");
+        cli.distinguished_name
+            .push(DnType::CommonName, "berth test client");
+        cli.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cli_key = KeyPair::generate().expect("key");
+        let cli_cert = cli.signed_by(&cli_key, &issuer).expect("sign client");
+
+        fs::write(p("ca.pem"), ca_cert.pem()).expect("write");
+        fs::write(p("server.crt"), srv_cert.pem()).expect("write");
+        fs::write(p("server.key"), srv_key.serialize_pem()).expect("write");
+        fs::write(p("client.cert"), cli_cert.pem()).expect("write");
+        fs::write(p("client.key"), cli_key.serialize_pem()).expect("write");
+
+        let port = dead_port();
+        let config = p("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n\
+                 storage:\n  filesystem:\n    rootdirectory: {data}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: berth-client-cert-{port}\n\
+                 \x20 tls:\n    certificate: {crt}\n    key: {key}\n    clientcas:\n      - {ca}\n",
+                data = p("data").display(),
+                crt = p("server.crt").display(),
+                key = p("server.key").display(),
+                ca = p("ca.pem").display(),
+            ),
+        )
+        .expect("write config");
+        let log = p("registry.log");
+        let out = fs::File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let mut child = integration::subreaper::spawn_registered(
+            Command::new(&bin)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0),
+        )
+        .expect("spawn docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                panic!(
+                    "docker-registry with clientcas did not start:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        ClientCertRegistry {
+            ca: p("ca.pem"),
+            client_cert: p("client.cert"),
+            client_key: p("client.key"),
+            log,
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ClientCertRegistry {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- client-cert registry log ---\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        integration::subreaper::unregister(self.child.id());
+    }
+}
+
+#[test]
+fn client_certificates_from_flags_and_hosts_toml() {
+    let reg = ClientCertRegistry::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (img, oci, _) = cli_common::busybox_archives(dir.path());
+    let d = Daemon::berthd();
+    d.berth_ok(&["images", "import", s(&oci)]);
+    let remote = format!("{}/hosts/client-cert:1", reg.host());
+
+    // No client certificate: the registry refuses the handshake.
+    let o = d.berth(&[
+        "images",
+        "push",
+        "--tlscacert",
+        s(&reg.ca),
+        &remote,
+        BUSYBOX_NAME,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&reg.host()), "{}", stderr(&o));
+    // --tlscert without --tlskey is refused as ctr refuses it.
+    let o = d.berth(&[
+        "images",
+        "push",
+        "--tlscert",
+        s(&reg.client_cert),
+        &remote,
+        BUSYBOX_NAME,
+    ]);
+    assert!(
+        stderr(&o).contains("--tlscert and --tlskey must be set together"),
+        "{}",
+        stderr(&o)
+    );
+    // ctr's flags: push with the client certificate.
+    let out = d.berth_ok(&[
+        "images",
+        "push",
+        "--tlscacert",
+        s(&reg.ca),
+        "--tlscert",
+        s(&reg.client_cert),
+        "--tlskey",
+        s(&reg.client_key),
+        &remote,
+        BUSYBOX_NAME,
+    ]);
+    assert!(out.ends_with(&format!("{remote}: pushed\n")), "{out}");
+
+    // hosts.toml `client = [[cert, key]]` with `ca`: pull it back.
+    let root = tempfile::tempdir().expect("tempdir");
+    hosts_toml(
+        root.path(),
+        &reg.host(),
+        &format!(
+            "server = \"https://{}\"\nca = \"{}\"\nclient = [[\"{}\", \"{}\"]]\n",
+            reg.host(),
+            reg.ca.display(),
+            reg.client_cert.display(),
+            reg.client_key.display()
+        ),
+    );
+    d.berth_ok(&["images", "pull", "--hosts-dir", s(root.path()), &remote]);
+    let ls = d.berth_ok(&["images", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&format!("{remote} ")) && l.contains(img.manifest_digest())),
+        "{ls}"
+    );
+    // certs.d: ca.crt + client.cert/client.key.
+    let certs = tempfile::tempdir().expect("tempdir");
+    let hd = certs.path().join(reg.host());
+    fs::create_dir_all(&hd).expect("mkdir");
+    fs::copy(&reg.ca, hd.join("ca.crt")).expect("copy");
+    fs::copy(&reg.client_cert, hd.join("client.cert")).expect("copy");
+    fs::copy(&reg.client_key, hd.join("client.key")).expect("copy");
+    d.berth_ok(&["images", "rm", &remote]);
+    d.berth_ok(&["images", "pull", "--hosts-dir", s(certs.path()), &remote]);
+}
+
+#[test]
+fn user_without_password_prompts_on_a_terminal() {
+    let img = TestImage::busybox().expect("test image");
+    let reg = Registry::builder().auth().start().expect("auth registry");
+    let reference = reg.push_image(&img, "hosts/private:1").expect("push");
+    let (user, password) = reg.credentials().expect("credentials");
+    let d = Daemon::berthd();
+
+    // stdin is /dev/null: a clear error, no prompt.
+    let o = d.berth(&["images", "pull", "--plain-http", "-u", user, &reference]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("stdin is not a terminal"),
+        "{}",
+        stderr(&o)
+    );
+
+    // On a terminal (util-linux `script` gives berth a pty): "Password: ", no echo.
+    let script = integration::require_bin("script", "bsdutils");
+    let cmd = d.berth_command();
+    let mut line = vec![cmd.get_program().to_string_lossy().into_owned()];
+    line.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    line.extend(["images", "pull", "--plain-http", "-u", user, &reference].map(str::to_string));
+    let mut child = Command::new(script)
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        // Give berth time to switch echo off before the password arrives.
+        std::thread::sleep(Duration::from_millis(1500));
+        writeln!(stdin, "{password}").expect("type password");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = child.wait_with_output().expect("script");
+    let out = cli_common::stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.starts_with("Password: "), "{out}");
+    assert!(!out.contains(password), "password echoed:\n{out}");
+    assert!(out.contains(&format!("{reference}: resolved")), "{out}");
+}
