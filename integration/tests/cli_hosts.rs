@@ -118,6 +118,91 @@ fn mirrors_fall_through_to_the_server_in_file_order() {
     assert!(ls.contains(img.manifest_digest()), "{ls}");
 }
 
+/// A mirror that answers every request with `status` and records the request heads
+/// (request line and headers), to check what berth sends to a failing mirror.
+fn recording_mirror(status: &'static str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if let Ok(mut v) = record.lock() {
+                v.push(String::from_utf8_lossy(&head).into_owned());
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn failing_mirrors_get_headers_and_paths_from_hosts_toml() {
+    let img = TestImage::busybox().expect("test image");
+    let server = Registry::http().expect("start registry");
+    let reference = server.push_image(&img, "hosts/hdr:1").expect("push");
+    let (broken, broken_seen) = recording_mirror("503 Service Unavailable");
+    let (custom, custom_seen) = recording_mirror("404 Not Found");
+    let root = tempfile::tempdir().expect("tempdir");
+    hosts_toml(
+        root.path(),
+        &server.host(),
+        &format!(
+            "server = \"http://{server}\"\n\
+             [host.\"http://127.0.0.1:{broken}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\
+             \x20 header = {{ x-berth-test = \"one\", x-berth-list = [\"a\", \"b\"] }}\n\
+             [host.\"http://127.0.0.1:{custom}/custom/api\"]\n  capabilities = [\"pull\", \"resolve\"]\n\
+             \x20 override_path = true\n",
+            server = server.host()
+        ),
+    );
+    let d = Daemon::berthd();
+    d.berth_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
+
+    // The 5xx mirror was asked for the tag, with the configured headers, then for blobs
+    // (each falling through to the server).
+    let seen = broken_seen.lock().expect("lock").clone();
+    let first = seen.first().expect("503 mirror never asked");
+    assert!(
+        first.starts_with(&format!(
+            "GET /v2/hosts/hdr/manifests/1?ns=127.0.0.1%3A{} HTTP/1.1",
+            server.port()
+        )),
+        "{first}"
+    );
+    let lower = first.to_ascii_lowercase();
+    assert!(lower.contains("x-berth-test: one\r\n"), "{first}");
+    assert!(
+        lower.contains("x-berth-list: a\r\n") && lower.contains("x-berth-list: b\r\n"),
+        "{first}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("GET /v2/hosts/hdr/blobs/sha256:")),
+        "blobs not tried on the mirror first: {seen:?}"
+    );
+    // override_path: the URL's path is the API root, no /v2 added.
+    let seen = custom_seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("GET /custom/api/hosts/hdr/manifests/1?ns=")),
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn default_dir_serves_any_registry_and_host_port_dir_wins() {
     let img = TestImage::busybox().expect("test image");
