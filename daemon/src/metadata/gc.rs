@@ -297,7 +297,14 @@ impl Db {
                 .map(|(k, _)| split2(&k).1)
                 .collect()
         };
-        self.commit(txn)?;
+        // Nothing removed: end the transaction without a commit (a commit is an fdatasync
+        // even when empty, and GC runs after every lease and container delete).
+        if stats.content_records + stats.snapshot_records + stats.leases > 0 || !aborted.is_empty()
+        {
+            self.commit(txn)?;
+        } else {
+            txn.abort().map_err(db_err(p))?;
+        }
 
         // Sweep the backends (data after metadata: a crash here leaves only orphans).
         for (ns, r) in aborted {
