@@ -829,3 +829,156 @@ fn containerd_1_6_checkpoints_and_restores_through_our_shim() {
     let problems = c.stop();
     assert!(problems.is_empty(), "cleanup problems: {problems:?}");
 }
+
+/// A task restored with a terminal gets its console from the restore (`--console-socket`):
+/// Tasks.Create with the checkpoint, `terminal`, a stdout fifo and the container's rootfs
+/// mounts, then Start; the shell's prompt arrives through the pty on the fifo.
+fn terminal_restore(shim: Shim, test: &str) {
+    use protos::containerd::services::snapshots::v1::{
+        snapshots_client::SnapshotsClient, MountsRequest,
+    };
+    use protos::containerd::services::tasks::v1::StartRequest;
+    let Some(env) = Env::start(shim, test, "") else {
+        return;
+    };
+    let (runc, calls) = fake_criu_runc(env.work.path());
+    let runc_s = runc.to_string_lossy().into_owned();
+    let img = env.image.clone();
+    // The checkpoint: any task checkpointed through the stand-in.
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        &runc_s,
+        &img,
+        "t0",
+        "sleep",
+        "1000",
+    ]);
+    env.wait_status("t0", "RUNNING", Duration::from_secs(10));
+    env.ctr_ok(&["c", "checkpoint", "--task", "t0", "tck"]);
+    stop_and_remove(&env, "t0");
+    let (_, index) = image_row(&env, "tck").expect("tck listed");
+    let (_, criu_tar) = index_manifests(&env, &index)
+        .into_iter()
+        .find(|(m, _)| m == CRIU_TAR)
+        .expect("criu tar in the index");
+    let size = i64::try_from(blob(&env, &criu_tar).len()).expect("size");
+
+    // The container to restore into: a shell with a terminal.
+    env.ctr_ok(&["c", "create", "-t", &img, "t1", "sh"]);
+    let fifo = env.work.path().join("t1.stdout");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut f = std::fs::File::open(&fifo).expect("open stdout fifo");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while !String::from_utf8_lossy(&got).contains("# ") {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ns = env.d.namespace().to_string();
+    let with_ns = |r: &mut tonic::metadata::MetadataMap| {
+        r.insert("containerd-namespace", ns.parse().expect("ascii"));
+    };
+    let pid = rt.block_on(async {
+        let ch = channel(&env).await;
+        let mut mreq = tonic::Request::new(MountsRequest {
+            snapshotter: "overlayfs".into(),
+            key: "t1".into(),
+        });
+        with_ns(mreq.metadata_mut());
+        let mounts = SnapshotsClient::new(ch.clone())
+            .mounts(mreq)
+            .await
+            .expect("snapshot mounts of t1")
+            .into_inner()
+            .mounts;
+        // runc Options { binary_name (field 6) } in protobuf wire form.
+        let name = runc_s.as_bytes();
+        let mut options = vec![0x32, u8::try_from(name.len()).expect("short path")];
+        options.extend_from_slice(name);
+        let mut r = tonic::Request::new(CreateTaskRequest {
+            container_id: "t1".into(),
+            rootfs: mounts,
+            terminal: true,
+            stdout: fifo.to_string_lossy().into_owned(),
+            checkpoint: Some(Descriptor {
+                media_type: CRIU_TAR.into(),
+                digest: criu_tar.clone(),
+                size,
+                annotations: Default::default(),
+            }),
+            options: Some(prost_types::Any {
+                type_url: "containerd.runc.v1.Options".into(),
+                value: options,
+            }),
+            ..Default::default()
+        });
+        with_ns(r.metadata_mut());
+        let mut tasks = TasksClient::new(ch);
+        tasks
+            .create(r)
+            .await
+            .expect("Tasks.Create from the checkpoint");
+        let mut s = tonic::Request::new(StartRequest {
+            container_id: "t1".into(),
+            exec_id: String::new(),
+        });
+        with_ns(s.metadata_mut());
+        tasks
+            .start(s)
+            .await
+            .expect("Start restores")
+            .into_inner()
+            .pid
+    });
+    assert!(pid > 0, "restored pid");
+    let log = std::fs::read_to_string(&calls).expect("calls");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("restore t1 from t0 ok"))
+        .unwrap_or_else(|| panic!("restore of t1 ran: {log}"));
+    assert!(
+        !line.ends_with("console="),
+        "a terminal restore passes --console-socket: {line}"
+    );
+    let out = reader.join().expect("reader");
+    assert!(
+        out.contains("# "),
+        "the shell's prompt came through the pty: {out:?}"
+    );
+    env.wait_status("t1", "RUNNING", Duration::from_secs(5));
+    stop_and_remove(&env, "t1");
+    assert_no_scratch_left(&env);
+    env.ctr_ok(&["i", "rm", "tck"]);
+    env.assert_nothing_left();
+}
+
+#[test]
+fn restored_task_with_a_terminal_gets_its_console_with_our_shim() {
+    terminal_restore(
+        Shim::Ours,
+        "restored_task_with_a_terminal_gets_its_console_with_our_shim",
+    );
+}
+
+#[test]
+fn restored_task_with_a_terminal_gets_its_console_with_debian_go_shim() {
+    terminal_restore(
+        Shim::DebianGo,
+        "restored_task_with_a_terminal_gets_its_console_with_debian_go_shim",
+    );
+}
