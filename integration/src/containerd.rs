@@ -206,6 +206,9 @@ pub struct Containerd {
 }
 
 impl Containerd {
+    // address, root, state, logs, kill9, stop_daemon, leftovers, stop…: the shared core.
+    crate::instance::delegate_to_instance!();
+
     /// Builder for Debian's containerd 1.6.20.
     #[must_use]
     pub fn v1() -> Builder {
@@ -282,48 +285,6 @@ impl Containerd {
         self.generation
     }
 
-    /// The gRPC socket path (what `ctr --address` and berth's CLI take).
-    #[must_use]
-    pub fn address(&self) -> PathBuf {
-        self.core.address()
-    }
-
-    /// The ttrpc socket path (shims publish events there).
-    #[must_use]
-    pub fn ttrpc_address(&self) -> PathBuf {
-        self.core.ttrpc_address()
-    }
-
-    /// containerd's `root` (content, snapshots, metadata).
-    #[must_use]
-    pub fn root(&self) -> &Path {
-        self.core.root()
-    }
-
-    /// containerd's `state` (sockets, task bundles).
-    #[must_use]
-    pub fn state(&self) -> &Path {
-        self.core.state()
-    }
-
-    /// The generated config file.
-    #[must_use]
-    pub fn config_path(&self) -> &Path {
-        self.core.config_path()
-    }
-
-    /// The daemon's log file (stdout+stderr, debug level).
-    #[must_use]
-    pub fn log_path(&self) -> &Path {
-        self.core.log_path()
-    }
-
-    /// The namespace `ctr` calls use.
-    #[must_use]
-    pub fn namespace(&self) -> &str {
-        self.core.namespace()
-    }
-
     /// The `ctr` binary matching this daemon.
     #[must_use]
     pub fn ctr_bin(&self) -> &Path {
@@ -334,30 +295,6 @@ impl Containerd {
     #[must_use]
     pub fn containerd_bin(&self) -> &Path {
         self.core.bin()
-    }
-
-    /// The shim directory first in the daemon's PATH, if one was given.
-    #[must_use]
-    pub fn shim_dir(&self) -> Option<&Path> {
-        self.core.shim_dir()
-    }
-
-    /// The daemon's pid while it runs.
-    #[must_use]
-    pub fn pid(&self) -> Option<u32> {
-        self.core.pid()
-    }
-
-    /// Runtime state directory of a task: `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
-    #[must_use]
-    pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.core.bundle_dir(id)
-    }
-
-    /// The last `lines` lines of the daemon's log.
-    #[must_use]
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.core.log_tail(lines)
     }
 
     /// A `ctr` command with `--address` and `--namespace` set (add args, then run it).
@@ -394,11 +331,6 @@ impl Containerd {
         self.ctr_ok(&["images", "import", &archive.to_string_lossy()])
     }
 
-    /// SIGKILLs the daemon (shims and containers keep running) and waits for it to die.
-    pub fn kill9(&mut self) {
-        self.core.kill9();
-    }
-
     /// Starts the daemon again on the same root, state and config (after [`Containerd::kill9`]
     /// or [`Containerd::stop_daemon`]); a running daemon is killed first.
     ///
@@ -407,37 +339,5 @@ impl Containerd {
     pub fn restart(&mut self) -> Result<(), ContainerdError> {
         self.kill9();
         self.spawn_and_wait()
-    }
-
-    /// SIGTERM the daemon and wait up to 10 s (then SIGKILL). Shims keep running.
-    /// Returns the exit status description, or `None` if it was not running.
-    pub fn stop_daemon(&mut self) -> Option<String> {
-        self.core.stop_daemon()
-    }
-
-    /// Leftover shim processes of this instance (argv or cwd under its directory), with their
-    /// descendants (runc, container processes), and its containers' processes.
-    #[must_use]
-    pub fn leftover_processes(&self) -> Vec<i32> {
-        self.core.leftover_processes()
-    }
-
-    /// Mount points under the instance directory (rootfs mounts, snapshot mounts).
-    #[must_use]
-    pub fn leftover_mounts(&self) -> Vec<PathBuf> {
-        self.core.leftover_mounts()
-    }
-
-    /// Sockets in `/run/containerd/s` created by this instance's shims that are still there
-    /// (a SIGKILLed Go shim leaves its socket; [`Containerd::stop`] removes them).
-    #[must_use]
-    pub fn leftover_shim_sockets(&self) -> Vec<PathBuf> {
-        self.core.leftover_shim_sockets()
-    }
-
-    /// Stops everything and removes all files; returns what it could not clean (empty when
-    /// clean). Idempotent; also run by `Drop`.
-    pub fn stop(&mut self) -> Vec<String> {
-        self.core.stop()
     }
 }

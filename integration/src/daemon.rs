@@ -211,6 +211,9 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
+    // address, root, state, logs, kill9, stop_daemon, leftovers, stop…: the shared core.
+    crate::instance::delegate_to_instance!();
+
     /// Builder with defaults (built berthd, our shim, generated config).
     #[must_use]
     pub fn builder() -> Builder {
@@ -234,72 +237,6 @@ impl TestDaemon {
                     .map_err(|e| e.to_string())
             })?;
         Ok(())
-    }
-
-    /// gRPC socket path.
-    #[must_use]
-    pub fn address(&self) -> PathBuf {
-        self.core.address()
-    }
-
-    /// ttrpc socket path (`<address>.ttrpc`).
-    #[must_use]
-    pub fn ttrpc_address(&self) -> PathBuf {
-        self.core.ttrpc_address()
-    }
-
-    /// Root directory (content, snapshots, metadata).
-    #[must_use]
-    pub fn root(&self) -> &Path {
-        self.core.root()
-    }
-
-    /// State directory (sockets, task bundles).
-    #[must_use]
-    pub fn state(&self) -> &Path {
-        self.core.state()
-    }
-
-    /// The config file berthd was started with.
-    #[must_use]
-    pub fn config_path(&self) -> &Path {
-        self.core.config_path()
-    }
-
-    /// berthd's log file (stdout + stderr).
-    #[must_use]
-    pub fn log_path(&self) -> &Path {
-        self.core.log_path()
-    }
-
-    /// Namespace used by the `ctr`/`berth` helpers.
-    #[must_use]
-    pub fn namespace(&self) -> &str {
-        self.core.namespace()
-    }
-
-    /// berthd's pid while running.
-    #[must_use]
-    pub fn pid(&self) -> Option<u32> {
-        self.core.pid()
-    }
-
-    /// Runtime state directory of a task: `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
-    #[must_use]
-    pub fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.core.bundle_dir(id)
-    }
-
-    /// Whole log as a string.
-    #[must_use]
-    pub fn logs(&self) -> String {
-        self.core.logs()
-    }
-
-    /// Last `lines` lines of the log.
-    #[must_use]
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.core.log_tail(lines)
     }
 
     /// Debian's `ctr` bound to this daemon (`--address`, `--namespace`); add args and run.
@@ -357,16 +294,6 @@ impl TestDaemon {
         self.core.check_ok("berth", args, &self.berth(args))
     }
 
-    /// SIGKILL berthd (shims and containers keep running).
-    pub fn kill9(&mut self) {
-        self.core.kill9();
-    }
-
-    /// SIGTERM berthd and wait up to 10 s (then SIGKILL); returns its exit status.
-    pub fn stop_daemon(&mut self) -> Option<String> {
-        self.core.stop_daemon()
-    }
-
     /// Starts berthd again on the same root/state/config (a running one is killed first).
     ///
     /// # Errors
@@ -374,29 +301,5 @@ impl TestDaemon {
     pub fn restart(&mut self) -> Result<(), DaemonError> {
         self.kill9();
         self.spawn_and_wait()
-    }
-
-    /// Shims and containers started under this instance that are still alive.
-    #[must_use]
-    pub fn leftover_processes(&self) -> Vec<i32> {
-        self.core.leftover_processes()
-    }
-
-    /// Mounts under the instance directory.
-    #[must_use]
-    pub fn leftover_mounts(&self) -> Vec<PathBuf> {
-        self.core.leftover_mounts()
-    }
-
-    /// Sockets in `/run/containerd/s` created by this instance's shims that are still there
-    /// (a SIGKILLed shim leaves its socket; [`TestDaemon::stop`] removes them).
-    #[must_use]
-    pub fn leftover_shim_sockets(&self) -> Vec<PathBuf> {
-        self.core.leftover_shim_sockets()
-    }
-
-    /// Stops berthd and removes everything; returns what could not be cleaned.
-    pub fn stop(&mut self) -> Vec<String> {
-        self.core.stop()
     }
 }

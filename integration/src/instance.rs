@@ -39,6 +39,123 @@ pub const RUNC_ROOT: &str = "/run/containerd/runc";
 /// PATH after the shim directory: the usual system directories.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The accessors and lifecycle methods `TestDaemon` and `Containerd` share, each delegating to
+/// the handle's `core: Instance` field; invoked inside their `impl` blocks so both keep these
+/// as inherent methods (source-compatible with the time each had its own copy).
+macro_rules! delegate_to_instance {
+    () => {
+        /// The gRPC socket path (what `ctr --address` and berth's CLI take).
+        #[must_use]
+        pub fn address(&self) -> std::path::PathBuf {
+            self.core.address()
+        }
+
+        /// The ttrpc socket path (`<address>.ttrpc`; shims publish events there).
+        #[must_use]
+        pub fn ttrpc_address(&self) -> std::path::PathBuf {
+            self.core.ttrpc_address()
+        }
+
+        /// The daemon's `root` (content, snapshots, metadata).
+        #[must_use]
+        pub fn root(&self) -> &std::path::Path {
+            self.core.root()
+        }
+
+        /// The daemon's `state` (sockets, task bundles).
+        #[must_use]
+        pub fn state(&self) -> &std::path::Path {
+            self.core.state()
+        }
+
+        /// The config file the daemon runs with.
+        #[must_use]
+        pub fn config_path(&self) -> &std::path::Path {
+            self.core.config_path()
+        }
+
+        /// The daemon's log file (stdout + stderr, debug level).
+        #[must_use]
+        pub fn log_path(&self) -> &std::path::Path {
+            self.core.log_path()
+        }
+
+        /// The namespace the `ctr` (and `berth`) helpers use.
+        #[must_use]
+        pub fn namespace(&self) -> &str {
+            self.core.namespace()
+        }
+
+        /// The shim directory first in the daemon's PATH, if there is one.
+        #[must_use]
+        pub fn shim_dir(&self) -> Option<&std::path::Path> {
+            self.core.shim_dir()
+        }
+
+        /// The daemon's pid while it runs.
+        #[must_use]
+        pub fn pid(&self) -> Option<u32> {
+            self.core.pid()
+        }
+
+        /// Runtime state directory of a task: `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
+        #[must_use]
+        pub fn bundle_dir(&self, id: &str) -> std::path::PathBuf {
+            self.core.bundle_dir(id)
+        }
+
+        /// The whole log as a string.
+        #[must_use]
+        pub fn logs(&self) -> String {
+            self.core.logs()
+        }
+
+        /// The last `lines` lines of the log.
+        #[must_use]
+        pub fn log_tail(&self, lines: usize) -> String {
+            self.core.log_tail(lines)
+        }
+
+        /// SIGKILLs the daemon (shims and containers keep running) and waits for it to die.
+        pub fn kill9(&mut self) {
+            self.core.kill9();
+        }
+
+        /// SIGTERM the daemon and wait up to 10 s (then SIGKILL). Shims keep running.
+        /// Returns the exit status description, or `None` if it was not running.
+        pub fn stop_daemon(&mut self) -> Option<String> {
+            self.core.stop_daemon()
+        }
+
+        /// Leftover shim processes of this instance (argv or cwd under its directory), with
+        /// their descendants (runc, container processes), and its containers' processes.
+        #[must_use]
+        pub fn leftover_processes(&self) -> Vec<i32> {
+            self.core.leftover_processes()
+        }
+
+        /// Mount points under the instance directory (rootfs mounts, snapshot mounts).
+        #[must_use]
+        pub fn leftover_mounts(&self) -> Vec<std::path::PathBuf> {
+            self.core.leftover_mounts()
+        }
+
+        /// Sockets in `/run/containerd/s` created by this instance's shims that are still
+        /// there (a SIGKILLed Go shim leaves its socket; `stop` removes them).
+        #[must_use]
+        pub fn leftover_shim_sockets(&self) -> Vec<std::path::PathBuf> {
+            self.core.leftover_shim_sockets()
+        }
+
+        /// Stops everything and removes all files; returns what it could not clean (empty
+        /// when clean). Idempotent; also run on drop.
+        pub fn stop(&mut self) -> Vec<String> {
+            self.core.stop()
+        }
+    };
+}
+pub(crate) use delegate_to_instance;
+
 /// Errors from starting a daemon; each handle maps them onto its own public error enum.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InstanceError {

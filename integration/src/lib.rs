@@ -14,6 +14,7 @@
 //! - [`events`]: `ctr events` captured in the background, from any daemon's `ctr`.
 //! - [`bins`]: locating our binaries (berthd, our shim) and required system binaries.
 //! - [`procs`]: `/proc` and mount helpers used by cleanup.
+//! - [`tasks`]: `ctr tasks ls` parsing, waiting for a task status, finding a task's shim.
 //!
 //! Every helper that starts something stops it and removes its files on `Drop`, which also
 //! runs when a test panics; cleanup is idempotent so a killed test run leaves nothing that
@@ -30,5 +31,6 @@ pub mod procs;
 pub mod registry;
 mod shim_sockets;
 pub mod subreaper;
+pub mod tasks;
 
 pub use bins::require_bin;

@@ -14,6 +14,7 @@ use integration::containerd::{Builder, Containerd};
 use integration::daemon::TestDaemon;
 use integration::image::TestImage;
 use integration::procs;
+use integration::tasks;
 use sha2::{Digest as _, Sha256};
 
 const SOCKET_DIR: &str = "/run/containerd/s";
@@ -71,17 +72,9 @@ fn hashed(daemon: &Path, ns: &str, id: &str) -> PathBuf {
     )))
 }
 
-/// The shim serving task `id` in `ns`: started with `-namespace <ns> -id <id>`.
+/// The shim serving task `id` in `ns`.
 fn shim_pid(ns: &str, id: &str) -> i32 {
-    let found: Vec<i32> = procs::processes_mentioning(ns)
-        .into_iter()
-        .filter(|p| {
-            let argv = procs::cmdline(*p);
-            argv.first().is_some_and(|a| a.contains("containerd-shim"))
-                && argv.windows(2).any(|w| w[0] == "-id" && w[1] == id)
-                && argv.windows(2).any(|w| w[0] == "-namespace" && w[1] == ns)
-        })
-        .collect();
+    let found = tasks::shim_pids(ns, id);
     assert_eq!(found.len(), 1, "one shim for {id}: {found:?}");
     found[0]
 }

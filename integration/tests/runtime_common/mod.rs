@@ -13,6 +13,7 @@ use integration::bins::{self, ShimDir};
 use integration::daemon::TestDaemon;
 use integration::image::TestImage;
 use integration::procs;
+use integration::tasks;
 
 /// Which shim runs `io.containerd.runc.v2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,30 +102,18 @@ impl Env {
 
     /// `ctr t ls` line of a task: (pid, status).
     pub fn task_status(&self, id: &str) -> Option<(String, String)> {
-        let out = self.ctr_ok(&["t", "ls"]);
-        out.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&id) && f.len() >= 3).then(|| (f[1].to_string(), f[2].to_string()))
-        })
+        tasks::parse_status(&self.ctr_ok(&["t", "ls"]), id)
     }
 
     /// Waits until `ctr t ls` shows `status` for the task.
     pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> (String, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.task_status(id);
-            if let Some(s) = &s {
-                if s.1 == status {
-                    return s.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} did not reach {status} within {timeout:?}; last: {s:?}\nlog:\n{}",
-                self.d.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        tasks::wait_status(
+            id,
+            status,
+            timeout,
+            || self.task_status(id),
+            || self.d.log_tail(40),
+        )
     }
 
     /// The bundle directory of a task.
@@ -134,16 +123,7 @@ impl Env {
 
     /// Pid of the shim serving a task: the process started with `-namespace <ns> -id <id>`.
     pub fn shim_pid(&self, id: &str) -> i32 {
-        let ns = self.d.namespace().to_string();
-        let found: Vec<i32> = procs::processes_mentioning(&ns)
-            .into_iter()
-            .filter(|p| {
-                let argv = procs::cmdline(*p);
-                argv.first().is_some_and(|a| a.contains("containerd-shim"))
-                    && argv.windows(2).any(|w| w[0] == "-id" && w[1] == id)
-                    && argv.windows(2).any(|w| w[0] == "-namespace" && w[1] == ns)
-            })
-            .collect();
+        let found = tasks::shim_pids(self.d.namespace(), id);
         assert_eq!(found.len(), 1, "one shim for {id}: {found:?}");
         found[0]
     }

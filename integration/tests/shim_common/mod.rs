@@ -12,6 +12,7 @@ use integration::bins;
 use integration::containerd::{Builder, Containerd};
 use integration::image::TestImage;
 use integration::procs;
+use integration::tasks;
 
 /// A private containerd running our shim, with the busybox image imported.
 pub struct Env {
@@ -78,30 +79,18 @@ impl Env {
 
     /// `ctr t ls` line of a task: (pid, status).
     pub fn task_status(&self, id: &str) -> Option<(String, String)> {
-        let out = self.ctr_ok(&["t", "ls"]);
-        out.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&id)).then(|| (f[1].to_string(), f[2].to_string()))
-        })
+        tasks::parse_status(&self.ctr_ok(&["t", "ls"]), id)
     }
 
     /// Waits until `ctr t ls` shows `status` for the task.
     pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> (String, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.task_status(id);
-            if let Some(s) = &s {
-                if s.1 == status {
-                    return s.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} did not reach {status} within {timeout:?}; last: {s:?}\nlog:\n{}",
-                self.c.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        tasks::wait_status(
+            id,
+            status,
+            timeout,
+            || self.task_status(id),
+            || self.c.log_tail(40),
+        )
     }
 
     /// Pid of the shim serving a task (from its `shim.pid` in the bundle).
