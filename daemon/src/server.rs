@@ -468,7 +468,14 @@ pub async fn run(
         .export("PauseThreshold", gc_cfg.pause_threshold.to_string())
         .export("DeletionThreshold", gc_cfg.deletion_threshold.to_string())
         .export("MutationThreshold", gc_cfg.mutation_threshold.to_string())
-        .export("ScheduleDelay", format!("{:?}", gc_cfg.schedule_delay)),
+        .export(
+            "ScheduleDelay",
+            if gc_cfg.schedule_delay.is_zero() {
+                "0s".to_string()
+            } else {
+                format!("{:?}", gc_cfg.schedule_delay)
+            },
+        ),
     );
     plugins.push(PluginInfo::ok(
         "io.containerd.lease.v1",
@@ -527,6 +534,14 @@ pub async fn run(
         &disabled,
     );
     plugins.extend(restart_row);
+    let (monitor_row, cgroups_monitor) = crate::monitor::register(
+        &cfg,
+        Arc::clone(&db),
+        tasks.clone(),
+        exchange.clone(),
+        &disabled,
+    );
+    plugins.extend(monitor_row);
     for id in [
         "content",
         "diff",
@@ -686,6 +701,7 @@ pub async fn run(
             l,
             metrics.clone(),
             Arc::clone(&db),
+            cgroups_monitor.clone(),
         )))
     };
 
