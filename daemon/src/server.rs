@@ -534,14 +534,6 @@ pub async fn run(
         &disabled,
     );
     plugins.extend(restart_row);
-    let (monitor_row, cgroups_monitor) = crate::monitor::register(
-        &cfg,
-        Arc::clone(&db),
-        tasks.clone(),
-        exchange.clone(),
-        &disabled,
-    );
-    plugins.extend(monitor_row);
     for id in [
         "content",
         "diff",
@@ -701,7 +693,6 @@ pub async fn run(
             l,
             metrics.clone(),
             Arc::clone(&db),
-            cgroups_monitor.clone(),
         )))
     };
 
