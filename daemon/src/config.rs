@@ -41,6 +41,8 @@ pub mod ids {
     pub const RESTART: &str = "io.containerd.internal.v1.restart";
     /// Restart monitor under containerd 2.x's id.
     pub const RESTART_V2: &str = "io.containerd.monitor.container.v1.restart";
+    /// cgroups task monitor (read by `monitor/`).
+    pub const CGROUPS_MONITOR: &str = "io.containerd.monitor.v1.cgroups";
 }
 
 /// Errors loading the configuration.
@@ -462,6 +464,7 @@ const OVERLAYFS: &[&str] = &[
 ];
 const NATIVE: &[&str] = &["root_path"];
 const RESTART: &[&str] = &["interval"];
+const CGROUPS_MONITOR: &[&str] = &["no_prometheus"];
 const GC: &[&str] = &[
     "pause_threshold",
     "deletion_threshold",
@@ -486,7 +489,7 @@ const KNOWN_PLUGINS: &[&str] = &[
     "io.containerd.snapshotter.v1.zfs",
     "io.containerd.snapshotter.v1.devmapper",
     "io.containerd.snapshotter.v1.aufs",
-    "io.containerd.monitor.v1.cgroups",
+    ids::CGROUPS_MONITOR,
     "io.containerd.service.v1.tasks-service",
     "io.containerd.internal.v1.opt",
     ids::RESTART,
@@ -690,6 +693,7 @@ fn check_keys(
                         ids::NATIVE => Some(NATIVE),
                         ids::GC => Some(GC),
                         ids::RESTART | ids::RESTART_V2 => Some(RESTART),
+                        ids::CGROUPS_MONITOR => Some(CGROUPS_MONITOR),
                         _ => None,
                     };
                     match (keys, pv.get_ref()) {

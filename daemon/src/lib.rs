@@ -19,6 +19,8 @@
 //! - `restart`: the restart monitor (`io.containerd.internal.v1 restart`) keeping labelled
 //!   containers' tasks running or stopped, over `metadata` and `runtime`.
 //! - `metrics`: Prometheus `/v1/metrics` on `[metrics] address`, gRPC request counters.
+//! - `monitor`: the cgroups task monitor: per-task cgroup metrics (containerd's `container_*`)
+//!   and the OOM watch of runtime v1 tasks.
 //! - `api`: one module per containerd gRPC service, plus `to_status` (the only errdefs map).
 //! - `server`: builds everything from the config, binds the sockets, shuts down on signals.
 
@@ -32,6 +34,7 @@ pub mod filters;
 pub mod images;
 pub mod metadata;
 pub mod metrics;
+pub mod monitor;
 pub mod remotes;
 pub mod restart;
 pub mod runtime;

@@ -1,7 +1,8 @@
 //! Prometheus metrics on `[metrics] address` (containerd serves `/v1/metrics` there): gRPC
-//! requests per method (counted by a tower layer on the server) and storage gauges read from
-//! the metadata store at scrape time. A deliberately small HTTP/1.1 responder: one GET per
-//! connection, no keep-alive.
+//! requests per method (counted by a tower layer on the server), storage gauges read from
+//! the metadata store at scrape time, and — from the cgroups monitor (`crate::monitor`) —
+//! containerd's per-task `container_*` families, collected from the shims on each scrape.
+//! A deliberately small HTTP/1.1 responder: one GET per connection, no keep-alive.
 
 use crate::filters::Filter;
 use crate::metadata::{Ctx, Db, Namespace};
@@ -183,13 +184,20 @@ async fn respond<S: tokio::io::AsyncWrite + Unpin>(
     let _ = conn.shutdown().await;
 }
 
-/// Serves `GET /v1/metrics` (and `/metrics`) until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, db: Arc<Db>) {
+/// Serves `GET /v1/metrics` (and `/metrics`) until the task is dropped; with a cgroups
+/// `monitor`, each scrape also carries the per-task families (bounded per task, see
+/// [`crate::monitor::STATS_TIMEOUT`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    db: Arc<Db>,
+    monitor: Option<crate::monitor::CgroupsMonitor>,
+) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
-        let (metrics, db) = (metrics.clone(), Arc::clone(&db));
+        let (metrics, db, monitor) = (metrics.clone(), Arc::clone(&db), monitor.clone());
         tokio::spawn(async move {
             let (method, path) = read_request(&mut conn).await;
             if method != "GET" {
@@ -201,9 +209,16 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, db: Arc<
                 )
                 .await;
             } else if path == "/v1/metrics" || path == "/metrics" {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&db))
-                    .await
-                    .unwrap_or_default();
+                let tasks = async {
+                    match &monitor {
+                        Some(m) => m.render().await,
+                        None => String::new(),
+                    }
+                };
+                let store = tokio::task::spawn_blocking(move || metrics.render(&db));
+                let (tasks, store) = tokio::join!(tasks, store);
+                let mut body = store.unwrap_or_default();
+                body.push_str(&tasks);
                 respond(&mut conn, "200 OK", "text/plain; version=0.0.4", &body).await;
             } else {
                 respond(

@@ -534,6 +534,14 @@ pub async fn run(
         &disabled,
     );
     plugins.extend(restart_row);
+    let (monitor_row, cgroups_monitor) = crate::monitor::register(
+        &cfg,
+        Arc::clone(&db),
+        tasks.clone(),
+        exchange.clone(),
+        &disabled,
+    );
+    plugins.extend(monitor_row);
     for id in [
         "content",
         "diff",
@@ -693,6 +701,7 @@ pub async fn run(
             l,
             metrics.clone(),
             Arc::clone(&db),
+            cgroups_monitor.clone(),
         )))
     };
 
