@@ -57,6 +57,7 @@ impl Streaming for Service {
         }
         let (in_tx, in_rx) = mpsc::channel::<Any>(16);
         let (out_tx, mut out_rx) = mpsc::channel::<Any>(16);
+        let (flushed_tx, flushed) = tokio::sync::oneshot::channel();
         let ack = out_tx.clone();
         let reg = self
             .0
@@ -66,6 +67,7 @@ impl Streaming for Service {
                 Stream {
                     rx: in_rx,
                     tx: out_tx,
+                    flushed: Some(flushed),
                 },
             )
             .map_err(|e| to_status(&e))?;
@@ -86,6 +88,7 @@ impl Streaming for Service {
             while let Some(m) = out_rx.recv().await {
                 yield Ok(m);
             }
+            let _ = flushed_tx.send(());
         };
         Ok(Response::new(Box::pin(out)))
     }

@@ -171,7 +171,10 @@ impl Transfer for Service {
             Decoded::Registry(g) => Destination::Registry(g),
             Decoded::Import(_) | Decoded::Other => Destination::Other(dst_url.clone()),
         };
-        match self.transfer.transfer(c, src, dst, progress).await {
+        let result = self.transfer.transfer(c, src, dst, progress.clone()).await;
+        // The client stops drawing progress when the reply arrives: send the rest first.
+        progress.finish().await;
+        match result {
             Ok(()) => Ok(Response::new(())),
             Err(e @ crate::transfer::Error::Unsupported { .. }) => {
                 log::debug!("transfer: {e}");

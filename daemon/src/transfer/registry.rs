@@ -37,6 +37,8 @@ use tokio::sync::mpsc;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often download progress is reported (containerd's tracker ticks every 300 ms).
 const PROGRESS_EVERY: Duration = Duration::from_millis(300);
+/// Blobs downloaded at once (containerd's `max_concurrent_downloads` default).
+const MAX_CONCURRENT_DOWNLOADS: usize = 3;
 
 /// The errdefs kind of a registry error (containerd: not found stays NotFound, the rest
 /// is Unknown).
@@ -224,6 +226,62 @@ struct Job {
     full: bool,
 }
 
+/// Fetches one descriptor, labels it (GC references to its children, distribution
+/// source) and returns its children (and, for a manifest, the parsed manifest).
+async fn fetch_job(
+    t: &Transferrer,
+    ctx: &Ctx,
+    fetcher: &remotes::Fetcher,
+    job: Job,
+    source_label: &(String, String),
+    progress: &Progress,
+) -> Result<(Job, Vec<Descriptor>, Option<Manifest>), Error> {
+    let d = &job.desc;
+    progress.send(ProgressEvent {
+        event: "waiting".into(),
+        name: ref_key(d),
+        parents: job.parents.clone(),
+        total: d.size,
+        desc: Some(d.to_meta()),
+        ..ProgressEvent::default()
+    });
+    let fetched = fetch_blob(t, ctx, fetcher, d, &job.parents, progress).await?;
+    progress.send(ProgressEvent {
+        event: if fetched {
+            "complete"
+        } else {
+            "already exists"
+        }
+        .into(),
+        name: ref_key(d),
+        parents: job.parents.clone(),
+        progress: d.size,
+        total: d.size,
+        desc: Some(d.to_meta()),
+    });
+    let (tt2, c, dd, sl) = (t.clone(), ctx.clone(), d.clone(), source_label.clone());
+    let (children, manifest) = blocking(move || {
+        let db = &tt2.db;
+        let mut labels: Labels = [sl].into();
+        let (children, manifest) = if oci::is_manifest(&dd.media_type) {
+            let m: Manifest = oci::read_json(db, &c, "manifest", &dd.digest)?;
+            let mut kids = vec![m.config.clone()];
+            kids.extend(m.layers.iter().cloned());
+            (kids, Some(m))
+        } else if oci::is_index(&dd.media_type) {
+            let i: Index = oci::read_json(db, &c, "index", &dd.digest)?;
+            (i.manifests, None)
+        } else {
+            (Vec::new(), None)
+        };
+        labels.extend(oci::gc_labels(&children));
+        oci::set_labels(db, &c, &dd.digest, &labels)?;
+        Ok((children, manifest))
+    })
+    .await?;
+    Ok((job, children, manifest))
+}
+
 /// The whole pull.
 pub async fn pull(
     t: &Transferrer,
@@ -269,90 +327,59 @@ pub async fn pull(
     );
 
     let mut manifests: Vec<(Descriptor, Manifest)> = Vec::new();
-    let mut stack = vec![Job {
+    let mut level = vec![Job {
         desc: root.clone(),
         parents: vec![name.clone()],
         full: true,
     }];
     let mut seen = std::collections::HashSet::new();
-    while let Some(job) = stack.pop() {
-        if !seen.insert(job.desc.digest.clone()) {
-            continue;
-        }
-        let d = &job.desc;
-        progress.send(ProgressEvent {
-            event: "waiting".into(),
-            name: ref_key(d),
-            parents: job.parents.clone(),
-            total: d.size,
-            desc: Some(d.to_meta()),
-            ..ProgressEvent::default()
-        });
-        let fetched = fetch_blob(t, &ctx, &fetcher, d, &job.parents, progress).await?;
-        progress.send(ProgressEvent {
-            event: if fetched {
-                "complete"
-            } else {
-                "already exists"
-            }
-            .into(),
-            name: ref_key(d),
-            parents: job.parents.clone(),
-            progress: d.size,
-            total: d.size,
-            desc: Some(d.to_meta()),
-        });
-        let (tt2, c, dd, sl) = (t.clone(), ctx.clone(), d.clone(), source_label.clone());
-        let found = blocking(move || {
-            let db = &tt2.db;
-            let mut labels: Labels = [sl].into();
-            let children = if oci::is_manifest(&dd.media_type) {
-                let m: Manifest = oci::read_json(db, &c, "manifest", &dd.digest)?;
-                let mut kids = vec![m.config.clone()];
-                kids.extend(m.layers.iter().cloned());
-                labels.extend(oci::gc_labels(&kids));
-                oci::set_labels(db, &c, &dd.digest, &labels)?;
-                return Ok((kids, Some(m)));
-            } else if oci::is_index(&dd.media_type) {
-                let i: Index = oci::read_json(db, &c, "index", &dd.digest)?;
-                labels.extend(oci::gc_labels(&i.manifests));
-                i.manifests
-            } else {
-                Vec::new()
-            };
-            oci::set_labels(db, &c, &dd.digest, &labels)?;
-            Ok((children, None))
-        })
-        .await?;
-        let (children, manifest) = found;
-        let me = vec![ref_key(d)];
-        if let Some(m) = manifest {
-            manifests.push((d.clone(), m));
-            for c in children.into_iter().rev() {
-                if job.full || oci::is_config(&c.media_type) {
-                    stack.push(Job {
-                        desc: c,
-                        parents: me.clone(),
-                        full: true,
-                    });
+    // Breadth first; the blobs of one level (a manifest's config and layers) download
+    // concurrently, as containerd's dispatch does (3 at a time by default).
+    while !level.is_empty() {
+        let batch: Vec<Job> = std::mem::take(&mut level)
+            .into_iter()
+            .filter(|j| seen.insert(j.desc.digest.clone()))
+            .collect();
+        let results: Vec<(Job, Vec<Descriptor>, Option<Manifest>)> = futures::stream::iter(
+            batch
+                .into_iter()
+                .map(|job| fetch_job(t, &ctx, &fetcher, job, &source_label, progress)),
+        )
+        .buffer_unordered(MAX_CONCURRENT_DOWNLOADS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+        for (job, children, manifest) in results {
+            let me = vec![ref_key(&job.desc)];
+            if let Some(m) = manifest {
+                manifests.push((job.desc.clone(), m));
+                for c in children {
+                    if job.full || oci::is_config(&c.media_type) {
+                        level.push(Job {
+                            desc: c,
+                            parents: me.clone(),
+                            full: true,
+                        });
+                    }
                 }
-            }
-        } else {
-            let mut kept = Vec::new();
-            for c in children {
-                let wanted = matcher.matches(c.platform.as_ref());
-                if wanted || (store.all_metadata && oci::is_manifest(&c.media_type)) {
-                    kept.push(Job {
-                        desc: c,
-                        parents: me.clone(),
-                        full: wanted,
-                    });
+            } else {
+                let mut kept = Vec::new();
+                for c in children {
+                    let wanted = matcher.matches(c.platform.as_ref());
+                    if wanted || (store.all_metadata && oci::is_manifest(&c.media_type)) {
+                        kept.push(Job {
+                            desc: c,
+                            parents: me.clone(),
+                            full: wanted,
+                        });
+                    }
                 }
+                if store.manifest_limit > 0 {
+                    kept.truncate(store.manifest_limit as usize);
+                }
+                level.extend(kept);
             }
-            if store.manifest_limit > 0 {
-                kept.truncate(store.manifest_limit as usize);
-            }
-            stack.extend(kept.into_iter().rev());
         }
     }
 

@@ -20,7 +20,8 @@ use protos::containerd::types::transfer as tt;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Largest `Data` payload a sender puts in one message (containerd's `maxRead`).
 pub const MAX_DATA: usize = 32 * 1024;
@@ -104,6 +105,9 @@ pub struct Stream {
     pub rx: mpsc::Receiver<Any>,
     /// Messages to the client.
     pub tx: mpsc::Sender<Any>,
+    /// Fires once everything sent has been handed to the transport and the stream ended
+    /// (after every `tx` clone is dropped).
+    pub flushed: Option<oneshot::Receiver<()>>,
 }
 
 type Key = (String, String);
@@ -217,7 +221,7 @@ impl io::Read for ByteReader {
 pub fn receive_bytes(stream: Stream) -> ByteReader {
     let (dtx, drx) = mpsc::channel::<io::Result<Vec<u8>>>(4);
     tokio::spawn(async move {
-        let Stream { mut rx, tx } = stream;
+        let Stream { mut rx, tx, .. } = stream;
         let mut window: i64 = 0;
         loop {
             if window < i64::from(WINDOW) {
@@ -316,7 +320,7 @@ impl io::Write for ByteWriter {
 
 /// Sends bytes to the client on `stream` as it grants window credit.
 pub fn send_bytes(stream: Stream) -> ByteWriter {
-    let Stream { mut rx, tx } = stream;
+    let Stream { mut rx, tx, .. } = stream;
     let credit = Arc::new((Mutex::new(Credit::default()), Condvar::new()));
     let c2 = Arc::clone(&credit);
     tokio::spawn(async move {
@@ -370,28 +374,57 @@ impl ProgressEvent {
     }
 }
 
-/// Where progress goes: the client's progress stream, or nowhere.
+/// How long closing a progress stream waits for its last events to go out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where progress goes: the client's progress stream, or nowhere. Events queue without
+/// bound (a few per blob) and are forwarded in order, so none is lost to a slow client;
+/// [`Progress::finish`] waits until they are out, so the client has them before the
+/// transfer's reply (ctr stops drawing progress when the reply arrives).
 #[derive(Debug, Clone, Default)]
-pub struct Progress(Option<mpsc::Sender<Any>>);
+pub struct Progress {
+    tx: Option<mpsc::UnboundedSender<Any>>,
+    done: Option<Arc<Mutex<Option<oneshot::Receiver<()>>>>>,
+}
 
 impl Progress {
-    /// Progress to `stream`; it closes when the last clone is dropped.
+    /// Progress to `stream`; it closes when every clone is dropped or finished.
     pub fn to_stream(stream: Stream) -> Self {
-        let Stream { mut rx, tx } = stream;
+        let Stream {
+            mut rx,
+            tx,
+            flushed,
+        } = stream;
         // Nothing is expected from the client; drain so its sends never block.
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        Self(Some(tx))
+        let (utx, mut urx) = mpsc::unbounded_channel::<Any>();
+        let (done_tx, done_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            while let Some(m) = urx.recv().await {
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            if let Some(f) = flushed {
+                let _ = tokio::time::timeout(FLUSH_TIMEOUT, f).await;
+            }
+            let _ = done_tx.send(());
+        });
+        Self {
+            tx: Some(utx),
+            done: Some(Arc::new(Mutex::new(Some(done_rx)))),
+        }
     }
 
     /// Whether anyone listens.
     pub fn enabled(&self) -> bool {
-        self.0.is_some()
+        self.tx.is_some()
     }
 
-    /// Sends an event; progress is advisory, so a slow client loses events rather than
-    /// stalling the transfer.
+    /// Queues an event.
     pub fn send(&self, p: ProgressEvent) {
-        let Some(tx) = &self.0 else { return };
+        let Some(tx) = &self.tx else { return };
         let msg = pack(
             urls::PROGRESS,
             &tt::Progress {
@@ -403,8 +436,19 @@ impl Progress {
                 desc: p.desc.as_ref().map(crate::api::desc_to),
             },
         );
-        if tx.try_send(msg).is_err() {
-            log::debug!("progress event dropped (client slow or gone)");
+        if tx.send(msg).is_err() {
+            log::debug!("progress event dropped (client gone)");
+        }
+    }
+
+    /// Closes this handle and waits (bounded) until the events of every handle are out.
+    pub async fn finish(self) {
+        let done = self
+            .done
+            .and_then(|d| d.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.tx);
+        if let Some(d) = done {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, d).await;
         }
     }
 }
@@ -417,7 +461,15 @@ mod tests {
     fn pair() -> (Stream, mpsc::Sender<Any>, mpsc::Receiver<Any>) {
         let (ctx, srx) = mpsc::channel(64);
         let (stx, crx) = mpsc::channel(64);
-        (Stream { rx: srx, tx: stx }, ctx, crx)
+        (
+            Stream {
+                rx: srx,
+                tx: stx,
+                flushed: None,
+            },
+            ctx,
+            crx,
+        )
     }
 
     #[test]
