@@ -69,7 +69,7 @@ pub enum Error {
         /// Task id.
         id: String,
         /// Cause.
-        source: crate::runtime::Error,
+        source: Box<crate::runtime::Error>,
     },
     /// The shim did not answer in time (stopped, hung or overloaded).
     #[error("stat task {namespace}/{id}: no answer from its shim within {timeout:?}, left out of this scrape")]
@@ -125,12 +125,15 @@ pub enum Error {
         /// Init pid.
         pid: u32,
         /// Cause.
-        source: shim::cgroup::CgroupError,
+        source: Box<shim::cgroup::CgroupError>,
     },
     /// The plugin's config section is malformed.
     #[error("[plugins.\"{PLUGIN_TYPE}.{PLUGIN_ID}\"]: {0}")]
     Config(String),
 }
+
+/// (values of a metric's extra labels, value) of each sample.
+pub type Values = Vec<(Vec<String>, f64)>;
 
 /// One of containerd's per-task metrics: `container_<name>_<unit>`, its help, the labels
 /// after `container_id` and `namespace`, and the (label values, value) pairs it reads from a
@@ -146,7 +149,7 @@ pub struct Def<M: 'static> {
     /// Extra label names.
     pub labels: &'static [&'static str],
     /// Samples: values of `labels`, and the value.
-    pub values: fn(&M) -> Vec<(Vec<String>, f64)>,
+    pub values: fn(&M) -> Values,
 }
 
 impl<M> Def<M> {
@@ -339,7 +342,7 @@ async fn stat(t: &ShimTask, timeout: Duration) -> Result<crate::runtime::Any, Er
         Ok(Err(source)) => Err(Error::Stats {
             namespace: t.namespace.clone(),
             id: t.id.clone(),
-            source,
+            source: Box::new(source),
         }),
         Err(_) => Err(Error::Timeout {
             namespace: t.namespace.clone(),

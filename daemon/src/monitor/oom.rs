@@ -66,7 +66,7 @@ impl OomWatch {
             namespace: ns.to_string(),
             id: id.to_string(),
             pid,
-            source,
+            source: Box::new(source),
         };
         let cg = match i32::try_from(pid).map(Cgroup::for_pid) {
             Ok(Ok(cg)) => cg,

@@ -5,7 +5,7 @@
 
 use containerd_shim_protos::cgroups::metrics::{BlkIOEntry, Metrics};
 
-use super::Def;
+use super::{Def, Values};
 
 /// One sample per present section.
 macro_rules! one {
@@ -61,7 +61,7 @@ macro_rules! blkio {
     };
 }
 
-fn blkio_values(entries: &[BlkIOEntry]) -> Vec<(Vec<String>, f64)> {
+fn blkio_values(entries: &[BlkIOEntry]) -> Values {
     entries
         .iter()
         .map(|e| {
