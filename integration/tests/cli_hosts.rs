@@ -404,6 +404,9 @@ struct ClientCertRegistry {
     ca: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
+    /// A client certificate from another CA, which the registry does not accept.
+    wrong_cert: PathBuf,
+    wrong_key: PathBuf,
     log: PathBuf,
 }
 
@@ -444,6 +447,25 @@ impl ClientCertRegistry {
         cli.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cli_key = KeyPair::generate().expect("key");
         let cli_cert = cli.signed_by(&cli_key, &issuer).expect("sign client");
+
+        let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        other_params
+            .distinguished_name
+            .push(DnType::CommonName, "berth unrelated CA");
+        let other_key = KeyPair::generate().expect("key");
+        let other_issuer = rcgen::Issuer::new(other_params, other_key);
+        let mut wrong = CertificateParams::new(Vec::<String>::new()).expect("params");
+        wrong
+            .distinguished_name
+            .push(DnType::CommonName, "berth wrong client");
+        wrong.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let wrong_key = KeyPair::generate().expect("key");
+        let wrong_cert = wrong
+            .signed_by(&wrong_key, &other_issuer)
+            .expect("sign wrong client");
+        fs::write(p("wrong.cert"), wrong_cert.pem()).expect("write");
+        fs::write(p("wrong.key"), wrong_key.serialize_pem()).expect("write");
 
         fs::write(p("ca.pem"), ca_cert.pem()).expect("write");
         fs::write(p("server.crt"), srv_cert.pem()).expect("write");
@@ -495,6 +517,8 @@ impl ClientCertRegistry {
             ca: p("ca.pem"),
             client_cert: p("client.cert"),
             client_key: p("client.key"),
+            wrong_cert: p("wrong.cert"),
+            wrong_key: p("wrong.key"),
             log,
             port,
             child,
@@ -570,15 +594,32 @@ fn client_certificates_from_flags_and_hosts_toml() {
     ]);
     assert!(out.ends_with(&format!("{remote}: pushed\n")), "{out}");
 
-    // hosts.toml `client = [[cert, key]]` with `ca`: pull it back.
+    // A certificate from a CA the registry does not name: refused.
+    let o = d.berth(&[
+        "images",
+        "pull",
+        "--tlscacert",
+        s(&reg.ca),
+        "--tlscert",
+        s(&reg.wrong_cert),
+        "--tlskey",
+        s(&reg.wrong_key),
+        &remote,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+
+    // hosts.toml `client` with two pairs, the unrelated one first: as Go's TLS client,
+    // berth presents the pair issued by a CA the server names.
     let root = tempfile::tempdir().expect("tempdir");
     hosts_toml(
         root.path(),
         &reg.host(),
         &format!(
-            "server = \"https://{}\"\nca = \"{}\"\nclient = [[\"{}\", \"{}\"]]\n",
+            "server = \"https://{}\"\nca = \"{}\"\nclient = [[\"{}\", \"{}\"], [\"{}\", \"{}\"]]\n",
             reg.host(),
             reg.ca.display(),
+            reg.wrong_cert.display(),
+            reg.wrong_key.display(),
             reg.client_cert.display(),
             reg.client_key.display()
         ),
@@ -590,11 +631,13 @@ fn client_certificates_from_flags_and_hosts_toml() {
             .any(|l| l.starts_with(&format!("{remote} ")) && l.contains(img.manifest_digest())),
         "{ls}"
     );
-    // certs.d: ca.crt + client.cert/client.key.
+    // certs.d: ca.crt + a-wrong.cert/.key (listed first) + client.cert/client.key.
     let certs = tempfile::tempdir().expect("tempdir");
     let hd = certs.path().join(reg.host());
     fs::create_dir_all(&hd).expect("mkdir");
     fs::copy(&reg.ca, hd.join("ca.crt")).expect("copy");
+    fs::copy(&reg.wrong_cert, hd.join("a-wrong.cert")).expect("copy");
+    fs::copy(&reg.wrong_key, hd.join("a-wrong.key")).expect("copy");
     fs::copy(&reg.client_cert, hd.join("client.cert")).expect("copy");
     fs::copy(&reg.client_key, hd.join("client.key")).expect("copy");
     d.berth_ok(&["images", "rm", &remote]);

@@ -34,6 +34,10 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
+/// containerd's dialer timeout and TLS handshake timeout (`config.ConfigureHosts`).
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A stream of bytes to upload.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
@@ -271,12 +275,18 @@ async fn send(
     } else {
         format!("{authority}:80")
     };
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|source| Error::Connect {
-            host: addr.clone(),
-            source,
-        })?;
+    let dial = host.dial_timeout.unwrap_or(DIAL_TIMEOUT);
+    let stream = match tokio::time::timeout(dial, tokio::net::TcpStream::connect(&addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {dial:?}"),
+        )),
+    }
+    .map_err(|source| Error::Connect {
+        host: addr.clone(),
+        source,
+    })?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = Request::builder()
         .method(method.clone())
@@ -307,10 +317,15 @@ async fn send(
             .to_string();
         let name = rustls::pki_types::ServerName::try_from(name_str.clone())
             .map_err(|_| Error::ServerName(name_str))?;
-        let tls = tokio_rustls::TlsConnector::from(host.tls.clone())
-            .connect(name, stream)
-            .await
-            .map_err(|source| Error::Tls { host: addr, source })?;
+        let handshake = tokio_rustls::TlsConnector::from(host.tls.clone()).connect(name, stream);
+        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}"),
+            )),
+        }
+        .map_err(|source| Error::Tls { host: addr, source })?;
         send_on(tls, req, url).await
     } else {
         send_on(stream, req, url).await
@@ -902,6 +917,7 @@ mod tests {
             tls: crate::remotes::tls::client_config(&HostOptions::default().tls).unwrap(),
             headers: Vec::new(),
             credentials: None,
+            dial_timeout: None,
         }
     }
 

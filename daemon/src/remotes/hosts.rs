@@ -94,6 +94,9 @@ pub struct RegistryHost {
     pub headers: Vec<(String, String)>,
     /// Credentials answering this host's auth challenges.
     pub credentials: Option<Credentials>,
+    /// TCP connect timeout (hosts.toml `dial_timeout`; 30 s, containerd's dialer
+    /// default, when unset).
+    pub dial_timeout: Option<std::time::Duration>,
 }
 
 impl RegistryHost {
@@ -151,6 +154,7 @@ pub struct HostConfig {
     pub client_pairs: Vec<(PathBuf, Option<PathBuf>)>,
     pub skip_verify: Option<bool>,
     pub headers: Vec<(String, String)>,
+    pub dial_timeout: Option<std::time::Duration>,
 }
 
 impl Default for HostConfig {
@@ -164,6 +168,7 @@ impl Default for HostConfig {
             client_pairs: Vec::new(),
             skip_verify: None,
             headers: Vec::new(),
+            dial_timeout: None,
         }
     }
 }
@@ -271,6 +276,8 @@ struct HostFileConfig {
     header: Option<Spanned<toml::Value>>,
     #[serde(default)]
     override_path: bool,
+    /// containerd 2.x's per-host connect timeout (a Go duration, e.g. "5s").
+    dial_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +290,7 @@ struct HostsFile {
     header: Option<Spanned<toml::Value>>,
     #[serde(default)]
     override_path: bool,
+    dial_timeout: Option<Spanned<String>>,
     host: Option<HashMap<String, Spanned<HostFileConfig>>>,
 }
 
@@ -332,6 +340,7 @@ pub fn parse_hosts_file(
         skip_verify: parsed.skip_verify,
         header: parsed.header,
         override_path: parsed.override_path,
+        dial_timeout: parsed.dial_timeout,
     };
     let server = parsed.server.map(|s| {
         let start = s.span().start;
@@ -411,6 +420,17 @@ impl ParseCtx<'_> {
             };
         }
         out.skip_verify = cfg.skip_verify;
+        if let Some(t) = &cfg.dial_timeout {
+            out.dial_timeout = Some(parse_go_duration(t.get_ref()).ok_or_else(|| {
+                self.invalid(
+                    t.span().start,
+                    format!(
+                        "invalid dial_timeout {:?}: want a duration like \"5s\"",
+                        t.get_ref()
+                    ),
+                )
+            })?);
+        }
         if let Some(caps) = &cfg.capabilities {
             let list = self.strings("capabilities", caps)?;
             if !list.is_empty() {
@@ -521,6 +541,40 @@ fn split_server_url(server: &str) -> Option<(String, String, String)> {
     Some((scheme.to_string(), host.to_string(), path.to_string()))
 }
 
+/// Go's `time.ParseDuration` for non-negative values: `300ms`, `5s`, `1m30s`, `1.5h`.
+fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
+}
+
 /// Go's `path.Clean` for absolute URL paths: no empty, `.` or `..` segments.
 fn clean_path(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -594,6 +648,7 @@ impl RegistryHosts for ConfigHosts {
                     tls,
                     headers: h.headers,
                     credentials: opts.credentials.clone(),
+                    dial_timeout: h.dial_timeout,
                 })
             })
             .collect()
@@ -697,6 +752,32 @@ client = [["c.cert", "c.key"], "both.pem"]
                 (PathBuf::from("/etc/h/both.pem"), None),
             ]
         );
+    }
+
+    #[test]
+    fn dial_timeout_takes_go_durations() {
+        let hosts =
+            parse("dial_timeout = \"1m30s\"\n[host.\"https://m\"]\n  dial_timeout = \"250ms\"\n")
+                .unwrap();
+        assert_eq!(
+            hosts[0].dial_timeout,
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            hosts[1].dial_timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        let err = parse("[host.\"https://m\"]\n  dial_timeout = \"soon\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("hosts.toml:2: invalid dial_timeout"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_go_duration("1.5s"),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(parse_go_duration("5"), None);
     }
 
     #[test]
@@ -809,6 +890,7 @@ client = [["c.cert", "c.key"], "both.pem"]
             tls: tls.clone(),
             headers: Vec::new(),
             credentials: None,
+            dial_timeout: None,
         };
         assert!(!host("registry-1.docker.io").is_proxy_for("docker.io"));
         assert!(!host("r:5000").is_proxy_for("r:5000"));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 
 /// The system CA bundle Debian's `ca-certificates` maintains.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -35,7 +36,8 @@ pub struct TlsOptions {
     /// Extra CA certificates (PEM files) trusted besides the system bundle.
     pub ca_files: Vec<PathBuf>,
     /// Client certificate and key files; a `None` key is read from the certificate file
-    /// (containerd's `client = "both.pem"`). The first pair is presented.
+    /// (containerd's `client = "both.pem"`). The first pair issued by a CA the server
+    /// names is presented (the first pair when the server names none), as Go does.
     pub client_pairs: Vec<(PathBuf, Option<PathBuf>)>,
     /// Do not verify the server's certificate.
     pub skip_verify: bool,
@@ -149,7 +151,7 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, Tls
     let builder = if opts.skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
     } else {
         let mut roots = rustls::RootCertStore::empty();
         if !opts.no_system_roots {
@@ -161,14 +163,97 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, Tls
         }
         builder.with_root_certificates(roots)
     };
-    let config = match opts.client_pairs.first() {
-        Some((cert, key)) => {
-            let (chain, key) = load_client_pair(cert, key.as_deref())?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(TlsError::Config)?
+    let config = if opts.client_pairs.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut keys = Vec::new();
+        for (cert, key) in &opts.client_pairs {
+            let (chain, der) = load_client_pair(cert, key.as_deref())?;
+            let issuers = chain.iter().filter_map(|c| raw_issuer(c)).collect();
+            let certified = CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
+                TlsError::ClientCert {
+                    cert: cert.clone(),
+                    key: key.clone().unwrap_or_else(|| cert.clone()),
+                    reason: e.to_string(),
+                }
+            })?;
+            keys.push((Arc::new(certified), issuers));
         }
-        None => builder.with_no_client_auth(),
+        builder.with_client_cert_resolver(Arc::new(ClientCerts(keys)))
     };
     Ok(Arc::new(config))
+}
+
+/// Client certificates offered as Go's TLS client offers them: with no CA hints from the
+/// server the first, else the first whose chain was issued by a CA the server names;
+/// none when no chain fits.
+#[derive(Debug)]
+struct ClientCerts(Vec<(Arc<CertifiedKey>, Vec<Vec<u8>>)>);
+
+impl rustls::client::ResolvesClientCert for ClientCerts {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        if root_hint_subjects.is_empty() {
+            return self.0.first().map(|(k, _)| k.clone());
+        }
+        self.0
+            .iter()
+            .find(|(_, issuers)| {
+                issuers
+                    .iter()
+                    .any(|i| root_hint_subjects.iter().any(|h| *h == i.as_slice()))
+            })
+            .map(|(k, _)| k.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+/// One DER TLV: (tag, contents, the whole TLV, what follows).
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some((tag, &rest[..len], &input[..header + len], &rest[len..]))
+}
+
+/// The DER issuer Name of a certificate (Go's `RawIssuer`), to match a server's CA hints.
+fn raw_issuer(cert: &[u8]) -> Option<Vec<u8>> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, cert, _, _) = der_tlv(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _, _) = der_tlv(cert)? else {
+        return None;
+    };
+    // [0] version (optional), serialNumber, signature AlgorithmIdentifier, issuer Name.
+    let (tag, _, _, mut rest) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        rest = der_tlv(rest)?.3;
+    }
+    let rest = der_tlv(rest)?.3;
+    match der_tlv(rest)? {
+        (SEQUENCE, _, whole, _) => Some(whole.to_vec()),
+        _ => None,
+    }
 }
