@@ -342,21 +342,24 @@ pub struct OverlayfsConfig {
     pub sync_remove: bool,
 }
 
-/// `[plugins."io.containerd.gc.v1.scheduler"]`. berthd collects after every burst of
-/// deletes: `schedule_delay` is how long it waits to batch them; the thresholds are accepted
-/// for compatibility and not used.
+/// `[plugins."io.containerd.gc.v1.scheduler"]`, read by `metadata::scheduler` with
+/// containerd's `gc/scheduler` semantics. One default differs from containerd's:
+/// `deletion_threshold` is 1, so a delete is collected `schedule_delay` later (containerd's 0
+/// waits for the next periodic check, up to `avg / pause_threshold` away, during which
+/// unleased objects a client is still creating can be collected); set 0 for containerd's
+/// timing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct GcConfig {
-    /// Accepted, unused.
+    /// Largest share of time spent collecting (clamped to 0..=0.5); sets the check interval.
     pub pause_threshold: f64,
-    /// Accepted, unused.
+    /// Deletes that schedule a collection; 0: only when no check is pending.
     pub deletion_threshold: i64,
-    /// Accepted, unused.
+    /// Committed changes that schedule a collection when no check is pending; 0: never.
     pub mutation_threshold: i64,
-    /// Go duration ("0s", "100ms"): delay between a triggering delete and the collection.
+    /// Go duration ("0s", "100ms"): from scheduling to collecting.
     pub schedule_delay: String,
-    /// Go duration; berthd always collects once before serving.
+    /// Go duration: the first check after start (berthd also collects once before serving).
     pub startup_delay: String,
 }
 
@@ -364,7 +367,7 @@ impl Default for GcConfig {
     fn default() -> Self {
         Self {
             pause_threshold: 0.02,
-            deletion_threshold: 0,
+            deletion_threshold: 1,
             mutation_threshold: 100,
             schedule_delay: "0s".into(),
             startup_delay: "100ms".into(),
@@ -1123,7 +1126,8 @@ imports = []
 
   [plugins."{gc}"]
     pause_threshold = 0.02
-    deletion_threshold = 0
+    # containerd's default is 0 (deletes wait for the next periodic check).
+    deletion_threshold = 1
     mutation_threshold = 100
     schedule_delay = "0s"
     startup_delay = "100ms"

@@ -7,8 +7,8 @@
 //! - `deletion_threshold = 0` with a pending check an hour away (`startup_delay = "1h"`): a
 //!   delete waits for that check, so the blob stays; a sync delete (`leases rm --sync`)
 //!   triggers a collection at once and takes it.
-//! - the defaults (`startup_delay = "100ms"`, then checks every `avg/pause_threshold - avg`):
-//!   the blob goes within a second.
+//! - berthd's defaults (containerd's, except `deletion_threshold = 1`): the blob goes within a
+//!   second.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -104,7 +104,7 @@ fn deletion_threshold_zero_waits_for_the_pending_check_and_sync_triggers() {
 #[test]
 fn defaults_collect_a_delete_within_a_second() {
     let d = daemon("");
-    // Past the 100ms startup check, so the next one is an interval away.
+    // Past the 100ms startup check: the delete itself schedules the collection.
     std::thread::sleep(Duration::from_millis(300));
     let blob = ingest_and_rm(&d, "defaults");
     let took = gone_after(&blob, Instant::now(), Duration::from_secs(5)).expect("collected");

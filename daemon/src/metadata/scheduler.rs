@@ -11,6 +11,8 @@
 //!   `interval = avg / pause_threshold - avg` (`avg` = mean collection time), so collections
 //!   take at most `pause_threshold` (0..0.5) of the time; at that check a collection runs only
 //!   if something is pending, otherwise the check is pushed another interval.
+//! - berthd's default `deletion_threshold` is 1 (containerd's 0), so deletes are collected at
+//!   once, as berthd always did; see `config::GcConfig`.
 //! - `startup_delay`: the first check. containerd's first collection runs then, whatever
 //!   happened; berthd already collects once before serving (to reclaim what a crash left
 //!   behind before any client can race with it), and counts that one, so the startup check
@@ -423,7 +425,14 @@ mod tests {
                 startup_delay: Duration::ZERO,
             }
         );
-        assert_eq!(SchedulerConfig::default(), cfg());
+        assert_eq!(
+            SchedulerConfig::default(),
+            SchedulerConfig {
+                deletion_threshold: 1,
+                ..cfg()
+            },
+            "berthd's one deviation from containerd's defaults"
+        );
     }
 
     #[test]
