@@ -277,7 +277,7 @@ fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor
     let manifests = ing.docker.take().unwrap_or_default();
     for (name, target) in &ing.symlinks {
         let desc = ing.blobs.get(target).cloned().ok_or_else(|| {
-            Error::Archive(format!(
+            Error::Format(format!(
                 "no target for symlink layer from {name:?} to {target:?}"
             ))
         })?;
@@ -297,13 +297,13 @@ fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor
             .blobs
             .get(&clean(&m.config))
             .cloned()
-            .ok_or_else(|| Error::Archive(format!("image config {:?} not found", m.config)))?;
+            .ok_or_else(|| Error::Format(format!("image config {:?} not found", m.config)))?;
         config.media_type = oci::MT_DOCKER_CONFIG.to_string();
         let mut layers = Vec::new();
         for l in &m.layers {
             let key = clean(l);
             let mut d = ing.blobs.get(&key).cloned().ok_or_else(|| {
-                Error::Archive(format!("failed to resolve layers: layer {l:?} not found"))
+                Error::Format(format!("failed to resolve layers: layer {l:?} not found"))
             })?;
             let mut head = ing.heads.get(&key).cloned().unwrap_or_default();
             // containerd's resolveLayers: an uncompressed layer whose compressed form is
@@ -371,7 +371,7 @@ fn import_index(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Descriptor
     let ing = read_archive(db, ctx, reader)?;
     if let Some(layout) = &ing.layout {
         if layout.version != "1.0.0" {
-            return Err(Error::Archive(format!(
+            return Err(Error::Format(format!(
                 "unsupported OCI version {}",
                 layout.version
             )));
@@ -380,12 +380,12 @@ fn import_index(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Descriptor
             .blobs
             .get("index.json")
             .cloned()
-            .ok_or_else(|| Error::Archive("missing index.json in OCI layout 1.0.0".into()))?;
+            .ok_or_else(|| Error::Format("missing index.json in OCI layout 1.0.0".into()))?;
         idx.media_type = oci::MT_OCI_INDEX.to_string();
         return Ok(idx);
     }
     if ing.docker.is_none() {
-        return Err(Error::Archive(
+        return Err(Error::Format(
             "unrecognized image format: neither an OCI layout (oci-layout) nor a docker archive (manifest.json)".into(),
         ));
     }

@@ -65,6 +65,9 @@ pub enum Error {
     /// Reading the archive failed.
     #[error("read archive: {0} (is it an OCI layout or docker save tar?)")]
     Archive(String),
+    /// An archive whose contents are not an image (containerd's `ImportIndex` messages).
+    #[error("{0}")]
+    Format(String),
     /// Writing the archive failed.
     #[error("write archive: {0}")]
     Export(#[source] std::io::Error),
@@ -116,9 +119,11 @@ impl HasKind for Error {
             Error::Images(e) => e.kind(),
             Error::Stream(e) => e.kind(),
             Error::Unsupported { .. } | Error::NotImplemented(_) => Kind::NotImplemented,
-            Error::Invalid(_) | Error::Archive(_) | Error::Json { .. } | Error::TooLarge { .. } => {
-                Kind::InvalidArgument
-            }
+            Error::Invalid(_)
+            | Error::Archive(_)
+            | Error::Format(_)
+            | Error::Json { .. }
+            | Error::TooLarge { .. } => Kind::InvalidArgument,
             Error::NotFound(_) | Error::NoPlatform { .. } => Kind::NotFound,
             Error::Apply { source, .. } => match source.kind() {
                 crate::diff::ErrorKind::InvalidArgument => Kind::InvalidArgument,
