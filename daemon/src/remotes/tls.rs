@@ -204,7 +204,7 @@ impl rustls::client::ResolvesClientCert for ClientCerts {
             .find(|(_, issuers)| {
                 issuers
                     .iter()
-                    .any(|i| root_hint_subjects.iter().any(|h| *h == i.as_slice()))
+                    .any(|i| root_hint_subjects.contains(&i.as_slice()))
             })
             .map(|(k, _)| k.clone())
     }
@@ -215,7 +215,9 @@ impl rustls::client::ResolvesClientCert for ClientCerts {
 }
 
 /// One DER TLV: (tag, contents, the whole TLV, what follows).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
