@@ -63,7 +63,7 @@ fn local_blobs(d: &TestDaemon) -> usize {
         d.root()
             .join("io.containerd.content.v1.content/blobs/sha256"),
     )
-    .map(|r| r.count())
+    .map(Iterator::count)
     .unwrap_or(0)
 }
 
