@@ -69,44 +69,11 @@ fn dir_of(name: &str) -> &str {
     name.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
-/// docker/distribution `ParseDockerRef`: `busybox` → `docker.io/library/busybox:latest`.
+/// docker/distribution `ParseDockerRef` (shared with the registry client):
+/// `busybox` → `docker.io/library/busybox:latest`.
 pub fn normalize_reference(reference: &str) -> Result<String, Error> {
-    let bad = || {
-        Error::Invalid(format!(
-            "normalize image ref {reference:?}: invalid reference format"
-        ))
-    };
-    if reference.is_empty()
-        || reference.contains(char::is_whitespace)
-        || reference.chars().any(|c| c.is_ascii_uppercase())
-    {
-        return Err(bad());
-    }
-    let (name_part, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    let last_slash = name_part.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_part[last_slash..].rfind(':') {
-        Some(i) => (
-            &name_part[..last_slash + i],
-            Some(&name_part[last_slash + i + 1..]),
-        ),
-        None => (name_part, None),
-    };
-    if name.is_empty() || tag == Some("") {
-        return Err(bad());
-    }
-    let full = match name.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => name.to_string(),
-        Some(_) => format!("docker.io/{name}"),
-        None => format!("docker.io/library/{name}"),
-    };
-    Ok(match (tag, digest) {
-        (_, Some(d)) => format!("{full}@{d}"),
-        (Some(t), None) => format!("{full}:{t}"),
-        (None, None) => format!("{full}:latest"),
-    })
+    crate::remotes::reference::normalize(reference)
+        .map_err(|e| Error::Invalid(format!("normalize image ref {reference:?}: {e}")))
 }
 
 /// `ociReferenceName`: the object part of a normalised name (its tag, or `@digest`).
