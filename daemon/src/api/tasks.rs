@@ -133,8 +133,15 @@ impl Service {
                     media_type: desc.media_type,
                 });
             }
+            let started = std::time::Instant::now();
             let dir = scratch.create("ctrd-checkpoint")?;
             ckpt::unpack_checkpoint(&db, &c, &desc, dir.path())?;
+            log::debug!(
+                "checkpoint {} ({} bytes) unpacked for a restore in {:?}",
+                desc.digest,
+                desc.size,
+                started.elapsed()
+            );
             Ok(dir)
         })
         .await
@@ -463,19 +470,26 @@ impl Tasks for Service {
         }
         let scratch = self.scratch.clone();
         let dir = blocking(move || scratch.create("ctrd-checkpoint")).await?;
+        let started = std::time::Instant::now();
         t.client()
             .checkpoint(&dir.path().display().to_string(), r.options.as_ref())
             .await
             .map_err(|e| status(&e))?;
+        let dumped = started.elapsed();
         let spec = container.spec.clone().map(value_to_any).unwrap_or_default();
         let db = self.core.db.clone();
-        let scratch = self.scratch.clone();
         let descriptors = blocking(move || {
-            let d = ckpt::store_checkpoint(&db, &c, &scratch, dir.path(), &spec);
+            let d = ckpt::store_checkpoint(&db, &c, dir.path(), &spec);
             drop(dir);
             d
         })
         .await?;
+        log::debug!(
+            "checkpoint of task {}: runtime {dumped:?}, content store {:?} ({} bytes)",
+            t.id,
+            started.elapsed().saturating_sub(dumped),
+            descriptors.first().map_or(0, |d| d.size)
+        );
         Ok(Response::new(CheckpointTaskResponse {
             descriptors: descriptors
                 .into_iter()

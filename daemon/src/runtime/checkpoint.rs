@@ -79,14 +79,6 @@ pub enum Error {
         /// The applier's error.
         source: Box<crate::diff::Error>,
     },
-    /// Writing the checkpoint tar failed.
-    #[error("archiving checkpoint directory {dir}: {source}")]
-    Archive {
-        /// The CRIU image directory.
-        dir: PathBuf,
-        /// Why.
-        source: Box<crate::diff::Error>,
-    },
     /// The metadata/content layer refused.
     #[error("{what}: {source}")]
     Content {
@@ -124,7 +116,7 @@ impl HasKind for Error {
                 crate::diff::ErrorKind::Internal => Kind::Unknown,
             },
             Error::Content { source, .. } => source.kind(),
-            Error::Archive { .. } | Error::Io { .. } => Kind::Unknown,
+            Error::Io { .. } => Kind::Unknown,
         }
     }
 }
@@ -291,35 +283,38 @@ where
     })
 }
 
+/// containerd `archive.Diff("", dir)`: every entry of `dir` as an uncompressed tar, names
+/// relative to `dir`, symlinks kept as links, owners/modes/times complete. Written straight
+/// to the ingest (which digests it once) through a 1 MiB buffer.
+fn archive_dir(dir: &Path, out: impl Write) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    b.append_dir_all("", dir)?;
+    b.into_inner()?.flush()
+}
+
 /// Writes the CRIU image directory `dir` as a tar, then `spec` (the container's spec `Any`,
 /// proto-encoded), into the namespace's content store. Blocking.
 pub fn store_checkpoint(
     db: &Arc<Db>,
     ctx: &Ctx,
-    scratch: &Scratch,
     dir: &Path,
     spec: &prost_types::Any,
 ) -> Result<Vec<Descriptor>> {
-    let empty = scratch.create("empty")?;
     let tar = write_content(
         db,
         ctx,
         MEDIA_TYPE_CHECKPOINT,
         &dir.display().to_string(),
         |w| {
-            let opts = crate::diff::DiffOptions {
-                compression: crate::diff::Compression::Uncompressed,
-                media_type: Some(MEDIA_TYPE_CHECKPOINT.to_string()),
-            };
-            crate::diff::write_diff(empty.path(), dir, IngestWrite(w), &opts)
-                .map(drop)
-                .map_err(|source| Error::Archive {
-                    dir: dir.to_path_buf(),
-                    source: Box::new(source),
-                })
+            archive_dir(dir, IngestWrite(w)).map_err(|source| Error::Io {
+                op: "archive checkpoint directory",
+                path: dir.to_path_buf(),
+                source,
+            })
         },
     )?;
-    drop(empty);
     let data = spec.encode_to_vec();
     let spec = write_content(
         db,
@@ -583,7 +578,7 @@ mod tests {
             type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
             value: b"{\"ociVersion\":\"1.0.2\"}".to_vec(),
         };
-        let descs = store_checkpoint(&db, &ctx, &scratch, img.path(), &spec).unwrap();
+        let descs = store_checkpoint(&db, &ctx, img.path(), &spec).unwrap();
         assert_eq!(descs.len(), 2);
         assert_eq!(descs[0].media_type, MEDIA_TYPE_CHECKPOINT);
         assert_eq!(descs[1].media_type, MEDIA_TYPE_CHECKPOINT_CONFIG);
@@ -595,7 +590,7 @@ mod tests {
             spec
         );
         // A second checkpoint with the same spec still returns both descriptors.
-        let again = store_checkpoint(&db, &ctx, &scratch, img.path(), &spec).unwrap();
+        let again = store_checkpoint(&db, &ctx, img.path(), &spec).unwrap();
         assert_eq!(again[1], descs[1]);
 
         let out = scratch.create("ctrd-checkpoint").unwrap();
