@@ -386,6 +386,152 @@ fn ctr2_pull_from_tls_registry_with_auth_uses_hosts_dir_and_credentials_stream()
     assert_eq!(inspect["Digest"].as_str(), Some(img.manifest_digest()));
 }
 
+/// Writes `data` as a blob of the OCI layout at `dir`; returns its descriptor JSON.
+fn put_blob(dir: &Path, media_type: &str, data: &[u8]) -> serde_json::Value {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(dir.join("blobs/sha256").join(&hex), data).expect("write blob");
+    serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": data.len()})
+}
+
+/// The busybox layout plus a foreign (linux/s390x) manifest with its own config and layer,
+/// under one index: returns (layout dir, index, foreign manifest, foreign layer) digests.
+fn multi_platform_layout(img: &TestImage, dir: &Path) -> (String, String, String) {
+    use std::io::Write as _;
+    img.write_oci_layout(dir).expect("layout");
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(6);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append_data(&mut h, "s390x", &b"s390x\n"[..])
+        .expect("tar");
+    let layer_tar = t.into_inner().expect("tar");
+    let diff_id = integration::image::sha256_digest(&layer_tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&layer_tar).expect("gzip");
+    let layer = put_blob(
+        dir,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &gz.finish().expect("gzip"),
+    );
+    let config = put_blob(
+        dir,
+        "application/vnd.oci.image.config.v1+json",
+        serde_json::json!({"architecture": "s390x", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {}})
+        .to_string()
+        .as_bytes(),
+    );
+    let foreign = put_blob(
+        dir,
+        "application/vnd.oci.image.manifest.v1+json",
+        serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config, "layers": [layer]})
+        .to_string()
+        .as_bytes(),
+    );
+    let host_manifest = std::fs::read(
+        dir.join("blobs/sha256")
+            .join(img.manifest_digest().trim_start_matches("sha256:")),
+    )
+    .expect("host manifest");
+    let mut host = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": img.manifest_digest(), "size": host_manifest.len()});
+    host["platform"] =
+        serde_json::json!({"architecture": integration::image::oci_arch(), "os": "linux"});
+    let mut f = foreign.clone();
+    f["platform"] = serde_json::json!({"architecture": "s390x", "os": "linux"});
+    let index = put_blob(
+        dir,
+        "application/vnd.oci.image.index.v1+json",
+        serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [host, f]})
+        .to_string()
+        .as_bytes(),
+    );
+    let mut top = index.clone();
+    top["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "test"});
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [top]}).to_string(),
+    )
+    .expect("index.json");
+    let s = |v: &serde_json::Value| v["digest"].as_str().expect("digest").to_string();
+    (s(&index), s(&foreign), s(&layer))
+}
+
+#[test]
+fn ctr2_multi_platform_pull_keeps_foreign_metadata_only_and_export_filters_platforms() {
+    let Some(env) = Env::start("ctr2_multi_platform_pull") else {
+        return;
+    };
+    let img = TestImage::busybox().expect("test image");
+    let layout = env.tmp.path().join("multi");
+    let (index, foreign, foreign_layer) = multi_platform_layout(&img, &layout);
+    let reg = Registry::http().expect("start docker-registry");
+    let reference = reg.reference("library/multi:1");
+    let o = Command::new(bins::require_bin("skopeo", "skopeo"))
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:test", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Default pull: the host's manifest with layers (unpacked), the foreign manifest and
+    // config as metadata (containerd's default without --skip-metadata), not its layer.
+    env.ctr2_ok("", &["images", "pull", "--plain-http", &reference]);
+    assert!(env.images("").contains(&(reference.clone(), index.clone())));
+    let content = env.ctr2_ok("", &["content", "ls", "-q"]);
+    assert!(content.contains(&foreign), "{content}");
+    assert!(!content.contains(&foreign_layer), "{content}");
+    assert!(content.contains(&img.layer_digests()[0]), "{content}");
+    assert!(env.has_snapshot("", &img.diff_ids()[0]));
+    // --skip-metadata: nothing of the foreign platform.
+    env.ctr2_ok(
+        "skip",
+        &[
+            "images",
+            "pull",
+            "--plain-http",
+            "--skip-metadata",
+            &reference,
+        ],
+    );
+    let content = env.ctr2_ok("skip", &["content", "ls", "-q"]);
+    assert!(!content.contains(&foreign), "{content}");
+
+    // Export for the host platform: the index, the host's manifest and blobs only.
+    let out = env.tmp.path().join("multi-out.tar");
+    env.ctr2_ok("", &["images", "export", p(&out), &reference]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&out).expect("export"))
+        .entries()
+        .expect("tar")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    let has =
+        |d: &str| names.contains(&format!("blobs/sha256/{}", d.trim_start_matches("sha256:")));
+    assert!(
+        has(&index) && has(img.manifest_digest()) && has(&img.layer_digests()[0]),
+        "{names:?}"
+    );
+    assert!(!has(&foreign), "{names:?}");
+    // And the export imports elsewhere under the same target.
+    env.ctr2_ok("re", &["images", "import", p(&out)]);
+    assert!(env
+        .images("re")
+        .contains(&(reference.clone(), index.clone())));
+}
+
 fn transfer_req(
     ns: &str,
     src: prost_types::Any,
