@@ -19,7 +19,11 @@
 //!   never deleted by berthd (containerd's GC deletes everything it does not reference).
 //!
 //! The metadata layer is synchronous and runs on blocking threads, so each call enters the
-//! daemon's runtime with `Handle::block_on`, as the snapshot proxy does.
+//! daemon's runtime with `Handle::block_on`, as the snapshot proxy does: `Db` content methods
+//! must be called from `spawn_blocking` (every caller does), never on an async worker.
+//!
+//! A proxy that is a containerd keeps unleased ingests for 24 hours (its metadata's
+//! `expireAt`): an interrupted ingest resumes within that window, as with containerd.
 
 use super::{BlobInfo, Digest, Error, IngestStatus};
 use crate::errdefs::Kind;
