@@ -19,7 +19,7 @@
 //! deletes the instance directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::bins::{self, require_bin, ShimDir};
@@ -206,7 +206,8 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    // address, root, state, logs, kill9, stop_daemon, leftovers, stop…: the shared core.
+    // address, root, state, logs, ctr/ctr_ok, berth*, kill9, stop_daemon, leftovers, stop…
+    // come from the shared core.
     crate::instance::delegate_to_instance!();
 
     /// Builder for Debian's containerd 1.6.20.
@@ -301,26 +302,6 @@ impl Containerd {
     #[must_use]
     pub fn ctr_command(&self) -> Command {
         self.core.client_command(&self.ctr)
-    }
-
-    /// Runs `ctr <args>` against this daemon and returns its output (any exit status).
-    ///
-    /// # Panics
-    /// When `ctr` cannot be executed at all.
-    #[must_use]
-    pub fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", self.ctr.display()))
-    }
-
-    /// Runs `ctr <args>`, requires success and returns stdout.
-    ///
-    /// # Panics
-    /// When `ctr` fails: the message has its stderr and the daemon's log tail.
-    pub fn ctr_ok(&self, args: &[&str]) -> String {
-        self.core.check_ok("ctr", args, &self.ctr(args))
     }
 
     /// Imports an image archive (`ctr images import <tar>`), returning ctr's output.

@@ -15,7 +15,7 @@
 use std::ffi::OsString;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::bins::{self, require_bin, ShimDir};
@@ -211,7 +211,8 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    // address, root, state, logs, kill9, stop_daemon, leftovers, stop…: the shared core.
+    // address, root, state, logs, ctr/ctr_ok, berth*, kill9, stop_daemon, leftovers, stop…
+    // come from the shared core.
     crate::instance::delegate_to_instance!();
 
     /// Builder with defaults (built berthd, our shim, generated config).
@@ -243,55 +244,6 @@ impl TestDaemon {
     #[must_use]
     pub fn ctr_command(&self) -> Command {
         self.core.client_command(&require_bin("ctr", "containerd"))
-    }
-
-    /// Runs Debian's `ctr <args>` against berthd (any exit status).
-    ///
-    /// # Panics
-    /// When `ctr` cannot be executed.
-    #[must_use]
-    pub fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running ctr {args:?}: {e}"))
-    }
-
-    /// Runs `ctr <args>`, requiring success; returns stdout.
-    ///
-    /// # Panics
-    /// On failure, with stderr and berthd's log tail.
-    pub fn ctr_ok(&self, args: &[&str]) -> String {
-        self.core.check_ok("ctr", args, &self.ctr(args))
-    }
-
-    /// Our CLI (`berth`) bound to this daemon; add args and run.
-    ///
-    /// # Panics
-    /// When `berth` is not built (with the cargo command).
-    #[must_use]
-    pub fn berth_command(&self) -> Command {
-        self.core.client_command(&bins::berth_bin("berth", "cli"))
-    }
-
-    /// Runs `berth <args>` (any exit status).
-    ///
-    /// # Panics
-    /// When `berth` cannot be executed.
-    #[must_use]
-    pub fn berth(&self, args: &[&str]) -> Output {
-        self.berth_command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running berth {args:?}: {e}"))
-    }
-
-    /// Runs `berth <args>`, requiring success; returns stdout.
-    ///
-    /// # Panics
-    /// On failure, with stderr and berthd's log tail.
-    pub fn berth_ok(&self, args: &[&str]) -> String {
-        self.core.check_ok("berth", args, &self.berth(args))
     }
 
     /// Starts berthd again on the same root/state/config (a running one is killed first).

@@ -39,9 +39,10 @@ pub const RUNC_ROOT: &str = "/run/containerd/runc";
 /// PATH after the shim directory: the usual system directories.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The accessors and lifecycle methods `TestDaemon` and `Containerd` share, each delegating to
-/// the handle's `core: Instance` field; invoked inside their `impl` blocks so both keep these
-/// as inherent methods (source-compatible with the time each had its own copy).
+/// The accessors, clients and lifecycle methods `TestDaemon` and `Containerd` share, each
+/// delegating to the handle's `core: Instance` field (`ctr`/`ctr_ok` run the handle's own
+/// `ctr_command`); invoked inside their `impl` blocks so both keep these as inherent methods
+/// (source-compatible with the time each had its own copy).
 macro_rules! delegate_to_instance {
     () => {
         /// The gRPC socket path (what `ctr --address` and berth's CLI take).
@@ -114,6 +115,64 @@ macro_rules! delegate_to_instance {
         #[must_use]
         pub fn log_tail(&self, lines: usize) -> String {
             self.core.log_tail(lines)
+        }
+
+        /// Runs `ctr <args>` (the handle's `ctr_command`) and returns its output (any exit
+        /// status).
+        ///
+        /// # Panics
+        /// When `ctr` cannot be executed at all.
+        #[must_use]
+        pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+            let mut ctr = self.ctr_command();
+            ctr.args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("running {:?} {args:?}: {e}", ctr.get_program()))
+        }
+
+        /// Runs `ctr <args>`, requiring success; returns stdout.
+        ///
+        /// # Panics
+        /// On failure, with stdout, stderr and the daemon's log tail.
+        pub fn ctr_ok(&self, args: &[&str]) -> String {
+            self.core.check_ok("ctr", args, &self.ctr(args))
+        }
+
+        /// `<client> --address <socket> --namespace <ns>` (stdin from /dev/null): any ctr-like
+        /// binary bound to this daemon, e.g. another generation's `ctr`; add args and run.
+        #[must_use]
+        pub fn client_command(&self, client: &std::path::Path) -> std::process::Command {
+            self.core.client_command(client)
+        }
+
+        /// Our CLI (`berth`) bound to this daemon; add args and run.
+        ///
+        /// # Panics
+        /// When `berth` is not built (with the cargo command).
+        #[must_use]
+        pub fn berth_command(&self) -> std::process::Command {
+            self.core
+                .client_command(&$crate::bins::berth_bin("berth", "cli"))
+        }
+
+        /// Runs `berth <args>` (any exit status).
+        ///
+        /// # Panics
+        /// When `berth` cannot be executed.
+        #[must_use]
+        pub fn berth(&self, args: &[&str]) -> std::process::Output {
+            self.berth_command()
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("running berth {args:?}: {e}"))
+        }
+
+        /// Runs `berth <args>`, requiring success; returns stdout.
+        ///
+        /// # Panics
+        /// On failure, with stderr and the daemon's log tail.
+        pub fn berth_ok(&self, args: &[&str]) -> String {
+            self.core.check_ok("berth", args, &self.berth(args))
         }
 
         /// SIGKILLs the daemon (shims and containers keep running) and waits for it to die.

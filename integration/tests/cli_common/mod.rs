@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use integration::bins;
 use integration::containerd::{Containerd, Generation};
@@ -87,13 +87,10 @@ impl Daemon {
 
     /// `berth --address <socket> --namespace <ns>`, stdin from /dev/null.
     pub fn berth_command(&self) -> Command {
-        let mut c = Command::new(bins::berth_bin("berth", "cli"));
-        c.arg("--address")
-            .arg(self.address())
-            .arg("--namespace")
-            .arg(self.namespace())
-            .stdin(Stdio::null());
-        c
+        match self {
+            Daemon::Containerd(c) => c.berth_command(),
+            Daemon::Berthd(d) => d.berth_command(),
+        }
     }
 
     /// Runs `berth <args>` (any exit status).

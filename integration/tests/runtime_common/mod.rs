@@ -72,18 +72,13 @@ impl Env {
     }
 
     pub fn ctr(&self, args: &[&str]) -> Output {
-        match &self.ctr_bin {
-            None => self.d.ctr(args),
-            Some(bin) => std::process::Command::new(bin)
-                .arg("--address")
-                .arg(self.d.address())
-                .arg("--namespace")
-                .arg(self.d.namespace())
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display())),
-        }
+        let mut ctr = match &self.ctr_bin {
+            None => self.d.ctr_command(),
+            Some(bin) => self.d.client_command(bin),
+        };
+        ctr.args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {:?} {args:?}: {e}", ctr.get_program()))
     }
 
     pub fn ctr_ok(&self, args: &[&str]) -> String {

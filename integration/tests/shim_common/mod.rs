@@ -210,12 +210,7 @@ pub fn detached_lifecycle(env: &Env) {
         "ctr t metrics:\n{metrics}"
     );
 
-    env.ctr_ok(&["t", "kill", "-s", "9", "t2"]);
-    env.wait_status("t2", "STOPPED", Duration::from_secs(10));
-    let rm = env.ctr(&["t", "rm", "t2"]);
-    assert_rm_status(&rm, 137);
-    env.ctr_ok(&["c", "rm", "t2"]);
-    assert_task_gone(env, "t2");
+    kill9_and_remove(env, "t2");
     assert_shim_gone(t2_shim, &t2_sock);
 
     // kill -a takes down the init and an exec'd process.
@@ -280,6 +275,17 @@ pub fn detached_lifecycle(env: &Env) {
     };
     assert_eq!(id_count("t2"), 1, "exits of the t2 init:\n{t2_exits:#?}");
     assert_eq!(id_count("e1"), 1, "exits of e1:\n{t2_exits:#?}");
+}
+
+/// `ctr t kill -s 9`, the task goes STOPPED, `ctr t rm` reports 137, `ctr c rm`, and nothing
+/// of the task is left.
+pub fn kill9_and_remove(env: &Env, id: &str) {
+    env.ctr_ok(&["t", "kill", "-s", "9", id]);
+    env.wait_status(id, "STOPPED", Duration::from_secs(10));
+    let rm = env.ctr(&["t", "rm", id]);
+    assert_rm_status(&rm, 137);
+    env.ctr_ok(&["c", "rm", id]);
+    assert_task_gone(env, id);
 }
 
 /// `ctr t rm` of a stopped task reports its exit code (1.6 and 2.x ctr warn
@@ -409,12 +415,7 @@ pub fn live_restore(env: &mut Env) {
     }
     env.ctr_ok(&["c", "rm", "r2"]);
 
-    env.ctr_ok(&["t", "kill", "-s", "9", "r1"]);
-    env.wait_status("r1", "STOPPED", Duration::from_secs(10));
-    let rm = env.ctr(&["t", "rm", "r1"]);
-    assert_rm_status(&rm, 137);
-    env.ctr_ok(&["c", "rm", "r1"]);
-    assert_task_gone(env, "r1");
+    kill9_and_remove(env, "r1");
     assert_task_gone(env, "r2");
 }
 
