@@ -153,6 +153,16 @@ fn ctr2_import_of_oci_and_docker_archives_matches_local_import_and_unpacks() {
         let check = env.ctr2_ok(&ts, &["images", "check"]);
         assert!(check.contains("complete"), "{check}");
     }
+    // A compressed archive (`docker save | gzip`) is sniffed and decompressed, as containerd.
+    let gz = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&std::fs::read(&oci).expect("read archive"))
+            .expect("gzip");
+        env.write("oci.tar.gz", &e.finish().expect("gzip"))
+    };
+    env.ctr2_ok("gz", &["images", "import", p(&gz)]);
+    assert_eq!(env.images("gz"), env.images("ts0"));
     // --no-unpack leaves the snapshotter alone; --base-name/--digests name as containerd's
     // ImageStore does (ctr passes `!--skip-digest-for-named` as SkipNamedDigest, so the
     // digest name of a named manifest needs that flag).
