@@ -31,7 +31,11 @@ const QUIET: Duration = Duration::from_secs(4);
 const CONFIG: &str = "[plugins.\"io.containerd.internal.v1.restart\"]\n  interval = \"1s\"\n";
 
 fn start(test: &str) -> Env {
-    Env::start(Shim::Ours, test, CONFIG).expect("our shim is always available")
+    start_with(Shim::Ours, test).expect("our shim is always available")
+}
+
+fn start_with(shim: Shim, test: &str) -> Option<Env> {
+    Env::start(shim, test, CONFIG)
 }
 
 /// The container's labels (`ctr c info`).
@@ -96,8 +100,9 @@ fn assert_no_monitor_errors(env: &Env) {
         .collect();
     assert!(
         errors.is_empty(),
-        "restart monitor errors:\n{}",
-        errors.join("\n")
+        "restart monitor errors:\n{}\nmonitor log:\n{}",
+        errors.join("\n"),
+        monitor_log(env)
     );
 }
 
@@ -118,7 +123,32 @@ fn pid_of(env: &Env, id: &str) -> Option<u32> {
 
 #[test]
 fn running_status_restarts_an_exiting_task_with_new_pids_count_and_log_uri() {
-    let env = start("running_status_restarts_an_exiting_task_with_new_pids_count_and_log_uri");
+    restarts_with_new_pids_count_and_log_uri(
+        Shim::Ours,
+        "running_status_restarts_an_exiting_task_with_new_pids_count_and_log_uri",
+    );
+}
+
+#[test]
+fn running_status_restarts_with_debian_go_shim_task_api_v2() {
+    restarts_with_new_pids_count_and_log_uri(
+        Shim::DebianGo,
+        "running_status_restarts_with_debian_go_shim_task_api_v2",
+    );
+}
+
+#[test]
+fn running_status_restarts_with_containerd_2_3_go_shim_task_api_v3() {
+    restarts_with_new_pids_count_and_log_uri(
+        Shim::Go23,
+        "running_status_restarts_with_containerd_2_3_go_shim_task_api_v3",
+    );
+}
+
+fn restarts_with_new_pids_count_and_log_uri(shim: Shim, test: &str) {
+    let Some(env) = start_with(shim, test) else {
+        return;
+    };
     let plugins = env.ctr_ok(&["plugins", "ls"]);
     assert!(
         plugins.lines().any(|l| {

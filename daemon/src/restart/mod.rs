@@ -18,7 +18,8 @@
 //! from the container's snapshot (what the client's `NewTask` sends), tasks through
 //! [`crate::runtime::TaskManager`]. Failures are logged with the container's namespace and
 //! id and never stop the loop; a change still running when the next round starts (a hung
-//! shim) is not started twice.
+//! shim) is not started twice. A container created less than 2 s ago without a task is left
+//! to its creator for one more round (containerd races with `ctr run` / nerdctl there).
 
 pub mod policy;
 
@@ -49,6 +50,18 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 /// How long a round waits for its changes; slower ones go on in the background and their
 /// containers are skipped until they finish.
 const ROUND_WAIT: Duration = Duration::from_secs(60);
+
+/// A container younger than this without a task is left for the next round (containerd has
+/// no such grace and races with the client that creates the container and then its task).
+const NEW_CONTAINER_GRACE: Duration = Duration::from_secs(2);
+
+/// Was the container created less than [`NEW_CONTAINER_GRACE`] ago?
+fn is_new(c: &Container) -> bool {
+    c.created
+        .to_system()
+        .elapsed()
+        .is_ok_and(|age| age < NEW_CONTAINER_GRACE)
+}
 
 /// What can go wrong while reconciling one container (logged, never fatal).
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +280,15 @@ impl Monitor {
                 continue;
             }
             let observed = self.observe(&ns, &container.id).await;
+            if observed.is_none() && is_new(&container) {
+                // Its creator (`ctr run`, nerdctl) is most likely creating the task right now:
+                // starting one too would fail either its create or ours.
+                log::debug!(
+                    "restart monitor: container {ns}/{} is new and has no task yet; next round",
+                    container.id
+                );
+                continue;
+            }
             let plan = match policy::plan(&container.labels, observed) {
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
