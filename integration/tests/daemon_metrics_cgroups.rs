@@ -535,3 +535,92 @@ fn runtime_v1_task_metrics_match_containerd() {
     );
     assert!(shape(&ours_after, "mv1").is_empty(), "{ours_after}");
 }
+
+/// After `kill -9` and a restart, re-adopted tasks are monitored again — without the
+/// `runtime` label (containerd's `Monitor(t, nil)` on restore) — and a runtime v1 task gets
+/// its OOM counter back; same shapes as containerd 1.6 after its own restart.
+#[test]
+fn restored_tasks_are_monitored_as_containerd_does() {
+    let port = free_port();
+    let runc_root = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "{}{}",
+        metrics_config(port),
+        linux_v1_config(runc_root.path())
+    );
+    let Some(mut env) = Env::start(
+        Shim::Ours,
+        "restored_tasks_are_monitored_as_containerd_does",
+        &extra,
+    ) else {
+        return;
+    };
+    let cport = free_port();
+    let mut c = Containerd::v1()
+        .extra_config(&metrics_config(cport))
+        .start()
+        .expect("containerd 1.6 starts");
+    let archive = env.work.path().join("busybox.oci.tar");
+    TestImage::busybox()
+        .expect("busybox image")
+        .write_oci_archive(&archive)
+        .expect("write archive");
+    c.import(&archive);
+    let img = env.image.clone();
+    for ctr_ok in [
+        &(|a: &[&str]| env.ctr_ok(a)) as &dyn Fn(&[&str]) -> String,
+        &|a: &[&str]| c.ctr_ok(a),
+    ] {
+        ctr_ok(&["run", "-d", &img, "r2", "sleep", "1000"]);
+        ctr_ok(&["run", "-d", "--runtime", V1, &img, "r1", "sleep", "1000"]);
+    }
+    env.d.restart().expect("berthd restarts");
+    c.restart().expect("containerd restarts");
+    let both = |port: u16| {
+        wait_for(
+            "restored tasks in the scrape",
+            Duration::from_secs(15),
+            || {
+                let t = scrape_ok(port);
+                (value(&t, "container_memory_usage_usage_bytes", "r1").is_some()
+                    && value(&t, "container_memory_usage_usage_bytes", "r2").is_some()
+                    && value(&t, "container_memory_oom_total", "r1").is_some())
+                .then_some(t)
+            },
+        )
+    };
+    let (ours, theirs) = (both(port), both(cport));
+    for id in ["r1", "r2"] {
+        let (o, t) = (shape(&ours, id), shape(&theirs, id));
+        assert_eq!(o, t, "{id} after restart (berthd left)");
+        assert!(
+            o.values()
+                .flatten()
+                .all(|keys| !keys.contains(&"runtime".to_string())),
+            "no runtime label after restore: {o:?}"
+        );
+    }
+    for ctr_ok in [
+        &(|a: &[&str]| env.ctr_ok(a)) as &dyn Fn(&[&str]) -> String,
+        &|a: &[&str]| c.ctr_ok(a),
+    ] {
+        for id in ["r1", "r2"] {
+            ctr_ok(&["t", "kill", "-s", "KILL", id]);
+        }
+        for id in ["r1", "r2"] {
+            wait_for(&format!("{id} stopped"), Duration::from_secs(15), || {
+                ctr_ok(&["t", "ls"])
+                    .lines()
+                    .any(|l| l.starts_with(id) && l.contains("STOPPED"))
+                    .then_some(())
+            });
+            ctr_ok(&["t", "rm", id]);
+            ctr_ok(&["c", "rm", id]);
+        }
+    }
+    let after = scrape_ok(port);
+    assert!(
+        shape(&after, "r1").is_empty() && shape(&after, "r2").is_empty(),
+        "{after}"
+    );
+}

@@ -8,7 +8,9 @@
 //! create or `load`, leaves it at delete or when its shim dies), so each scrape walks the
 //! list instead of keeping a second one. A task created by `Tasks.Create` carries the
 //! constant label `runtime=<runtime name>` (containerd passes it to `Monitor` there); a
-//! restored one does not, as in containerd (its `ShimTask.runtime` is empty).
+//! task re-adopted at start-up does not, as in containerd (`Monitor(t, nil)`): the monitor
+//! notes the tasks listed when it starts and drops a key from that set when its task is
+//! created again.
 //!
 //! Each scrape asks every task's shim for `Stats` concurrently, each bounded by
 //! [`STATS_TIMEOUT`]: a hung or stopped shim costs the scrape that long and its task is left
@@ -239,6 +241,8 @@ pub fn base_labels(ns: &str, id: &str, runtime: &str) -> Vec<(String, String)> {
 pub struct CgroupsMonitor {
     tasks: TaskManager,
     db: Arc<Db>,
+    /// (namespace, id) of tasks re-adopted at start-up and not created since.
+    restored: Arc<Restored>,
     prometheus: bool,
     timeout: Duration,
     oom: Arc<oom::OomWatch>,
@@ -252,6 +256,23 @@ impl std::fmt::Debug for CgroupsMonitor {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// Keys of re-adopted tasks.
+type Restored = std::sync::Mutex<std::collections::HashSet<(String, String)>>;
+
+fn was_restored(restored: &Restored, ns: &str, id: &str) -> bool {
+    restored
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(&(ns.to_string(), id.to_string()))
+}
+
+fn forget_restored(restored: &Restored, ns: &str, id: &str) {
+    restored
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&(ns.to_string(), id.to_string()));
 }
 
 #[derive(Debug)]
@@ -287,7 +308,14 @@ impl CgroupsMonitor {
         let mut out = Vec::new();
         for (t, m) in tasks.iter().zip(stats) {
             match m {
-                Ok(m) => out.extend(m.families(&base_labels(&t.namespace, &t.id, &t.runtime))),
+                Ok(m) => {
+                    let runtime = if was_restored(&self.restored, &t.namespace, &t.id) {
+                        ""
+                    } else {
+                        t.runtime.as_str()
+                    };
+                    out.extend(m.families(&base_labels(&t.namespace, &t.id, runtime)));
+                }
                 Err(e @ Error::Timeout { .. }) => log::warn!("{e}"),
                 Err(e) => log::error!("{e}"),
             }
@@ -365,7 +393,13 @@ fn is_v1_bundle(bundle: &str) -> bool {
 /// Follows task creates and deletes: runtime v1 tasks get an OOM watch at create and lose
 /// it at delete. Tasks re-adopted at start-up (already in the manager's list) are watched
 /// first.
-async fn follow_tasks(tasks: TaskManager, db: Arc<Db>, events: Exchange, oom: Arc<oom::OomWatch>) {
+async fn follow_tasks(
+    tasks: TaskManager,
+    db: Arc<Db>,
+    events: Exchange,
+    oom: Arc<oom::OomWatch>,
+    restored: Arc<Restored>,
+) {
     let filter = match Filter::parse_all([r#"topic=="/tasks/create""#, r#"topic=="/tasks/delete""#])
     {
         Ok(f) => f,
@@ -396,6 +430,7 @@ async fn follow_tasks(tasks: TaskManager, db: Arc<Db>, events: Exchange, oom: Ar
                 let Ok(ev) = protos::events::TaskCreate::decode(env.event.value.as_slice()) else {
                     continue;
                 };
+                forget_restored(&restored, &env.namespace, &ev.container_id);
                 if is_v1_bundle(&ev.bundle) && ev.pid > 0 {
                     if let Err(e) = oom.add(&env.namespace, &ev.container_id, ev.pid) {
                         log::warn!("{e}");
@@ -444,16 +479,26 @@ pub fn register(
             return (Some(row.failed(e.to_string())), None);
         }
     };
+    // Start-up has re-adopted the previous run's tasks by now, and nothing is served yet:
+    // whatever is listed was restored.
+    let restored: Arc<Restored> = Arc::new(std::sync::Mutex::new(
+        all_tasks(&tasks, &db)
+            .iter()
+            .map(|t| (t.namespace.clone(), t.id.clone()))
+            .collect(),
+    ));
     let (oom, oom_task) = oom::OomWatch::new(events.clone());
     let follow = tokio::spawn(follow_tasks(
         tasks.clone(),
         Arc::clone(&db),
         events,
         Arc::clone(&oom),
+        Arc::clone(&restored),
     ));
     let monitor = CgroupsMonitor {
         tasks,
         db,
+        restored,
         prometheus: !config.no_prometheus,
         timeout: STATS_TIMEOUT,
         oom,
