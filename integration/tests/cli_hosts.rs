@@ -674,16 +674,38 @@ fn user_without_password_prompts_on_a_terminal() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn script");
+    // Type the password once the prompt shows (echo is off by then).
+    let mut stdout = child.stdout.take().expect("stdout");
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = shown.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&shown.lock().expect("lock")).contains("Password: ") {
+        assert!(
+            Instant::now() < deadline,
+            "no password prompt within 60 s: {:?}",
+            String::from_utf8_lossy(&shown.lock().expect("lock"))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     {
         use std::io::Write as _;
         let mut stdin = child.stdin.take().expect("stdin");
-        // Give berth time to switch echo off before the password arrives.
-        std::thread::sleep(Duration::from_millis(1500));
         writeln!(stdin, "{password}").expect("type password");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     }
     let o = child.wait_with_output().expect("script");
-    let out = cli_common::stdout(&o);
+    reader.join().expect("reader");
+    let out = String::from_utf8_lossy(&shown.lock().expect("lock")).into_owned();
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.starts_with("Password: "), "{out}");
     assert!(!out.contains(password), "password echoed:\n{out}");

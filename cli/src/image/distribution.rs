@@ -11,6 +11,11 @@
 //!
 //! Push: children before parents; a blob the registry lacks (`HEAD` 404) is uploaded
 //! streamed from the content store; manifests are put by digest, the root by tag.
+//!
+//! Credentials are ctr's: `--user user[:password]` (prompted for on the terminal when the
+//! password is missing), the same for every host. ctr (1.6 and 2.x alike) reads no
+//! Docker `config.json` and no credential helpers, so neither does berth. ctr's
+//! `--refresh`, `--http-dump` and `--http-trace` are not implemented.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -136,8 +141,7 @@ fn prompt_password(user: &str) -> Result<String, Error> {
     if !stdin.is_terminal() {
         return Err(Error::NoTerminal(user.to_string()));
     }
-    print!("Password: ");
-    let _ = std::io::stdout().flush();
+    // Echo goes off before the prompt shows, so nothing typed after it is echoed.
     let saved = nix::sys::termios::tcgetattr(&stdin).map_err(|e| Error::Prompt(e.into()))?;
     let mut quiet = saved.clone();
     quiet
@@ -145,6 +149,8 @@ fn prompt_password(user: &str) -> Result<String, Error> {
         .remove(nix::sys::termios::LocalFlags::ECHO);
     nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &quiet)
         .map_err(|e| Error::Prompt(e.into()))?;
+    print!("Password: ");
+    let _ = std::io::stdout().flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved);

@@ -9,8 +9,12 @@
 //! registry itself when absent); each may set `capabilities`, `ca`, `client`,
 //! `skip_verify`, `header` and `override_path`. The resolver tries the hosts in order.
 //!
-//! One divergence from containerd: a hosts.toml that does not parse is an error naming
-//! the file and line, where containerd logs it and silently falls back to certs.d files.
+//! Divergences from containerd 1.6: a hosts.toml that does not parse is an error naming
+//! the file and line, where containerd logs it and silently falls back to certs.d files;
+//! the filled-in default host of a local registry (`localhost`, `127.0.0.1`, `::1`) is
+//! HTTPS when any TLS setting applies to it (a flag, `ca`/`client`/`skip_verify`, certs.d
+//! files), plain HTTP otherwise, where 1.6 always speaks plain HTTP to it (2.x tries
+//! HTTPS first). `dial_timeout` is containerd 2.x's key.
 //!
 //! This module knows nothing of HTTP; `docker.rs` uses what it returns.
 
