@@ -468,6 +468,16 @@ fn runtime_v1_task_counts_ooms_and_publishes_them() {
         ["container_id", "namespace"]
     );
     events.wait_for("/tasks/oom", &["\"oomy\""], 1, Duration::from_secs(10));
+    // One event per OOM counted, none for the calm task (the v1 shim publishes none itself).
+    std::thread::sleep(Duration::from_millis(500));
+    let counted = value(&scrape_ok(port), "container_memory_oom_total", "oomy").expect("counter");
+    assert_eq!(
+        events.count("/tasks/oom", &["\"oomy\""]) as f64,
+        counted,
+        "events:\n{}",
+        events.text()
+    );
+    assert_eq!(events.count("/tasks/oom", &["\"calm\""]), 0);
     for id in ["oomy", "calm"] {
         env.ctr_ok(&["t", "kill", "-s", "KILL", id]);
         env.wait_status(id, "STOPPED", Duration::from_secs(10));
