@@ -111,6 +111,24 @@ fn mirrors_fall_through_to_the_server_in_file_order() {
     );
     assert!(m < x && x < srv, "hosts not in order:\n{err}");
 
+    // Push goes to the first host with the push capability: the server, not the mirrors.
+    let pushed = server.reference("hosts/pushed:1");
+    let out = d.berth_ok(&[
+        "images",
+        "push",
+        "--hosts-dir",
+        s(root.path()),
+        &pushed,
+        &reference,
+    ]);
+    assert!(out.ends_with(&format!("{pushed}: pushed\n")), "{out}");
+    let inspect = server.inspect("hosts/pushed:1").expect("skopeo inspect");
+    assert_eq!(inspect["Digest"], img.manifest_digest());
+    assert!(
+        !empty_mirror.log_tail(10_000).contains("hosts/pushed"),
+        "pushed to a pull-only mirror"
+    );
+
     // The same directory, read by Debian's ctr 1.6.20 against containerd: same result.
     let c = Daemon::containerd();
     c.ctr_ok(&["images", "pull", "--hosts-dir", s(root.path()), &reference]);
