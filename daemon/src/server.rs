@@ -297,7 +297,7 @@ fn runtime_services(
 }
 
 /// The transfer subsystem's plugin rows (`ctr plugins ls`) and its stream registry.
-fn transfer_plugins(_db: &metadata::Db) -> (crate::transfer::StreamManager, Vec<PluginInfo>) {
+fn transfer_plugins() -> (crate::transfer::StreamManager, Vec<PluginInfo>) {
     let rows = vec![
         PluginInfo::ok(
             "io.containerd.streaming.v1",
@@ -505,7 +505,7 @@ pub async fn run(
         events: exchange.clone(),
         gc,
     };
-    let (streams, transfer_plugins) = transfer_plugins(&db);
+    let (streams, transfer_plugins) = transfer_plugins();
     plugins.extend(transfer_plugins);
     for id in [
         "content",
