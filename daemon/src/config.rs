@@ -1146,6 +1146,11 @@ imports = []
   [plugins."{restart}"]
     interval = "10s"
 
+  # cgroups task monitor: per-task container_* metrics on [metrics] address (and OOM events
+  # of runtime v1 tasks); no_prometheus = true exports none.
+  [plugins."io.containerd.monitor.v1.cgroups"]
+    no_prometheus = false
+
   # Runtime v2 (shims). Named runtimes for `ctr run --runtime <name>`, e.g.:
   #   [plugins."io.containerd.runtime.v2.task".runtimes.youki]
   #     runtime_type = "io.containerd.runc.v2"
