@@ -456,7 +456,19 @@ async fn exited_while_down(shim_dir: &'static str, tag: &str) {
     // Nothing is published before subscribers had a chance to come back.
     assert!(events.topics(gone).is_empty());
     assert!(events.exit_status(done).is_empty());
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Wait (bounded, not timed) for the deferred publication of both exits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.topics(gone).len() < 2 || events.exit_status(done).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "exits not published: {:?} / {:?}",
+            events.topics(gone),
+            events.exit_status(done)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Anything else would arrive now: give duplicates a moment to show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // The dead shim: `shim delete` killed the container, one exit + one delete published.
     assert_eq!(events.topics(gone), vec!["/tasks/exit", "/tasks/delete"]);
     assert_eq!(events.exit_status(gone), vec![137]);
