@@ -72,7 +72,10 @@ pub fn ref_key(d: &Descriptor) -> String {
     } else {
         "unknown"
     };
-    format!("{kind}-{}", d.digest)
+    match d.annotation(oci::ANNOTATION_REF_NAME) {
+        Some(name) => format!("{kind}-{name}@{}", d.digest),
+        None => format!("{kind}-{}", d.digest),
+    }
 }
 
 fn to_remote(d: &Descriptor) -> remotes::Descriptor {
@@ -487,7 +490,8 @@ pub async fn push(
 
     // Post-order: children before their parents, the root last.
     let (c, tt2, root) = (ctx.clone(), t.clone(), target.clone());
-    let order = blocking(move || {
+    let (pre, order) = blocking(move || {
+        let mut pre: Vec<(Descriptor, String)> = Vec::new();
         let mut order: Vec<(Descriptor, String)> = Vec::new();
         let mut stack = vec![(root, img.name.clone(), false)];
         let mut seen = std::collections::HashSet::new();
@@ -507,27 +511,31 @@ pub async fn push(
                 kids.retain(|k| matcher.matches(k.platform.as_ref()));
             }
             let me = ref_key(&d);
+            pre.push((d.clone(), parent.clone()));
             stack.push((d, parent, true));
             for k in kids {
                 stack.push((k, me.clone(), false));
             }
         }
-        Ok(order)
+        Ok((pre, order))
     })
     .await?;
-
-    let n = order.len();
-    for (i, (d, parent)) in order.into_iter().enumerate() {
-        let is_root = i + 1 == n;
-        let rd = to_remote(&d);
+    // The tree first, parents before children (ctr draws children under known parents).
+    for (d, parent) in &pre {
         progress.send(ProgressEvent {
             event: "waiting".into(),
-            name: ref_key(&d),
+            name: ref_key(d),
             parents: vec![parent.clone()],
             total: d.size,
             desc: Some(d.to_meta()),
             ..ProgressEvent::default()
         });
+    }
+
+    let n = order.len();
+    for (i, (d, parent)) in order.into_iter().enumerate() {
+        let is_root = i + 1 == n;
+        let rd = to_remote(&d);
         let exists = !is_root
             && pusher
                 .exists(&rd)
@@ -589,6 +597,15 @@ pub async fn push(
         desc: Some(target.to_meta()),
         ..ProgressEvent::default()
     });
+    // As after a pull: the tracker's last update makes ctr redraw with the final status.
+    progress.send(ProgressEvent {
+        event: "complete".into(),
+        name: ref_key(&target),
+        parents: vec![store.name.clone()],
+        progress: target.size,
+        total: target.size,
+        desc: Some(target.to_meta()),
+    });
     Ok(())
 }
 
@@ -608,6 +625,10 @@ mod tests {
         assert_eq!(ref_key(&d(oci::MT_DOCKER_LAYER_GZIP)), "layer-sha256:ab");
         assert_eq!(ref_key(&d(oci::MT_OCI_CONFIG)), "config-sha256:ab");
         assert_eq!(ref_key(&d("application/x")), "unknown-sha256:ab");
+        let mut named = d(oci::MT_OCI_MANIFEST);
+        named.annotations =
+            Some([(oci::ANNOTATION_REF_NAME.to_string(), "test".to_string())].into());
+        assert_eq!(ref_key(&named), "manifest-test@sha256:ab");
         let e = remotes::Error::Resolve {
             reference: "x".into(),
             first: Box::new(remotes::Error::NotFound {
