@@ -230,7 +230,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
                 (None, Some(id)) => (image, id),
                 (None, None) => return Err(Error::NoId),
             };
-            create(&client, &flags, &image, &id, &args).await?;
+            create(&client, &flags, &image, &id, &args, None).await?;
         }
         Cmd::List { quiet, filters } => {
             let list = client
@@ -479,12 +479,19 @@ fn read_env_file(path: &PathBuf) -> Result<Vec<String>, Error> {
 }
 
 /// Creates container `id` from image `image_ref` as ctr's `NewContainer` does; returns it.
+///
+/// The work runs inside a temporary lease, which is deleted before returning — or, with
+/// `keep_lease`, handed to the caller instead (once the container exists it holds its
+/// snapshot, so the lease protects nothing any more): `run` deletes it concurrently with its
+/// Tasks.Create, keeping the lease delete's metadata commit off its path. The caller must
+/// release it.
 pub async fn create(
     client: &client::Client,
     flags: &ContainerFlags,
     image_ref: &str,
     id: &str,
     args: &[String],
+    keep_lease: Option<&mut Option<store::TempLease>>,
 ) -> Result<Container, Error> {
     if id.is_empty() {
         return Err(Error::NoId);
@@ -596,7 +603,10 @@ pub async fn create(
         built
     }
     .await;
-    lease.release(client).await;
+    match keep_lease {
+        Some(slot) if result.is_ok() => *slot = Some(lease),
+        _ => lease.release(client).await,
+    }
     result
 }
 

@@ -69,8 +69,24 @@ pub async fn run(mut args: Args, g: &Globals) -> Result<i32, Error> {
         (None, None) => return Err(containers::Error::NoId.into()),
     };
     let client = g.connect().await?;
-    let container = containers::create(&client, &args.container, &image, &id, &args.args).await?;
-    let (result, task_deleted) = run_task(&client, &args, &id, wiring).await;
+    let mut lease = None;
+    let container = containers::create(
+        &client,
+        &args.container,
+        &image,
+        &id,
+        &args.args,
+        Some(&mut lease),
+    )
+    .await?;
+    // The create's temporary lease goes while the task is created (both requests in flight
+    // on the one connection); a lease delete is a metadata commit the task does not need.
+    let release = async {
+        if let Some(lease) = lease {
+            lease.release(&client).await;
+        }
+    };
+    let ((result, task_deleted), ()) = tokio::join!(run_task(&client, &args, &id, wiring), release);
     if args.rm {
         // After our own successful task Delete the container is known to have no task:
         // remove it (and its snapshot) without re-reading both first. Otherwise ctr's
