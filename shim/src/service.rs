@@ -1516,6 +1516,12 @@ impl Task for Service {
         // Stay up while containers remain (a grouped shim serves several).
         if req.now || self.container_count() == 0 {
             log::info!("shutdown requested");
+            // As the Go shim's Shutdown: the socket goes before the reply, so a `start` for a
+            // new task of the same id right after this call (delete then create, as the
+            // restart monitor does) cannot find this exiting shim listening and reuse it.
+            if let Ok(address) = std::fs::read_to_string("address") {
+                crate::manager::remove_socket(address.trim());
+            }
             self.inner.shutdown.notify_one();
         }
         Ok(Empty::new())
