@@ -515,6 +515,14 @@ fn checkpoint_and_live_restore_round_trip_with_debian_go_shim() {
 }
 
 #[test]
+fn checkpoint_and_live_restore_round_trip_with_containerd_2_3_go_shim() {
+    round_trip(
+        Shim::Go23,
+        "checkpoint_and_live_restore_round_trip_with_containerd_2_3_go_shim",
+    );
+}
+
+#[test]
 fn real_criu_failure_is_reported_and_the_task_keeps_running() {
     let Some(env) = Env::start(
         Shim::Ours,
