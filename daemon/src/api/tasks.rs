@@ -272,6 +272,8 @@ impl Tasks for Service {
         let id = req.get_ref().container_id.clone();
         let (ns, _) = self.container(&req, &id).await?;
         if self.tasks.get(&ns, &id).is_err() {
+            // The runtime cleaned up a dead shim's task: forget its unpacked checkpoint too.
+            self.drop_restore_dir(&ns, &id);
             return Err(Status::not_found(format!("task {id} not found")));
         }
         let exit = self.tasks.delete(&ns, &id).await;
@@ -600,6 +602,10 @@ pub fn manager_config(cfg: &crate::config::Config) -> runtime::ManagerConfig {
         &cfg.grpc.address,
     );
     m.ttrpc_address = cfg.ttrpc_address();
+    // containerd's `[timeouts]`; unset keys keep the manager's defaults.
+    m.load_timeout = cfg.timeout("io.containerd.timeout.shim.load", m.load_timeout);
+    m.cleanup_timeout = cfg.timeout("io.containerd.timeout.shim.cleanup", m.cleanup_timeout);
+    m.shutdown_timeout = cfg.timeout("io.containerd.timeout.shim.shutdown", m.shutdown_timeout);
     m.debug = matches!(cfg.debug.level.as_str(), "debug" | "trace");
     match cfg.plugin_config::<CriSection>("io.containerd.grpc.v1.cri") {
         Ok(cri) => m.runtimes.extend(cri.containerd.runtimes),
