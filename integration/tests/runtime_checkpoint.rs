@@ -586,16 +586,24 @@ fn real_criu_failure_is_reported_and_the_task_keeps_running() {
     assert!(!work.exists(), "the shim's criu work dir is removed");
 
     // --image-path mode fails the same way, and the directory is the caller's.
+    // A caller's --work-path is kept, with criu's log in it.
     let dir = env.work.path().join("r1-image");
+    let work_dir = env.work.path().join("r1-work");
     let o = env.ctr(&[
         "t",
         "checkpoint",
         "--image-path",
         &dir.to_string_lossy(),
+        "--work-path",
+        &work_dir.to_string_lossy(),
         "r1",
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("criu failed"));
+    assert!(
+        work_dir.join("dump.log").is_file(),
+        "criu's log stays in the caller's work path"
+    );
     env.wait_status("r1", "RUNNING", Duration::from_secs(5));
 
     stop_and_remove(&env, "r1");
