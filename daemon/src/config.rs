@@ -375,7 +375,8 @@ impl Default for GcConfig {
     }
 }
 
-/// Parses a Go duration (`1h2m3s`, `100ms`, `1.5s`, `0`).
+/// Parses a Go duration as Go's `time.ParseDuration` for non-negative values (`1h2m3s`,
+/// `100ms`, `1.5s`, `0`). Shared by every config reader (config.toml, hosts.toml).
 pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
     if s == "0" {
@@ -400,7 +401,7 @@ pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
             .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
             "ms" => 1e-3,
             "s" => 1.0,
             "m" => 60.0,
@@ -946,6 +947,14 @@ impl Config {
         let gc = self
             .plugin_config::<GcConfig>(ids::GC)
             .map_err(|r| bad(&format!("plugins.{:?}", ids::GC), r))?;
+        for (k, v) in &self.timeouts {
+            if parse_go_duration(v).is_none() {
+                return Err(bad(
+                    &format!("timeouts.{k:?}"),
+                    format!("{v:?} is not a duration like \"5s\" or \"500ms\""),
+                ));
+            }
+        }
         for (k, v) in [
             ("schedule_delay", &gc.schedule_delay),
             ("startup_delay", &gc.startup_delay),
@@ -1003,6 +1012,15 @@ impl Config {
                 .try_into()
                 .map_err(|e: toml::de::Error| e.to_string()),
         }
+    }
+
+    /// A `[timeouts]` entry (containerd's `io.containerd.timeout.*` keys), else `default`.
+    /// Values were checked at load.
+    pub fn timeout(&self, key: &str, default: std::time::Duration) -> std::time::Duration {
+        self.timeouts
+            .get(key)
+            .and_then(|v| parse_go_duration(v))
+            .unwrap_or(default)
     }
 
     /// The metadata plugin's section.
@@ -1112,7 +1130,11 @@ imports = []
 [cgroup]
   path = ""
 
+# containerd's named timeouts (Go durations): shim.cleanup bounds `<shim> delete`,
+# shim.load reconnecting to a shim at start-up, shim.shutdown the Shutdown call,
+# metrics.shimstats one shim's Stats during a /v1/metrics scrape.
 [timeouts]
+  "io.containerd.timeout.metrics.shimstats" = "2s"
   "io.containerd.timeout.shim.cleanup" = "5s"
   "io.containerd.timeout.shim.load" = "5s"
   "io.containerd.timeout.shim.shutdown" = "3s"
@@ -1257,6 +1279,18 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_are_read_as_go_durations_with_defaults() {
+        let src = "version = 2\n[timeouts]\n  \"io.containerd.timeout.shim.shutdown\" = \"1.5s\"\n";
+        let (cfg, _) = Config::parse(src, Path::new("c.toml")).unwrap();
+        let d = std::time::Duration::from_secs(9);
+        assert_eq!(
+            cfg.timeout("io.containerd.timeout.shim.shutdown", d),
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(cfg.timeout("io.containerd.timeout.shim.load", d), d);
+    }
+
+    #[test]
     fn full_plugin_id_maps_known_short_ids_only() {
         assert_eq!(full_plugin_id("linux"), Some("io.containerd.runtime.v1.linux"));
         assert_eq!(full_plugin_id("scheduler"), Some(ids::GC));
@@ -1276,6 +1310,10 @@ mod tests {
             ),
             ("[debug]\nlevel = \"loud\"", "debug.level"),
             ("version = 4", "version"),
+            (
+                "[timeouts]\n\"io.containerd.timeout.shim.load\" = \"5\"",
+                "io.containerd.timeout.shim.load",
+            ),
         ];
         for (src, key) in cases {
             let e = Config::parse(src, Path::new("c.toml"))

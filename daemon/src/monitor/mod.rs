@@ -47,7 +47,8 @@ use text::{Family, Kind, Sample};
 pub const PLUGIN_TYPE: &str = "io.containerd.monitor.v1";
 /// Plugin id.
 pub const PLUGIN_ID: &str = "cgroups";
-/// Bound on one task's `Stats` during a scrape.
+/// Default bound on one task's `Stats` during a scrape (`[timeouts]
+/// "io.containerd.timeout.metrics.shimstats"`, containerd: 2 s).
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 /// containerd's metrics namespace for these families.
 const PREFIX: &str = "container";
@@ -500,7 +501,7 @@ pub fn register(
         db,
         restored,
         prometheus: !config.no_prometheus,
-        timeout: STATS_TIMEOUT,
+        timeout: cfg.timeout("io.containerd.timeout.metrics.shimstats", STATS_TIMEOUT),
         oom,
         _background: Arc::new(Background(vec![oom_task, follow])),
     };

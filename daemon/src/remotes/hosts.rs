@@ -27,6 +27,7 @@ use toml::Spanned;
 
 use super::auth::Credentials;
 use super::tls::{self, TlsError, TlsOptions};
+use crate::config::parse_go_duration;
 
 /// A host configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -543,40 +544,6 @@ fn split_server_url(server: &str) -> Option<(String, String, String)> {
         return None;
     }
     Some((scheme.to_string(), host.to_string(), path.to_string()))
-}
-
-/// Go's `time.ParseDuration` for non-negative values: `300ms`, `5s`, `1m30s`, `1.5h`.
-fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// Go's `path.Clean` for absolute URL paths: no empty, `.` or `..` segments.

@@ -64,6 +64,8 @@ pub struct ManagerConfig {
     pub load_timeout: Duration,
     /// Bound on `<shim> delete` and the clean-up after a failure.
     pub cleanup_timeout: Duration,
+    /// Bound on a shim's `Shutdown` (containerd `io.containerd.timeout.shim.shutdown`: 3 s).
+    pub shutdown_timeout: Duration,
     /// After a restart, how long to wait before publishing the exits of tasks that ended
     /// while berthd was down: subscribers get a chance to reconnect first, and a shim that
     /// re-sends its own `/tasks/exit` in that window wins (ours is then a duplicate).
@@ -87,6 +89,7 @@ impl ManagerConfig {
             call_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(5),
             cleanup_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(3),
             restore_exit_delay: Duration::from_secs(2),
         }
     }
@@ -492,7 +495,7 @@ impl TaskManager {
                 // containerd TaskManager.Create: delete the half-created task, shut the shim
                 // down, then make sure with `<shim> delete`.
                 let _ = client.delete("").await;
-                let _ = client.shutdown(true).await;
+                let _ = client.shutdown(true, self.inner.cfg.shutdown_timeout).await;
                 return Err(undo(e).await);
             }
         };
@@ -789,7 +792,7 @@ impl TaskManager {
                 task.stop_background();
                 match (&task.client, &task.backend) {
                     (TaskClient::V2(c), _) => {
-                        if let Err(e) = c.shutdown(false).await {
+                        if let Err(e) = c.shutdown(false, self.inner.cfg.shutdown_timeout).await {
                             log::warn!("shutdown shim of {ns}/{id}: {e}");
                         }
                     }

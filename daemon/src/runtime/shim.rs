@@ -419,12 +419,12 @@ impl ShimClient {
     }
 
     /// `Shutdown`: ask the shim to exit (it refuses while it still has tasks unless `now`).
-    pub async fn shutdown(&self, now: bool) -> Result<()> {
+    pub async fn shutdown(&self, now: bool, timeout: Duration) -> Result<()> {
         let mut req = api::ShutdownRequest::new();
         req.id = self.id.clone();
         req.now = now;
         match self
-            .call::<_, Empty>("Shutdown", &req, Some(self.timeout))
+            .call::<_, Empty>("Shutdown", &req, Some(timeout))
             .await
         {
             // The shim exits while answering: a closed connection is success.
