@@ -794,17 +794,16 @@ fn containerd_wait_status(c: &integration::containerd::Containerd, id: &str, wan
     }
 }
 
-/// containerd 1.6 itself checkpoints into its content store and restores through our shim
+/// containerd itself checkpoints into its content store and restores through our shim
 /// (the same criu stand-in): the shim's restore is what containerd's Go shim does.
-#[test]
-fn containerd_1_6_checkpoints_and_restores_through_our_shim() {
+fn containerd_round_trip_through_our_shim(builder: integration::containerd::Builder) {
     let work = tempfile::tempdir().expect("tmp");
     let img = integration::image::TestImage::busybox().expect("image");
     let archive = work.path().join("busybox.oci.tar");
     img.write_oci_archive(&archive).expect("archive");
     let (runc, calls) = fake_criu_runc(work.path());
     let runc = runc.to_string_lossy().into_owned();
-    let mut c = integration::containerd::Containerd::v1()
+    let mut c = builder
         .shim_dir(integration::bins::our_shim_dir())
         .start()
         .expect("containerd starts");
@@ -997,4 +996,19 @@ fn restored_task_with_a_terminal_gets_its_console_with_debian_go_shim() {
         Shim::DebianGo,
         "restored_task_with_a_terminal_gets_its_console_with_debian_go_shim",
     );
+}
+
+#[test]
+fn containerd_1_6_checkpoints_and_restores_through_our_shim() {
+    containerd_round_trip_through_our_shim(integration::containerd::Containerd::v1());
+}
+
+#[test]
+fn containerd_2_3_checkpoints_and_restores_through_our_shim() {
+    let Some(builder) = integration::containerd::Containerd::v2(
+        "containerd_2_3_checkpoints_and_restores_through_our_shim",
+    ) else {
+        return;
+    };
+    containerd_round_trip_through_our_shim(builder);
 }
