@@ -99,7 +99,9 @@ impl OverlaySnapshotter {
     /// bind mounts), placed before the ones berthd adds (`index=off`, `userxattr`, which are
     /// then only added if not already given). E.g. `["volatile"]`: the kernel then skips
     /// syncing the upper filesystem when the overlay is unmounted (or synced), at the price
-    /// of an upper directory that is unusable after a crash — for throwaway containers only.
+    /// of an upper directory that is unusable after a crash and, as overlayfs leaves
+    /// `work/incompat/volatile` behind, an active snapshot that can be mounted only once (a
+    /// second task on the same container fails with EINVAL) — for throwaway containers only.
     #[must_use]
     pub fn with_mount_options(mut self, options: Vec<String>) -> Self {
         self.mount_options = options;
