@@ -1012,3 +1012,129 @@ fn containerd_2_3_checkpoints_and_restores_through_our_shim() {
     };
     containerd_round_trip_through_our_shim(builder);
 }
+
+/// berthd is SIGKILLed between a restore's Create and its Start: the restarted berthd
+/// re-adopts the task and keeps its unpacked checkpoint, so the Start still restores.
+#[test]
+fn restore_started_after_a_berthd_restart_still_finds_its_checkpoint() {
+    use protos::containerd::services::snapshots::v1::{
+        snapshots_client::SnapshotsClient, MountsRequest,
+    };
+    use protos::containerd::services::tasks::v1::StartRequest;
+    let test = "restore_started_after_a_berthd_restart_still_finds_its_checkpoint";
+    let Some(mut env) = Env::start(Shim::Ours, test, "") else {
+        return;
+    };
+    let (runc, calls) = fake_criu_runc(env.work.path());
+    let runc_s = runc.to_string_lossy().into_owned();
+    let img = env.image.clone();
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        &runc_s,
+        &img,
+        "s0",
+        "sleep",
+        "1000",
+    ]);
+    env.wait_status("s0", "RUNNING", Duration::from_secs(10));
+    env.ctr_ok(&["c", "checkpoint", "--task", "s0", "sck"]);
+    stop_and_remove(&env, "s0");
+    let (_, index) = image_row(&env, "sck").expect("sck listed");
+    let (_, criu_tar) = index_manifests(&env, &index)
+        .into_iter()
+        .find(|(m, _)| m == CRIU_TAR)
+        .expect("criu tar in the index");
+    let size = i64::try_from(blob(&env, &criu_tar).len()).expect("size");
+    env.ctr_ok(&["c", "create", &img, "s1", "sleep", "1000"]);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ns = env.d.namespace().to_string();
+    let with_ns = |r: &mut tonic::metadata::MetadataMap| {
+        r.insert("containerd-namespace", ns.parse().expect("ascii"));
+    };
+    rt.block_on(async {
+        let ch = channel(&env).await;
+        let mut mreq = tonic::Request::new(MountsRequest {
+            snapshotter: "overlayfs".into(),
+            key: "s1".into(),
+        });
+        with_ns(mreq.metadata_mut());
+        let mounts = SnapshotsClient::new(ch.clone())
+            .mounts(mreq)
+            .await
+            .expect("snapshot mounts of s1")
+            .into_inner()
+            .mounts;
+        // runc Options { binary_name (field 6) } in protobuf wire form.
+        let name = runc_s.as_bytes();
+        let mut options = vec![0x32, u8::try_from(name.len()).expect("short path")];
+        options.extend_from_slice(name);
+        let mut r = tonic::Request::new(CreateTaskRequest {
+            container_id: "s1".into(),
+            rootfs: mounts,
+            checkpoint: Some(Descriptor {
+                media_type: CRIU_TAR.into(),
+                digest: criu_tar.clone(),
+                size,
+                annotations: Default::default(),
+            }),
+            options: Some(prost_types::Any {
+                type_url: "containerd.runc.v1.Options".into(),
+                value: options,
+            }),
+            ..Default::default()
+        });
+        with_ns(r.metadata_mut());
+        TasksClient::new(ch)
+            .create(r)
+            .await
+            .expect("Tasks.Create from the checkpoint");
+    });
+    let count = |env: &Env| {
+        std::fs::read_dir(scratch_dir(env))
+            .map(Iterator::count)
+            .unwrap_or(0)
+    };
+    assert_eq!(count(&env), 1, "the unpacked checkpoint waits for Start");
+
+    env.d.kill9();
+    env.d.restart().expect("berthd restarts");
+    env.wait_status("s1", "CREATED", Duration::from_secs(10));
+    assert_eq!(
+        count(&env),
+        1,
+        "the restarted berthd kept the re-adopted task's checkpoint"
+    );
+
+    let pid = rt.block_on(async {
+        let mut s = tonic::Request::new(StartRequest {
+            container_id: "s1".into(),
+            exec_id: String::new(),
+        });
+        with_ns(s.metadata_mut());
+        tasks_client(&env)
+            .await
+            .start(s)
+            .await
+            .expect("Start restores after the restart")
+            .into_inner()
+            .pid
+    });
+    assert!(pid > 0);
+    let log = std::fs::read_to_string(&calls).expect("calls");
+    assert!(log.contains("restore s1 from s0 ok"), "restored: {log}");
+    assert_eq!(count(&env), 0, "removed after the Start");
+    env.wait_status("s1", "RUNNING", Duration::from_secs(5));
+    assert_eq!(
+        env.ctr_ok(&["t", "exec", "--exec-id", "e", "s1", "echo", "ok"]),
+        "ok\n"
+    );
+    stop_and_remove(&env, "s1");
+    env.ctr_ok(&["i", "rm", "sck"]);
+    env.assert_nothing_left();
+}

@@ -102,6 +102,28 @@ impl Service {
         }
     }
 
+    /// Start-up, after the runtime re-adopted its tasks: keeps the unpacked checkpoints of
+    /// re-adopted tasks (a restore whose Start is still to come) and removes the rest of what
+    /// a previous berthd left in the scratch space.
+    fn reclaim_restore_dirs(&self) {
+        let kept = self
+            .scratch
+            .reclaim(|ns, id| self.tasks.get(ns, id).is_ok());
+        let mut restores = self
+            .restores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, dir) in kept {
+            log::info!(
+                "keeping unpacked checkpoint {} of re-adopted task {}/{}",
+                dir.path().display(),
+                key.0,
+                key.1
+            );
+            restores.insert(key, dir);
+        }
+    }
+
     /// Forgets (and removes) the unpacked checkpoint of a task, if any.
     fn drop_restore_dir(&self, ns: &str, id: &str) {
         let dir = self
@@ -117,8 +139,10 @@ impl Service {
     async fn unpack_checkpoint(
         &self,
         c: crate::metadata::Ctx,
+        id: &str,
         desc: &protos::containerd::types::Descriptor,
     ) -> Result<ScratchDir, Status> {
+        let id = id.to_string();
         let db = self.core.db.clone();
         let scratch = self.scratch.clone();
         let desc = ckpt::Descriptor {
@@ -134,7 +158,7 @@ impl Service {
                 });
             }
             let started = std::time::Instant::now();
-            let dir = scratch.create("ctrd-checkpoint")?;
+            let dir = scratch.create_for_restore(c.ns.as_str(), &id)?;
             ckpt::unpack_checkpoint(&db, &c, &desc, dir.path())?;
             log::debug!(
                 "checkpoint {} ({} bytes) unpacked for a restore in {:?}",
@@ -209,7 +233,7 @@ impl Tasks for Service {
         let mut restore_dir = None;
         if checkpoint.is_empty() {
             if let Some(desc) = &r.checkpoint {
-                let dir = self.unpack_checkpoint(c, desc).await?;
+                let dir = self.unpack_checkpoint(c, &container.id, desc).await?;
                 checkpoint = dir.path().display().to_string();
                 restore_dir = Some(dir);
             }
@@ -641,39 +665,40 @@ pub fn register(
     use protos::containerd::services as svc;
     let mcfg = manager_config(cfg);
     let state_dir = mcfg.state.clone();
-    let scratch = Scratch::new(std::path::Path::new(&cfg.state));
-    scratch.clean_stale();
     let tasks = TaskManager::new(mcfg, std::sync::Arc::new(core.events.clone()));
+    let service = Service::new(
+        core.clone(),
+        tasks.clone(),
+        std::path::Path::new(&cfg.state),
+    );
     let started = std::time::Instant::now();
-    let log_report = move |report: &runtime::manager::LoadReport| {
-        log::info!(
-            "runtime: re-adopted {} task(s), cleaned up {} dead one(s) in {:?}",
-            report.live.len(),
-            report.cleaned.len(),
-            started.elapsed()
-        );
+    let after_load = {
+        let service = service.clone();
+        move |report: &runtime::manager::LoadReport| {
+            log::info!(
+                "runtime: re-adopted {} task(s), cleaned up {} dead one(s) in {:?}",
+                report.live.len(),
+                report.cleaned.len(),
+                started.elapsed()
+            );
+            service.reclaim_restore_dirs();
+        }
     };
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
         // Cannot block a current-thread runtime (tests): re-adopt in the background.
         let loading = tasks.clone();
-        handle.spawn(async move { log_report(&loading.load().await) });
+        handle.spawn(async move { after_load(&loading.load().await) });
     } else {
         let report = tokio::task::block_in_place(|| handle.block_on(tasks.load()));
-        log_report(&report);
+        after_load(&report);
     }
     routes.add_service(
         svc::containers::v1::containers_server::ContainersServer::new(super::containers::Service(
             core.clone(),
         )),
     );
-    routes.add_service(svc::tasks::v1::tasks_server::TasksServer::new(
-        Service::new(
-            core.clone(),
-            tasks.clone(),
-            std::path::Path::new(&cfg.state),
-        ),
-    ));
+    routes.add_service(svc::tasks::v1::tasks_server::TasksServer::new(service));
     let rows = vec![
         PluginInfo {
             platform: true,

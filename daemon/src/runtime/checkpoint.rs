@@ -14,8 +14,9 @@
 //!   `createdCheckpointState`), so the directory is kept until the init starts or the task
 //!   is deleted — containerd never removes it; we do.
 //!
-//! Scratch directories live in `<state>/checkpoints` (mode 0700), are removed when their
-//! [`ScratchDir`] drops, and whatever a killed berthd left there is removed at start-up.
+//! Scratch directories live in `<state>/checkpoints` (mode 0700) and are removed when their
+//! [`ScratchDir`] drops. At start-up, what a killed berthd left there is removed, except the
+//! unpacked checkpoint of a re-adopted task whose Start is still to come ([`Scratch::reclaim`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,11 @@ impl HasKind for Error {
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Name prefix of the scratch directories restores unpack into: `restore+<ns>+<id>+<uuid>`.
+const RESTORE_PREFIX: &str = "restore+";
+/// Separator in scratch directory names; containerd identifiers cannot contain it.
+const SEP: char = '+';
+
 /// Where scratch directories are made: `<state>/checkpoints`.
 #[derive(Debug, Clone)]
 pub struct Scratch {
@@ -143,22 +149,52 @@ impl Scratch {
         &self.root
     }
 
-    /// Removes what a previous berthd left (it was killed mid-checkpoint or between a
-    /// restore's Create and Start). Called once at start-up.
-    pub fn clean_stale(&self) {
-        if let Ok(rd) = std::fs::read_dir(&self.root) {
-            for e in rd.flatten() {
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    log::warn!(
-                        "removing stale checkpoint dir {}: {err}",
-                        e.path().display()
-                    );
+    /// Start-up: what a previous berthd left. The unpacked checkpoint of a task that was
+    /// re-adopted (`live(ns, id)`; berthd died between a restore's Create and Start) is kept
+    /// and returned, keyed by (namespace, id); everything else (checkpoints being written,
+    /// restores of tasks that are gone) is removed.
+    pub fn reclaim(
+        &self,
+        live: impl Fn(&str, &str) -> bool,
+    ) -> Vec<((String, String), ScratchDir)> {
+        let mut kept = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return kept;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let task = name
+                .strip_prefix(RESTORE_PREFIX)
+                .and_then(|rest| {
+                    let mut parts = rest.splitn(3, SEP);
+                    Some((parts.next()?, parts.next()?, parts.next()?))
+                })
+                .filter(|(ns, id, _)| live(ns, id));
+            match task {
+                Some((ns, id, _)) => kept.push((
+                    (ns.to_string(), id.to_string()),
+                    ScratchDir { path: e.path() },
+                )),
+                None => {
+                    if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                        log::warn!(
+                            "removing stale checkpoint dir {}: {err}",
+                            e.path().display()
+                        );
+                    }
                 }
             }
         }
+        kept
     }
 
-    /// A new private (0700) directory `<root>/<prefix>-<uuid>`, removed on drop.
+    /// The scratch directory a restore of task `ns/id` unpacks into (its name carries the
+    /// task, so a restarted berthd can keep it for the task's Start; `+` is in no id).
+    pub fn create_for_restore(&self, ns: &str, id: &str) -> Result<ScratchDir> {
+        self.create(&format!("{RESTORE_PREFIX}{ns}{SEP}{id}"))
+    }
+
+    /// A new private (0700) directory `<root>/<prefix>+<uuid>`, removed on drop.
     pub fn create(&self, prefix: &str) -> Result<ScratchDir> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -172,7 +208,7 @@ impl Scratch {
             })?;
         let path = self
             .root
-            .join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+            .join(format!("{prefix}{SEP}{}", uuid::Uuid::new_v4().simple()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
@@ -556,11 +592,26 @@ mod tests {
         assert_eq!(mode, 0o700);
         drop(d);
         assert!(!p.exists());
-        let left = s.create("stale").unwrap();
+        let left = s.create("ctrd-checkpoint").unwrap();
         let stale = left.path().to_path_buf();
         std::mem::forget(left);
-        s.clean_stale();
-        assert!(!stale.exists());
+        let keep = s.create_for_restore("ns-1", "c.1").unwrap();
+        let keep_path = keep.path().to_path_buf();
+        std::mem::forget(keep);
+        let gone = s.create_for_restore("ns-1", "dead").unwrap();
+        let gone_path = gone.path().to_path_buf();
+        std::mem::forget(gone);
+        let kept = s.reclaim(|ns, id| ns == "ns-1" && id == "c.1");
+        assert!(!stale.exists(), "a checkpoint being written is removed");
+        assert!(
+            !gone_path.exists(),
+            "a restore of a task that is gone is removed"
+        );
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].0, ("ns-1".to_string(), "c.1".to_string()));
+        assert_eq!(kept[0].1.path(), keep_path);
+        drop(kept);
+        assert!(!keep_path.exists(), "removed once dropped");
     }
 
     #[test]
