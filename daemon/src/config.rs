@@ -1261,10 +1261,19 @@ mod tests {
         let (cfg, w) = Config::parse(src, Path::new("c.toml")).unwrap();
         assert_eq!(cfg.bolt().content_sharing_policy, "isolated");
         assert_eq!(w.len(), 2, "{w:?}");
-        let short = w.iter().find(|w| w.key == "plugins.\"bolt\"").expect("bolt warning");
+        let short = w
+            .iter()
+            .find(|w| w.key == "plugins.\"bolt\"")
+            .expect("bolt warning");
         assert_eq!(short.line, 2);
-        assert!(short.message.contains("io.containerd.metadata.v1.bolt"), "{short:?}");
-        let unknown = w.iter().find(|w| w.key == "plugins.\"nosuch\"").expect("unknown warning");
+        assert!(
+            short.message.contains("io.containerd.metadata.v1.bolt"),
+            "{short:?}"
+        );
+        let unknown = w
+            .iter()
+            .find(|w| w.key == "plugins.\"nosuch\"")
+            .expect("unknown warning");
         assert!(unknown.message.contains("no such plugin"), "{unknown:?}");
     }
 
@@ -1273,7 +1282,8 @@ mod tests {
         let src = "version = 2\n[plugins.bolt]\n  content_sharing = \"isolated\"\n";
         let (_, w) = Config::parse(src, Path::new("c.toml")).unwrap();
         assert!(
-            w.iter().any(|w| w.key == "plugins.\"bolt\".content_sharing" && w.line == 3),
+            w.iter()
+                .any(|w| w.key == "plugins.\"bolt\".content_sharing" && w.line == 3),
             "{w:?}"
         );
     }
@@ -1292,7 +1302,10 @@ mod tests {
 
     #[test]
     fn full_plugin_id_maps_known_short_ids_only() {
-        assert_eq!(full_plugin_id("linux"), Some("io.containerd.runtime.v1.linux"));
+        assert_eq!(
+            full_plugin_id("linux"),
+            Some("io.containerd.runtime.v1.linux")
+        );
         assert_eq!(full_plugin_id("scheduler"), Some(ids::GC));
         assert_eq!(full_plugin_id("cri"), Some("io.containerd.grpc.v1.cri"));
         assert_eq!(full_plugin_id("nosuch"), None);

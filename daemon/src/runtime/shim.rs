@@ -423,10 +423,7 @@ impl ShimClient {
         let mut req = api::ShutdownRequest::new();
         req.id = self.id.clone();
         req.now = now;
-        match self
-            .call::<_, Empty>("Shutdown", &req, Some(timeout))
-            .await
-        {
+        match self.call::<_, Empty>("Shutdown", &req, Some(timeout)).await {
             // The shim exits while answering: a closed connection is success.
             Ok(_) | Err(Error::ShimGone { .. }) => Ok(()),
             Err(e) => Err(e),
