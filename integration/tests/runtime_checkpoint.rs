@@ -796,7 +796,8 @@ fn containerd_wait_status(c: &integration::containerd::Containerd, id: &str, wan
 
 /// containerd itself checkpoints into its content store and restores through our shim
 /// (the same criu stand-in): the shim's restore is what containerd's Go shim does.
-fn containerd_round_trip_through_our_shim(builder: integration::containerd::Builder) {
+fn containerd_round_trip_through_our_shim(builder: integration::containerd::Builder, id: &str) {
+    let ckpt = format!("{id}-ckpt");
     let work = tempfile::tempdir().expect("tmp");
     let img = integration::image::TestImage::busybox().expect("image");
     let archive = work.path().join("busybox.oci.tar");
@@ -814,35 +815,52 @@ fn containerd_round_trip_through_our_shim(builder: integration::containerd::Buil
         "--runc-binary",
         &runc,
         &img.name,
-        "k1",
+        id,
         "sleep",
         "1000",
     ]);
-    containerd_wait_status(&c, "k1", "RUNNING");
-    c.ctr_ok(&["c", "checkpoint", "--task", "k1", "k1-ckpt"]);
-    containerd_wait_status(&c, "k1", "RUNNING");
-    let _ = c.ctr(&["t", "kill", "-s", "9", "k1"]);
-    containerd_wait_status(&c, "k1", "STOPPED");
-    c.ctr_ok(&["t", "rm", "k1"]);
-    c.ctr_ok(&["c", "rm", "k1"]);
+    containerd_wait_status(&c, id, "RUNNING");
+    c.ctr_ok(&["c", "checkpoint", "--task", id, &ckpt]);
+    containerd_wait_status(&c, id, "RUNNING");
+    let _ = c.ctr(&["t", "kill", "-s", "9", id]);
+    containerd_wait_status(&c, id, "STOPPED");
+    c.ctr_ok(&["t", "rm", id]);
+    c.ctr_ok(&["c", "rm", id]);
 
-    c.ctr_ok(&["c", "restore", "--live", "k1", "k1-ckpt"]);
-    containerd_wait_status(&c, "k1", "RUNNING");
+    c.ctr_ok(&["c", "restore", "--live", id, &ckpt]);
+    containerd_wait_status(&c, id, "RUNNING");
     let log = std::fs::read_to_string(&calls).expect("calls");
     assert!(
-        log.contains("restore k1 from k1 ok"),
+        log.contains(&format!("restore {id} from {id} ok")),
         "containerd's unpacked checkpoint reached runc restore intact: {log}"
     );
     assert_eq!(
-        c.ctr_ok(&["t", "exec", "--exec-id", "e1", "k1", "echo", "restored"]),
+        c.ctr_ok(&["t", "exec", "--exec-id", "e1", id, "echo", "restored"]),
         "restored\n"
     );
-    let _ = c.ctr(&["t", "kill", "-s", "9", "k1"]);
-    containerd_wait_status(&c, "k1", "STOPPED");
-    c.ctr_ok(&["t", "rm", "k1"]);
-    c.ctr_ok(&["c", "rm", "k1"]);
+    let _ = c.ctr(&["t", "kill", "-s", "9", id]);
+    containerd_wait_status(&c, id, "STOPPED");
+    c.ctr_ok(&["t", "rm", id]);
+    c.ctr_ok(&["c", "rm", id]);
     let problems = c.stop();
     assert!(problems.is_empty(), "cleanup problems: {problems:?}");
+    // containerd (services/tasks/local.go Create) never removes the directory it unpacked a
+    // checkpoint into ($XDG_RUNTIME_DIR or /tmp/ctrd-checkpoint*); berthd does. Remove ours.
+    for d in std::fs::read_dir(std::env::temp_dir())
+        .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mine =
+            std::fs::read_to_string(d.join("sub/inventory.img")).is_ok_and(|s| s.trim() == id);
+        if name.starts_with("ctrd-checkpoint") && mine {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
 }
 
 /// A task restored with a terminal gets its console from the restore (`--console-socket`):
@@ -1000,7 +1018,7 @@ fn restored_task_with_a_terminal_gets_its_console_with_debian_go_shim() {
 
 #[test]
 fn containerd_1_6_checkpoints_and_restores_through_our_shim() {
-    containerd_round_trip_through_our_shim(integration::containerd::Containerd::v1());
+    containerd_round_trip_through_our_shim(integration::containerd::Containerd::v1(), "k16");
 }
 
 #[test]
@@ -1010,7 +1028,7 @@ fn containerd_2_3_checkpoints_and_restores_through_our_shim() {
     ) else {
         return;
     };
-    containerd_round_trip_through_our_shim(builder);
+    containerd_round_trip_through_our_shim(builder, "k23");
 }
 
 /// berthd is SIGKILLed between a restore's Create and its Start: the restarted berthd
