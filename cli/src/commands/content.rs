@@ -28,18 +28,8 @@ pub enum Cmd {
     },
     /// Fetch all content for an image reference from a registry (no image is created).
     Fetch {
-        /// Use plain HTTP.
-        #[arg(long)]
-        plain_http: bool,
-        /// Credentials: user:password.
-        #[arg(short, long)]
-        user: Option<String>,
-        /// Skip verifying the registry's TLS certificate.
-        #[arg(short = 'k', long)]
-        skip_verify: bool,
-        /// CA certificate (PEM) to trust for the registry.
-        #[arg(long)]
-        tlscacert: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        registry: crate::image::distribution::RegistryFlags,
         /// Fetch content for a specific platform.
         #[arg(long)]
         platform: Option<String>,
@@ -157,10 +147,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             print!("{}", tw.finish());
         }
         Cmd::Fetch {
-            plain_http,
-            user,
-            skip_verify,
-            tlscacert,
+            registry: flags,
             platform,
             all_platforms,
             reference,
@@ -176,14 +163,7 @@ pub async fn run(cmd: Cmd, g: &Globals) -> Result<(), Error> {
             } else {
                 PlatformMatcher::Only(Platform::host())
             };
-            let opts = registry::Options {
-                plain_http,
-                user,
-                platform,
-                tls_ca: tlscacert,
-                skip_verify,
-                ..Default::default()
-            };
+            let opts = registry::Options::new(flags, platform);
             // Fetched content is only held by this temporary lease (and its GC labels), as
             // with ctr: an image record or another lease must reference it to keep it.
             let lease = store::TempLease::create(&client).await?;

@@ -104,21 +104,6 @@ pub struct Options {
     pub hosts_dir: Option<PathBuf>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            plain_http: false,
-            user: None,
-            platform: PlatformMatcher::Only(super::Platform::host()),
-            tls_ca: None,
-            skip_verify: false,
-            tls_cert: None,
-            tls_key: None,
-            hosts_dir: None,
-        }
-    }
-}
-
 impl Options {
     pub fn new(flags: RegistryFlags, platform: PlatformMatcher) -> Self {
         Options {
@@ -248,25 +233,8 @@ pub async fn fetch_all(
 
 /// The children of a manifest or index body for the wanted platforms.
 fn children_of(desc: &Descriptor, body: &[u8], opts: &Options) -> Result<Vec<Descriptor>, Error> {
-    let mut children: Vec<Descriptor> = if super::is_index(&desc.media_type) {
-        let idx: super::Index =
-            serde_json::from_slice(body).map_err(|source| super::Error::Json {
-                what: "index",
-                digest: desc.digest.clone(),
-                source,
-            })?;
-        idx.manifests
-    } else {
-        let m: super::Manifest =
-            serde_json::from_slice(body).map_err(|source| super::Error::Json {
-                what: "manifest",
-                digest: desc.digest.clone(),
-                source,
-            })?;
-        let mut v = vec![m.config];
-        v.extend(m.layers);
-        v
-    };
+    let mut children =
+        berthd::transfer::oci::parse_children(desc, body).map_err(super::Error::from)?;
     children.retain(|c| opts.platform.matches(c.platform.as_ref()));
     Ok(children)
 }
@@ -293,7 +261,7 @@ async fn fetch(
         }
         let mut labels: HashMap<String, String> = HashMap::new();
         labels.insert(source_label.0.clone(), source_label.1.clone());
-        labels.extend(super::import::gc_labels(&children));
+        labels.extend(berthd::transfer::oci::gc_labels(&children));
         if !store::have_and_hold(client, &desc.digest).await? {
             store::write_bytes(
                 client,

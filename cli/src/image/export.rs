@@ -44,7 +44,8 @@ fn familiar(name: &str) -> String {
 enum Record {
     Dir,
     Bytes(Vec<u8>),
-    Blob(Descriptor),
+    /// A blob of the content store, by digest.
+    Blob(String),
 }
 
 /// Exports `images` (name, target) to `out`.
@@ -90,7 +91,7 @@ pub async fn export<W: Write>(
         while let Some(desc) = stack.pop() {
             let mut children = super::children(client, &desc).await?;
             children.retain(|c| platform.matches(c.platform.as_ref()));
-            records.insert(blob_path(&desc.digest)?, Record::Blob(desc.clone()));
+            records.insert(blob_path(&desc.digest)?, Record::Blob(desc.digest.clone()));
             stack.extend(children);
         }
         if let Ok((m, _)) = super::resolve_manifest(client, target, platform).await {
@@ -173,10 +174,10 @@ pub async fn export<W: Write>(
                 header.set_cksum();
                 tar.append_data(&mut header, &name, data.as_slice())?;
             }
-            Record::Blob(d) => {
+            Record::Blob(digest) => {
                 // Spooled through a temporary file: layers can be far larger than memory.
                 let mut spool = tempfile::tempfile()?;
-                let n = store::copy_blob(client, &d.digest, &mut spool).await?;
+                let n = store::copy_blob(client, &digest, &mut spool).await?;
                 spool.seek(SeekFrom::Start(0))?;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(0o444);

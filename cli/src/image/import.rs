@@ -20,9 +20,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::store::{self, Commit, Piece};
 use super::{Descriptor, Index, Manifest, Platform, PlatformMatcher, JSON_LIMIT};
 use crate::client::Client;
-
-const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+use berthd::remotes::reference;
+use berthd::transfer::import::{clean, oci_reference_name};
+use berthd::transfer::naming::translate;
+use berthd::transfer::oci::{gc_labels, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,21 +100,6 @@ fn tar_err(e: std::io::Error) -> Error {
         return Error::Tar("invalid tar header: not a tar archive".to_string());
     }
     Error::Tar(text)
-}
-
-/// Go's `path.Clean` for the relative names in an archive.
-fn clean(name: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in name.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
 }
 
 fn dir_of(name: &str) -> &str {
@@ -303,50 +289,10 @@ async fn collect_json(name: &str, data: mpsc::Receiver<Piece>) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// The docker/distribution `ParseDockerRef` normalisation: `busybox` →
-/// `docker.io/library/busybox:latest`.
-pub fn normalize_reference(reference: &str) -> Result<String, Error> {
-    if reference.is_empty()
-        || reference.contains(char::is_whitespace)
-        || reference.chars().any(|c| c.is_ascii_uppercase())
-    {
-        return Err(Error::BadRef(reference.to_string()));
-    }
-    let (name_part, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    let last_slash = name_part.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_part[last_slash..].rfind(':') {
-        Some(i) => (
-            &name_part[..last_slash + i],
-            Some(&name_part[last_slash + i + 1..]),
-        ),
-        None => (name_part, None),
-    };
-    let full = match name.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            name.to_string()
-        }
-        Some(_) => format!("docker.io/{name}"),
-        None => format!("docker.io/library/{name}"),
-    };
-    Ok(match (tag, digest) {
-        (_, Some(d)) => format!("{full}@{d}"),
-        (Some(t), None) => format!("{full}:{t}"),
-        (None, None) => format!("{full}:latest"),
-    })
-}
-
-/// The OCI ref name annotation for a normalised name: just its tag (or digest).
-fn oci_reference_name(normalized: &str) -> String {
-    if let Some((_, d)) = normalized.split_once('@') {
-        return d.to_string();
-    }
-    let last_slash = normalized.rfind('/').map_or(0, |i| i + 1);
-    normalized[last_slash..]
-        .rsplit_once(':')
-        .map_or_else(|| normalized.to_string(), |(_, t)| t.to_string())
+/// The docker/distribution `ParseDockerRef` normalisation (berthd's, shared with the
+/// registry client): `busybox` → `docker.io/library/busybox:latest`.
+pub fn normalize_reference(r: &str) -> Result<String, Error> {
+    reference::normalize(r).map_err(|_| Error::BadRef(r.to_string()))
 }
 
 /// Docker archives: one synthesised Docker schema 2 manifest per `manifest.json` entry,
@@ -487,51 +433,6 @@ async fn compressed_form(
     Ok(None)
 }
 
-/// containerd `AddRefPrefix`/`FilterRefPrefix`: tag-only names get the prefix.
-fn translate(prefix: &str, filter: bool, reference: &str) -> Option<String> {
-    if reference.contains(['/', ':', '@']) {
-        if filter {
-            let rest = reference.strip_prefix(prefix)?;
-            if !rest.is_empty() && !rest.starts_with(['/', ':', '@']) {
-                return None;
-            }
-        }
-        return Some(reference.to_string());
-    }
-    Some(format!("{prefix}:{reference}"))
-}
-
-/// `images.ChildGCLabels`: the label key prefix a parent uses for a child.
-fn gc_label_key(child: &Descriptor) -> (&'static str, bool) {
-    if super::is_config(&child.media_type) {
-        ("containerd.io/gc.ref.content.config", false)
-    } else if super::is_manifest(&child.media_type) {
-        ("containerd.io/gc.ref.content.m.", true)
-    } else if super::is_layer(&child.media_type) {
-        ("containerd.io/gc.ref.content.l.", true)
-    } else {
-        ("containerd.io/gc.ref.content.", true)
-    }
-}
-
-/// `images.SetChildrenLabels`: the GC reference labels a parent gets for its children.
-pub fn gc_labels(children: &[Descriptor]) -> HashMap<String, String> {
-    let mut labels = HashMap::new();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for c in children {
-        let (key, indexed) = gc_label_key(c);
-        let n = counts.entry(key).or_insert(0);
-        let k = if *n > 0 || indexed {
-            format!("{key}{n}")
-        } else {
-            key.to_string()
-        };
-        *n += 1;
-        labels.insert(k, c.digest.clone());
-    }
-    labels
-}
-
 /// Walks from the index like containerd's import handler chain (`FilterPlatforms` →
 /// `SetChildrenLabels` → `WalkNotEmpty`) and returns the (name, target) pairs to create.
 async fn label_and_name(
@@ -555,7 +456,8 @@ async fn label_and_name(
                 let ann = m.annotations.clone().unwrap_or_default();
                 let name = ann.get(ANNOTATION_IMAGE_NAME).cloned().or_else(|| {
                     ann.get(ANNOTATION_REF_NAME)
-                        .and_then(|r| translate(&prefix, filter, r))
+                        .map(|r| translate(&prefix, filter, r))
+                        .filter(|n| !n.is_empty())
                 });
                 if let Some(n) = name {
                     names.push((n, m.clone()));
@@ -629,42 +531,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn docker_refs_normalize() {
+    fn bad_repo_tags_read_as_ctr() {
         assert_eq!(
             normalize_reference("busybox").unwrap(),
             "docker.io/library/busybox:latest"
         );
         assert_eq!(
-            normalize_reference("me/app:1.0").unwrap(),
-            "docker.io/me/app:1.0"
+            normalize_reference("Bad/Name").unwrap_err().to_string(),
+            "normalize image ref \"Bad/Name\": invalid reference format"
         );
-        assert_eq!(
-            normalize_reference("localhost:5000/app").unwrap(),
-            "localhost:5000/app:latest"
-        );
-        assert!(normalize_reference("Bad/Name").is_err());
-        assert_eq!(
-            oci_reference_name("docker.io/library/busybox:latest"),
-            "latest"
-        );
-    }
-
-    #[test]
-    fn ref_prefix_translation_matches_containerd() {
-        assert_eq!(
-            translate("foo/bar", false, "latest").unwrap(),
-            "foo/bar:latest"
-        );
-        assert_eq!(translate("foo/bar", true, "other/x:1"), None);
-        assert_eq!(
-            translate("foo/bar", true, "foo/bar:1").unwrap(),
-            "foo/bar:1"
-        );
-    }
-
-    #[test]
-    fn archive_names_clean_like_go_path() {
-        assert_eq!(clean("./blobs/sha256/ab"), "blobs/sha256/ab");
-        assert_eq!(clean("a/../b"), "b");
     }
 }

@@ -77,7 +77,7 @@ pub fn normalize_reference(reference: &str) -> Result<String, Error> {
 }
 
 /// `ociReferenceName`: the object part of a normalised name (its tag, or `@digest`).
-fn oci_reference_name(normalized: &str) -> String {
+pub fn oci_reference_name(normalized: &str) -> String {
     if let Some((_, d)) = normalized.split_once('@') {
         return format!("@{d}");
     }
@@ -85,27 +85,6 @@ fn oci_reference_name(normalized: &str) -> String {
     normalized[last_slash..]
         .rsplit_once(':')
         .map_or_else(|| normalized.to_string(), |(_, t)| t.to_string())
-}
-
-/// `platforms.Normalize` for the architectures berthd runs on.
-fn normalize_platform(mut p: Platform) -> Platform {
-    p.os = p.os.to_lowercase();
-    match p.architecture.as_str() {
-        "x86_64" | "x86-64" | "amd64" => {
-            p.architecture = "amd64".into();
-            if p.variant == "v1" {
-                p.variant.clear();
-            }
-        }
-        "aarch64" | "arm64" => {
-            p.architecture = "arm64".into();
-            if matches!(p.variant.as_str(), "8" | "v8" | "v8.0") {
-                p.variant.clear();
-            }
-        }
-        _ => {}
-    }
-    p
 }
 
 /// What the tar held.
@@ -292,7 +271,7 @@ fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor
         let (digest, size) = oci::write_json(db, ctx, &manifest)?;
         let cfg: oci::Config = oci::read_json(db, ctx, "image config", &config.digest)?;
         let platform = (!cfg.os.is_empty() || !cfg.architecture.is_empty()).then(|| {
-            normalize_platform(Platform {
+            Platform::normalize(Platform {
                 architecture: cfg.architecture,
                 os: cfg.os,
                 variant: cfg.variant,
@@ -524,7 +503,7 @@ mod tests {
 
     #[test]
     fn platforms_normalize() {
-        let p = normalize_platform(Platform {
+        let p = Platform::normalize(Platform {
             architecture: "aarch64".into(),
             os: "Linux".into(),
             variant: "v8".into(),

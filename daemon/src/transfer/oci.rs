@@ -99,19 +99,49 @@ impl Platform {
         }
     }
 
-    /// containerd's `platforms.Only` for the cases that matter on Linux: same OS and
-    /// architecture; arm64's `v8` variant may be left out on either side.
-    pub fn matches(&self, other: &Platform) -> bool {
-        let norm = |p: &Platform| {
-            if p.architecture == "arm64" && p.variant == "v8" {
-                String::new()
-            } else {
-                p.variant.clone()
+    /// containerd's `platforms.Normalize` for the architectures berth meets: `x86_64` is
+    /// `amd64` (variant `v1` dropped), `aarch64` is `arm64` (variant `v8` dropped), `arm`
+    /// without a variant is `arm/v7`; the OS is lower case.
+    #[must_use]
+    pub fn normalize(mut self) -> Self {
+        self.os = self.os.to_lowercase();
+        match self.architecture.as_str() {
+            "x86_64" | "x86-64" | "amd64" => {
+                self.architecture = "amd64".into();
+                if self.variant == "v1" {
+                    self.variant.clear();
+                }
             }
-        };
-        self.os == other.os
-            && self.architecture == other.architecture
-            && (norm(self) == norm(other) || other.variant.is_empty() || self.variant.is_empty())
+            "aarch64" | "arm64" => {
+                self.architecture = "arm64".into();
+                if matches!(self.variant.as_str(), "8" | "v8" | "v8.0") {
+                    self.variant.clear();
+                }
+            }
+            "armhf" => {
+                self.architecture = "arm".into();
+                self.variant = "v7".into();
+            }
+            "armel" => {
+                self.architecture = "arm".into();
+                self.variant = "v6".into();
+            }
+            "arm" => match self.variant.as_str() {
+                "" | "7" => self.variant = "v7".into(),
+                "5" | "6" | "8" => self.variant = format!("v{}", self.variant),
+                _ => {}
+            },
+            _ => {}
+        }
+        self
+    }
+
+    /// containerd's platform matcher (`platforms.Only` without its fallbacks to older
+    /// variants): OS, architecture and variant equal once both are normalised, so arm64's
+    /// `v8` may be left out on either side while `amd64` does not take `amd64/v3`.
+    pub fn matches(&self, other: &Platform) -> bool {
+        let (a, b) = (self.clone().normalize(), other.clone().normalize());
+        a.os == b.os && a.architecture == b.architecture && a.variant == b.variant
     }
 }
 
@@ -139,6 +169,18 @@ impl Matcher {
         match (self, p) {
             (Matcher::All, _) | (_, None) => true,
             (Matcher::Any(want), Some(p)) => want.iter().any(|w| w.matches(p)),
+        }
+    }
+
+    /// The wanted platforms for messages: `all`, or `os/arch[/variant]`s joined by `, `.
+    pub fn describe(&self) -> String {
+        match self {
+            Matcher::All => "all".into(),
+            Matcher::Any(ps) => ps
+                .iter()
+                .map(Platform::format)
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 }
@@ -184,6 +226,38 @@ impl Descriptor {
             size: d.size,
             urls: None,
             annotations: (!d.annotations.is_empty()).then(|| d.annotations.clone()),
+            platform: None,
+        }
+    }
+
+    /// As the containerd API carries it (clients of berthd, the `berth` CLI).
+    pub fn to_proto(&self) -> protos::types::Descriptor {
+        protos::types::Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: self
+                .annotations
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// From the containerd API's descriptor.
+    pub fn from_proto(d: &protos::types::Descriptor) -> Self {
+        Descriptor {
+            media_type: d.media_type.clone(),
+            digest: d.digest.clone(),
+            size: d.size,
+            urls: None,
+            annotations: (!d.annotations.is_empty()).then(|| {
+                d.annotations
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
             platform: None,
         }
     }
@@ -284,12 +358,12 @@ pub fn digest_of(data: &[u8]) -> String {
 }
 
 /// Reads a whole JSON blob of the namespace, refusing more than [`JSON_LIMIT`] bytes.
-pub fn read_json<T: serde::de::DeserializeOwned>(
+pub fn read_bounded(
     db: &Db,
     ctx: &Ctx,
     what: &'static str,
     digest: &str,
-) -> Result<T, Error> {
+) -> Result<Vec<u8>, Error> {
     let d = Digest::parse(digest)?;
     let info = db.content_info(ctx, &d)?;
     if usize::try_from(info.size).unwrap_or(usize::MAX) > JSON_LIMIT {
@@ -298,32 +372,144 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
             limit: JSON_LIMIT,
         });
     }
-    let data = db.content_read(ctx, &d, 0, 0)?;
-    serde_json::from_slice(&data).map_err(|source| Error::Json {
-        what: format!("{what} {digest}"),
+    Ok(db.content_read(ctx, &d, 0, 0)?)
+}
+
+/// Reads and parses a whole JSON blob of the namespace ([`read_bounded`]).
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    db: &Db,
+    ctx: &Ctx,
+    what: &'static str,
+    digest: &str,
+) -> Result<T, Error> {
+    let data = read_bounded(db, ctx, what, digest)?;
+    Ok(parse_json(what, digest, &data)?)
+}
+
+/// What the shared walks below find wrong; each caller turns it into its own error.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// A manifest, index or config that does not parse.
+    #[error("invalid JSON in {what} {digest}: {source}")]
+    Json {
+        /// Which kind of document.
+        what: &'static str,
+        /// Its digest.
+        digest: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An index with no manifest for the wanted platforms.
+    #[error("no match for platform {platform} in manifest {digest}: not found")]
+    NoPlatform {
+        /// Wanted platforms ([`Matcher::describe`]).
+        platform: String,
+        /// The index.
+        digest: String,
+    },
+    /// A target that is neither a manifest nor an index.
+    #[error("unexpected media type {media_type} for {digest}")]
+    MediaType {
+        /// The target's media type.
+        media_type: String,
+        /// The target.
+        digest: String,
+    },
+}
+
+impl From<WalkError> for Error {
+    fn from(e: WalkError) -> Self {
+        match e {
+            WalkError::Json {
+                what,
+                digest,
+                source,
+            } => Error::Json {
+                what: format!("{what} {digest}"),
+                source,
+            },
+            WalkError::NoPlatform { platform, digest } => Error::NoPlatform { digest, platform },
+            e @ WalkError::MediaType { .. } => Error::NotFound(e.to_string()),
+        }
+    }
+}
+
+/// Where the walks read manifests, indexes and configs: the namespace's content here
+/// ([`DbBlobs`]), the content service over gRPC in the `berth` CLI. The walks are written
+/// once, async; the daemon's reads are synchronous, so its futures are ready at once.
+pub trait BlobSource {
+    /// The caller's error; the walks' own findings convert into it.
+    type Error: From<WalkError>;
+    /// The whole blob of a JSON document, bounded by [`JSON_LIMIT`].
+    fn read_json_blob(
+        &self,
+        what: &'static str,
+        desc: &Descriptor,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, Self::Error>>;
+}
+
+/// Parses a JSON document read for `what` `digest`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    digest: &str,
+    data: &[u8],
+) -> Result<T, WalkError> {
+    serde_json::from_slice(data).map_err(|source| WalkError::Json {
+        what,
+        digest: digest.to_string(),
         source,
     })
 }
 
-/// containerd `images.Children`: an index's manifests, a manifest's config and layers,
-/// nothing for anything else.
-pub fn children(db: &Db, ctx: &Ctx, desc: &Descriptor) -> Result<Vec<Descriptor>, Error> {
+/// containerd `images.Children` of an already read `body`: an index's manifests, a
+/// manifest's config and layers, nothing for anything else.
+pub fn parse_children(desc: &Descriptor, body: &[u8]) -> Result<Vec<Descriptor>, WalkError> {
     if is_manifest(&desc.media_type) {
-        let m: Manifest = read_json(db, ctx, "manifest", &desc.digest)?;
+        let m: Manifest = parse_json("manifest", &desc.digest, body)?;
         let mut out = vec![m.config];
         out.extend(m.layers);
         Ok(out)
     } else if is_index(&desc.media_type) {
-        let i: Index = read_json(db, ctx, "index", &desc.digest)?;
+        let i: Index = parse_json("index", &desc.digest, body)?;
         Ok(i.manifests)
     } else {
         Ok(Vec::new())
     }
 }
 
+async fn read_parsed<S: BlobSource, T: serde::de::DeserializeOwned>(
+    src: &S,
+    what: &'static str,
+    desc: &Descriptor,
+) -> Result<T, S::Error> {
+    let data = src.read_json_blob(what, desc).await?;
+    Ok(parse_json(what, &desc.digest, &data)?)
+}
+
+/// containerd `images.Children`, reading from `src` (blobs are not read).
+pub async fn children_in<S: BlobSource>(
+    src: &S,
+    desc: &Descriptor,
+) -> Result<Vec<Descriptor>, S::Error> {
+    if !is_manifest(&desc.media_type) && !is_index(&desc.media_type) {
+        return Ok(Vec::new());
+    }
+    let what = if is_index(&desc.media_type) {
+        "index"
+    } else {
+        "manifest"
+    };
+    let body = src.read_json_blob(what, desc).await?;
+    Ok(parse_children(desc, &body)?)
+}
+
 /// The platform a manifest's config declares.
-pub fn config_platform(db: &Db, ctx: &Ctx, manifest: &Manifest) -> Result<Platform, Error> {
-    let c: Config = read_json(db, ctx, "image config", &manifest.config.digest)?;
+pub async fn config_platform_in<S: BlobSource>(
+    src: &S,
+    manifest: &Manifest,
+) -> Result<Platform, S::Error> {
+    let c: Config = read_parsed(src, "image config", &manifest.config).await?;
     Ok(Platform {
         architecture: c.architecture,
         os: c.os,
@@ -332,20 +518,31 @@ pub fn config_platform(db: &Db, ctx: &Ctx, manifest: &Manifest) -> Result<Platfo
     })
 }
 
-/// containerd `images.Manifest`: the manifest of `target` for `matcher` (index entries
-/// without a platform are matched by their config's).
-pub fn resolve_manifest(
-    db: &Db,
-    ctx: &Ctx,
+/// containerd `images.Manifest`: the manifest of `target` for `matcher`. A manifest
+/// target is taken as it is; an index's entries are filtered by their platform (entries
+/// without one by their config's), nested indexes searched in order, the first match wins.
+pub async fn resolve_manifest_in<S: BlobSource>(
+    src: &S,
     target: &Descriptor,
     matcher: &Matcher,
-) -> Result<(Descriptor, Manifest), Error> {
+) -> Result<(Descriptor, Manifest), S::Error> {
+    if is_manifest(&target.media_type) {
+        let m = read_parsed(src, "manifest", target).await?;
+        return Ok((target.clone(), m));
+    }
+    if !is_index(&target.media_type) {
+        return Err(WalkError::MediaType {
+            media_type: target.media_type.clone(),
+            digest: target.digest.clone(),
+        }
+        .into());
+    }
     let mut stack = vec![(target.clone(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
         if is_manifest(&d.media_type) {
-            let m: Manifest = read_json(db, ctx, "manifest", &d.digest)?;
+            let m: Manifest = read_parsed(src, "manifest", &d).await?;
             if d.platform.is_none() && matcher != &Matcher::All {
-                let p = config_platform(db, ctx, &m)?;
+                let p = config_platform_in(src, &m).await?;
                 if !matcher.matches(Some(&p)) {
                     continue;
                 }
@@ -353,7 +550,7 @@ pub fn resolve_manifest(
             return Ok((d, m));
         }
         if is_index(&d.media_type) && depth < 4 {
-            let i: Index = read_json(db, ctx, "index", &d.digest)?;
+            let i: Index = read_parsed(src, "index", &d).await?;
             for m in i.manifests.into_iter().rev() {
                 if matcher.matches(m.platform.as_ref()) {
                     stack.push((m, depth + 1));
@@ -361,17 +558,55 @@ pub fn resolve_manifest(
             }
         }
     }
-    Err(Error::NoPlatform {
+    Err(WalkError::NoPlatform {
         digest: target.digest.clone(),
-        platform: match matcher {
-            Matcher::All => "any platform".into(),
-            Matcher::Any(ps) => ps
-                .iter()
-                .map(Platform::format)
-                .collect::<Vec<_>>()
-                .join(", "),
-        },
-    })
+        platform: matcher.describe(),
+    }
+    .into())
+}
+
+/// The namespace's content in berthd's metadata store, as a [`BlobSource`].
+pub struct DbBlobs<'a> {
+    /// The store.
+    pub db: &'a Db,
+    /// The namespace.
+    pub ctx: &'a Ctx,
+}
+
+impl BlobSource for DbBlobs<'_> {
+    type Error = Error;
+    async fn read_json_blob(
+        &self,
+        what: &'static str,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, Error> {
+        read_bounded(self.db, self.ctx, what, &desc.digest)
+    }
+}
+
+/// Runs a walk over [`DbBlobs`]: its reads never wait, so the future is ready at once.
+fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(f)
+}
+
+/// containerd `images.Children` over the namespace's content.
+pub fn children(db: &Db, ctx: &Ctx, desc: &Descriptor) -> Result<Vec<Descriptor>, Error> {
+    ready(children_in(&DbBlobs { db, ctx }, desc))
+}
+
+/// The platform a manifest's config declares.
+pub fn config_platform(db: &Db, ctx: &Ctx, manifest: &Manifest) -> Result<Platform, Error> {
+    ready(config_platform_in(&DbBlobs { db, ctx }, manifest))
+}
+
+/// containerd `images.Manifest` over the namespace's content ([`resolve_manifest_in`]).
+pub fn resolve_manifest(
+    db: &Db,
+    ctx: &Ctx,
+    target: &Descriptor,
+    matcher: &Matcher,
+) -> Result<(Descriptor, Manifest), Error> {
+    ready(resolve_manifest_in(&DbBlobs { db, ctx }, target, matcher))
 }
 
 /// `images.ChildGCLabels`: the label key prefix a parent uses for a child.
@@ -508,5 +743,22 @@ mod tests {
         assert!(!Matcher::of(vec![amd.clone()]).matches(Some(&arm)));
         assert!(Matcher::of(vec![arm]).matches(Some(&arm_bare)));
         assert_eq!(amd.format(), "linux/amd64");
+        // Exact once normalised, as containerd's matcher: amd64 does not take amd64/v3,
+        // arm without a variant is arm/v7.
+        let v3 = Platform {
+            variant: "v3".into(),
+            ..amd.clone()
+        };
+        assert!(!amd.matches(&v3));
+        let arm32 = |v: &str| Platform {
+            os: "linux".into(),
+            architecture: "arm".into(),
+            variant: v.into(),
+            ..Platform::default()
+        };
+        assert!(arm32("").matches(&arm32("v7")));
+        assert!(!arm32("v6").matches(&arm32("v7")));
+        assert_eq!(Matcher::All.describe(), "all");
+        assert_eq!(Matcher::of(vec![amd]).describe(), "linux/amd64");
     }
 }
