@@ -12,8 +12,9 @@
 //!   the task's cgroup is found from its init pid when it is created, started or restored
 //!   (`<bundle>/init.pid`), and [`V1Client::stats`] reads it with the shim crate's `cgroup`
 //!   module (the same reader our v2 shim answers `Stats` with).
-//! - The shim only publishes `/tasks/exit` (and OOM), by running `berthd publish`; the
-//!   runtime publishes create, start, exec-started, paused, resumed and delete itself.
+//! - The shim only publishes `/tasks/exit`, by running `berthd publish` (Debian's v1 shim
+//!   sends no OOM events: berthd's cgroups monitor, `crate::monitor::oom`, watches v1 tasks);
+//!   the runtime publishes create, start, exec-started, paused, resumed and delete itself.
 //! - A dead shim cannot clean up after itself: berthd runs `runc delete --force` and
 //!   unmounts the rootfs.
 //!
