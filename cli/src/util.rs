@@ -194,27 +194,8 @@ pub fn go_json<T: serde::Serialize>(v: &T) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Standard base64 with padding (Go's JSON encoding of `[]byte`).
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+/// Standard base64 with padding (Go's JSON encoding of `[]byte`); berthd's.
+pub use berthd::remotes::auth::base64;
 
 /// Howard Hinnant's days-to-civil conversion.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

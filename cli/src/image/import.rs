@@ -20,8 +20,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::store::{self, Commit, Piece};
 use super::{Descriptor, Index, Manifest, Platform, PlatformMatcher, JSON_LIMIT};
 use crate::client::Client;
-use berthd::remotes::reference;
-use berthd::transfer::import::{clean, oci_reference_name};
+use berthd::remotes::reference::ReferenceError;
+use berthd::transfer::import::{
+    clean, layer_media_type, symlink_target, tagged_entries, tar_error_text, DockerManifest,
+    OciLayout,
+};
 use berthd::transfer::naming::translate;
 use berthd::transfer::oci::{gc_labels, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 const CHUNK: usize = 1 << 20;
@@ -91,19 +94,9 @@ enum Event {
     },
 }
 
-/// A tar error for humans: the tar crate quotes raw header bytes, which for a file that is
-/// not a tar at all is binary noise.
 #[allow(clippy::needless_pass_by_value)]
 fn tar_err(e: std::io::Error) -> Error {
-    let text = e.to_string();
-    if text.chars().any(|c| c.is_control() || c == '\u{fffd}') {
-        return Error::Tar("invalid tar header: not a tar archive".to_string());
-    }
-    Error::Tar(text)
-}
-
-fn dir_of(name: &str) -> &str {
-    name.rsplit_once('/').map_or("", |(d, _)| d)
+    Error::Tar(tar_error_text(&e))
 }
 
 /// Reads the tar on this (blocking) thread and sends its files to the async side.
@@ -118,7 +111,7 @@ fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Resul
                 .link_name_bytes()
                 .map(|l| String::from_utf8_lossy(&l).into_owned())
                 .unwrap_or_default();
-            let target = clean(&format!("{}/{link}", dir_of(&name)));
+            let target = symlink_target(&name, &link);
             tx.blocking_send(Event::Symlink { name, target })
                 .map_err(|_| Error::ReaderGone)?;
             continue;
@@ -161,22 +154,6 @@ fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Resul
             .map_err(|_| Error::ReaderGone)?;
     }
     Ok(())
-}
-
-#[derive(serde::Deserialize)]
-struct OciLayout {
-    #[serde(rename = "imageLayoutVersion")]
-    version: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerManifest {
-    config: String,
-    #[serde(default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(default)]
-    layers: Vec<String>,
 }
 
 /// Imports the archive; returns the image records created or updated.
@@ -289,12 +266,6 @@ async fn collect_json(name: &str, data: mpsc::Receiver<Piece>) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// The docker/distribution `ParseDockerRef` normalisation (berthd's, shared with the
-/// registry client): `busybox` → `docker.io/library/busybox:latest`.
-pub fn normalize_reference(r: &str) -> Result<String, Error> {
-    reference::normalize(r).map_err(|_| Error::BadRef(r.to_string()))
-}
-
 /// Docker archives: one synthesised Docker schema 2 manifest per `manifest.json` entry,
 /// under an OCI index annotated with the repo tags.
 async fn docker_index(
@@ -343,11 +314,7 @@ async fn docker_index(
                 d.digest = compressed.digest;
                 d.size = compressed.size;
             }
-            d.media_type = if head.starts_with(&[0x1f, 0x8b]) {
-                super::MT_DOCKER_LAYER_GZIP.to_string()
-            } else {
-                super::MT_DOCKER_LAYER.to_string()
-            };
+            d.media_type = layer_media_type(&head).to_string();
             layers.push(d);
         }
         let manifest = Manifest {
@@ -375,27 +342,10 @@ async fn docker_index(
             }),
             ..Descriptor::default()
         };
-        match m.repo_tags.filter(|t| !t.is_empty()) {
-            None => index.manifests.push(desc),
-            Some(tags) => {
-                for t in tags {
-                    let normalized = normalize_reference(&t)?;
-                    let mut d = desc.clone();
-                    d.annotations = Some(
-                        [
-                            (ANNOTATION_IMAGE_NAME.to_string(), normalized.clone()),
-                            (
-                                ANNOTATION_REF_NAME.to_string(),
-                                oci_reference_name(&normalized),
-                            ),
-                        ]
-                        .into_iter()
-                        .collect(),
-                    );
-                    index.manifests.push(d);
-                }
-            }
-        }
+        let entries = tagged_entries(&desc, m.repo_tags).map_err(|e| match e {
+            ReferenceError::Invalid(t) => Error::BadRef(t),
+        })?;
+        index.manifests.extend(entries);
     }
     let bytes = serde_json::to_vec(&index).map_err(|source| Error::Json {
         name: "index".into(),
@@ -524,21 +474,4 @@ fn today() -> String {
         nanos: 0,
     };
     crate::util::rfc3339(Some(&ts))[..10].to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_repo_tags_read_as_ctr() {
-        assert_eq!(
-            normalize_reference("busybox").unwrap(),
-            "docker.io/library/busybox:latest"
-        );
-        assert_eq!(
-            normalize_reference("Bad/Name").unwrap_err().to_string(),
-            "normalize image ref \"Bad/Name\": invalid reference format"
-        );
-    }
 }

@@ -18,8 +18,7 @@ use berthd::transfer::oci::{self, BlobSource};
 /// shared with berthd's Transfer service); the CLI reads blobs over gRPC.
 pub use berthd::transfer::oci::{
     is_config, is_index, is_manifest, Descriptor, Index, Manifest, Matcher, Platform, RootFs,
-    WalkError, JSON_LIMIT, MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP,
-    MT_DOCKER_MANIFEST, MT_OCI_INDEX,
+    WalkError, JSON_LIMIT, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_INDEX,
 };
 
 /// What went wrong resolving an image.

@@ -17,37 +17,53 @@ use super::oci::{self, Descriptor, Index, Manifest, Matcher, Platform};
 use super::{blocking, Error, ImageStore, ImportStream, Progress, ProgressEvent, Transferrer};
 use crate::errdefs::{HasKind, Kind};
 use crate::metadata::{Ctx, Db, Labels};
+use crate::remotes::reference::ReferenceError;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::Arc;
 
 const CHUNK: usize = 1 << 20;
 
+/// An OCI layout's `oci-layout` file.
 #[derive(serde::Deserialize)]
-struct OciLayout {
+pub struct OciLayout {
+    /// Must be `1.0.0`.
     #[serde(rename = "imageLayoutVersion")]
-    version: String,
+    pub version: String,
 }
 
+/// One image of a `docker save` archive's `manifest.json`.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DockerManifest {
-    config: String,
+pub struct DockerManifest {
+    /// Path of the config file in the archive.
+    pub config: String,
+    /// The names it was saved under.
     #[serde(default)]
-    repo_tags: Option<Vec<String>>,
+    pub repo_tags: Option<Vec<String>>,
+    /// Paths of the layer files, bottom first.
     #[serde(default)]
-    layers: Vec<String>,
+    pub layers: Vec<String>,
 }
 
 /// A tar error for humans: the tar crate quotes raw header bytes, which for a file that is
 /// not a tar at all is binary noise.
-#[allow(clippy::needless_pass_by_value)]
-fn tar_err(e: std::io::Error) -> Error {
+pub fn tar_error_text(e: &std::io::Error) -> String {
     let text = e.to_string();
     if text.chars().any(|c| c.is_control() || c == '\u{fffd}') {
-        return Error::Archive("invalid tar header: not a tar archive".into());
+        return "invalid tar header: not a tar archive".into();
     }
-    Error::Archive(text)
+    text
+}
+
+#[allow(clippy::needless_pass_by_value)]
+fn tar_err(e: std::io::Error) -> Error {
+    Error::Archive(tar_error_text(&e))
+}
+
+/// The archive name a symlink entry `name` pointing at `link` stands for.
+pub fn symlink_target(name: &str, link: &str) -> String {
+    clean(&format!("{}/{link}", dir_of(name)))
 }
 
 /// Go's `path.Clean` for the relative names in an archive.
@@ -74,6 +90,31 @@ fn dir_of(name: &str) -> &str {
 pub fn normalize_reference(reference: &str) -> Result<String, Error> {
     crate::remotes::reference::normalize(reference)
         .map_err(|e| Error::Invalid(format!("normalize image ref {reference:?}: {e}")))
+}
+
+/// The index entries for one docker-archive image: one per repo tag, annotated with the
+/// normalised name and its OCI ref name, or `desc` alone when it has none.
+pub fn tagged_entries(
+    desc: &Descriptor,
+    repo_tags: Option<Vec<String>>,
+) -> Result<Vec<Descriptor>, ReferenceError> {
+    let Some(tags) = repo_tags.filter(|t| !t.is_empty()) else {
+        return Ok(vec![desc.clone()]);
+    };
+    let mut out = Vec::with_capacity(tags.len());
+    for t in tags {
+        let normalized = crate::remotes::reference::normalize(&t)?;
+        let mut d = desc.clone();
+        d.annotations = Some(BTreeMap::from([
+            (oci::ANNOTATION_IMAGE_NAME.to_string(), normalized.clone()),
+            (
+                oci::ANNOTATION_REF_NAME.to_string(),
+                oci_reference_name(&normalized),
+            ),
+        ]));
+        out.push(d);
+    }
+    Ok(out)
 }
 
 /// `ociReferenceName`: the object part of a normalised name (its tag, or `@digest`).
@@ -165,7 +206,7 @@ fn read_archive(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Ingested, 
                 .link_name_bytes()
                 .map(|l| String::from_utf8_lossy(&l).into_owned())
                 .unwrap_or_default();
-            let target = clean(&format!("{}/{link}", dir_of(&name)));
+            let target = symlink_target(&name, &link);
             out.symlinks.insert(name, target);
             continue;
         }
@@ -210,7 +251,9 @@ fn compressed_form(db: &Db, ctx: &Ctx, diff_id: &str) -> Result<Option<(String, 
         .map(|i| (i.digest.to_string(), i.size)))
 }
 
-fn layer_media_type(head: &[u8]) -> &'static str {
+/// The Docker layer media type for a layer file starting with `head` (containerd's
+/// `DetectCompression`: anything compressed is labelled gzip).
+pub fn layer_media_type(head: &[u8]) -> &'static str {
     if crate::diff::Compression::detect(head) == crate::diff::Compression::Uncompressed {
         oci::MT_DOCKER_LAYER
     } else {
@@ -285,23 +328,13 @@ fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor
             platform,
             ..Descriptor::default()
         };
-        match m.repo_tags.filter(|t| !t.is_empty()) {
-            None => index.manifests.push(desc),
-            Some(tags) => {
-                for t in tags {
-                    let normalized = normalize_reference(&t)?;
-                    let mut d = desc.clone();
-                    d.annotations = Some(BTreeMap::from([
-                        (oci::ANNOTATION_IMAGE_NAME.to_string(), normalized.clone()),
-                        (
-                            oci::ANNOTATION_REF_NAME.to_string(),
-                            oci_reference_name(&normalized),
-                        ),
-                    ]));
-                    index.manifests.push(d);
-                }
-            }
-        }
+        let entries = tagged_entries(&desc, m.repo_tags).map_err(|e| match e {
+            ReferenceError::Invalid(t) => Error::Invalid(format!(
+                "normalize image ref {t:?}: {}",
+                ReferenceError::Invalid(t.clone())
+            )),
+        })?;
+        index.manifests.extend(entries);
     }
     let (digest, size) = oci::write_json(db, ctx, &index)?;
     Ok(Descriptor {
