@@ -22,8 +22,8 @@ use super::{Descriptor, Index, Manifest, Platform, PlatformMatcher, JSON_LIMIT};
 use crate::client::Client;
 use berthd::remotes::reference::ReferenceError;
 use berthd::transfer::import::{
-    clean, layer_media_type, symlink_target, tagged_entries, tar_error_text, DockerManifest,
-    OciLayout,
+    clean, layer_media_type, resolve_symlinks, tagged_entries, tar_error_text, ArchiveEntry,
+    DockerManifest, OciLayout,
 };
 use berthd::transfer::naming::translate;
 use berthd::transfer::oci::{gc_labels, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
@@ -104,21 +104,15 @@ fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Event>) -> Resul
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
-        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() {
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-                .unwrap_or_default();
-            let target = symlink_target(&name, &link);
-            tx.blocking_send(Event::Symlink { name, target })
-                .map_err(|_| Error::ReaderGone)?;
-            continue;
-        }
-        if !kind.is_file() {
-            continue;
-        }
+        let name = match ArchiveEntry::of(&entry) {
+            ArchiveEntry::Symlink { name, target } => {
+                tx.blocking_send(Event::Symlink { name, target })
+                    .map_err(|_| Error::ReaderGone)?;
+                continue;
+            }
+            ArchiveEntry::Skip => continue,
+            ArchiveEntry::File(name) => name,
+        };
         let size = entry.header().size().map_err(tar_err)?;
         let (dtx, drx) = mpsc::channel(4);
         tx.blocking_send(Event::File {
@@ -277,16 +271,8 @@ async fn docker_index(
 ) -> Result<Descriptor, Error> {
     let mut blobs = blobs.clone();
     let mut heads = heads.clone();
-    for (name, target) in symlinks {
-        let desc = blobs.get(target).cloned().ok_or_else(|| Error::Symlink {
-            name: name.clone(),
-            target: target.clone(),
-        })?;
-        if let Some(h) = heads.get(target).cloned() {
-            heads.insert(name.clone(), h);
-        }
-        blobs.insert(name.clone(), desc);
-    }
+    resolve_symlinks(&mut blobs, &mut heads, symlinks)
+        .map_err(|(name, target)| Error::Symlink { name, target })?;
     let mut index = Index {
         schema_version: 2,
         media_type: None,

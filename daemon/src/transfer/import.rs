@@ -66,6 +66,61 @@ pub fn symlink_target(name: &str, link: &str) -> String {
     clean(&format!("{}/{link}", dir_of(name)))
 }
 
+/// What one tar entry of an image archive is to the importer.
+pub enum ArchiveEntry {
+    /// A regular file, by cleaned name.
+    File(String),
+    /// A symlink (`docker save` links repeated layers): `name` stands for `target`.
+    Symlink {
+        /// Cleaned name of the link.
+        name: String,
+        /// Cleaned name it points at.
+        target: String,
+    },
+    /// Directories and anything else: ignored.
+    Skip,
+}
+
+impl ArchiveEntry {
+    /// Classifies `entry` (names cleaned as Go's `path.Clean`).
+    pub fn of<R: Read>(entry: &tar::Entry<'_, R>) -> Self {
+        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            let target = symlink_target(&name, &link);
+            ArchiveEntry::Symlink { name, target }
+        } else if kind.is_file() {
+            ArchiveEntry::File(name)
+        } else {
+            ArchiveEntry::Skip
+        }
+    }
+}
+
+/// Makes every symlink name an alias of its target's blob (and first bytes); the
+/// `(name, target)` of a link whose target is not in the archive is the error.
+pub fn resolve_symlinks(
+    blobs: &mut HashMap<String, Descriptor>,
+    heads: &mut HashMap<String, Vec<u8>>,
+    symlinks: &HashMap<String, String>,
+) -> Result<(), (String, String)> {
+    for (name, target) in symlinks {
+        let desc = blobs
+            .get(target)
+            .cloned()
+            .ok_or_else(|| (name.clone(), target.clone()))?;
+        if let Some(h) = heads.get(target).cloned() {
+            heads.insert(name.clone(), h);
+        }
+        blobs.insert(name.clone(), desc);
+    }
+    Ok(())
+}
+
 /// Go's `path.Clean` for the relative names in an archive.
 pub fn clean(name: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -199,20 +254,14 @@ fn read_archive(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Ingested, 
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(tar_err)? {
         let entry = entry.map_err(tar_err)?;
-        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() {
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-                .unwrap_or_default();
-            let target = symlink_target(&name, &link);
-            out.symlinks.insert(name, target);
-            continue;
-        }
-        if !kind.is_file() {
-            continue;
-        }
+        let name = match ArchiveEntry::of(&entry) {
+            ArchiveEntry::Symlink { name, target } => {
+                out.symlinks.insert(name, target);
+                continue;
+            }
+            ArchiveEntry::Skip => continue,
+            ArchiveEntry::File(name) => name,
+        };
         match name.as_str() {
             "oci-layout" => out.layout = Some(read_json_entry(&name, entry)?),
             "manifest.json" => out.docker = Some(read_json_entry(&name, entry)?),
@@ -264,17 +313,11 @@ pub fn layer_media_type(head: &[u8]) -> &'static str {
 /// The OCI index of a `docker save` archive (containerd `ImportIndex`, Docker branch).
 fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor, Error> {
     let manifests = ing.docker.take().unwrap_or_default();
-    for (name, target) in &ing.symlinks {
-        let desc = ing.blobs.get(target).cloned().ok_or_else(|| {
-            Error::Format(format!(
-                "no target for symlink layer from {name:?} to {target:?}"
-            ))
-        })?;
-        if let Some(h) = ing.heads.get(target).cloned() {
-            ing.heads.insert(name.clone(), h);
-        }
-        ing.blobs.insert(name.clone(), desc);
-    }
+    resolve_symlinks(&mut ing.blobs, &mut ing.heads, &ing.symlinks).map_err(|(name, target)| {
+        Error::Format(format!(
+            "no target for symlink layer from {name:?} to {target:?}"
+        ))
+    })?;
     let mut index = Index {
         schema_version: 2,
         media_type: None,
