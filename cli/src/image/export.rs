@@ -1,13 +1,15 @@
 //! `images export`: writes images as an OCI image layout tar (containerd
-//! `archive.Export`): `oci-layout`, `index.json` naming each image (containerd and OCI ref
-//! name annotations), every reachable blob for the chosen platforms under
-//! `blobs/sha256/`, and a Docker-compatible `manifest.json` unless skipped. Entries are
-//! sorted by name, as containerd writes them, so the same content gives the same tar.
+//! `archive.Export`). The archive writer is berthd's
+//! ([`berthd::transfer::export::write_archive`], shared with the Transfer service); here
+//! it reads blobs over the content gRPC service, each spooled through a temporary file
+//! since layers can be far larger than memory.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{Seek, SeekFrom, Write};
 
-use super::{store, Descriptor, Index, PlatformMatcher, JSON_LIMIT};
+use berthd::transfer::export::{self as archive, ArchiveError, ArchiveOptions, BlobReader};
+use berthd::transfer::oci::BlobSource;
+
+use super::{store, Descriptor, PlatformMatcher, WalkError, JSON_LIMIT};
 use crate::client::Client;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,36 +18,39 @@ pub enum Error {
     Image(#[from] super::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
-    #[error("write archive: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("only manifests may be exported: {name} has media type {media_type}")]
-    NotManifest { name: String, media_type: String },
-    #[error("invalid digest {0:?}")]
-    Digest(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
-fn blob_path(digest: &str) -> Result<String, Error> {
-    match digest.split_once(':') {
-        Some((alg, hex)) if !alg.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
-            Ok(format!("blobs/{alg}/{hex}"))
-        }
-        _ => Err(Error::Digest(digest.to_string())),
+impl From<WalkError> for Error {
+    fn from(e: WalkError) -> Self {
+        Error::Image(e.into())
     }
 }
 
-/// docker/distribution `FamiliarString`: `docker.io/library/busybox:latest` → `busybox:latest`.
-fn familiar(name: &str) -> String {
-    match name.strip_prefix("docker.io/") {
-        Some(rest) => rest.strip_prefix("library/").unwrap_or(rest).to_string(),
-        None => name.to_string(),
+/// berthd's content service over gRPC, as the archive writer's blob reader.
+struct Remote<'a>(&'a Client);
+
+impl BlobSource for Remote<'_> {
+    type Error = Error;
+    async fn read_json_blob(
+        &self,
+        _what: &'static str,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, Error> {
+        Ok(store::read_blob(self.0, &desc.digest, JSON_LIMIT).await?)
     }
 }
 
-enum Record {
-    Dir,
-    Bytes(Vec<u8>),
-    /// A blob of the content store, by digest.
-    Blob(String),
+impl BlobReader for Remote<'_> {
+    type Blob = std::fs::File;
+    async fn open_blob(&self, digest: &str) -> Result<(std::fs::File, u64), Error> {
+        let io = |e| Error::Archive(ArchiveError::Io(e));
+        let mut spool = tempfile::tempfile().map_err(io)?;
+        let n = store::copy_blob(self.0, digest, &mut spool).await?;
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        Ok((spool, n))
+    }
 }
 
 /// Exports `images` (name, target) to `out`.
@@ -56,137 +61,12 @@ pub async fn export<W: Write>(
     manifest_json: bool,
     out: W,
 ) -> Result<(), Error> {
-    let mut records: BTreeMap<String, Record> = BTreeMap::new();
-    records.insert(
-        "oci-layout".into(),
-        Record::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
-    );
-    let mut index_manifests = Vec::new();
-    // manifest digest → (manifest descriptor, names) for manifest.json.
-    let mut docker: Vec<(Descriptor, Vec<String>)> = Vec::new();
-    for (name, target) in images {
-        let mut d = target.clone();
-        let mut ann = d.annotations.take().unwrap_or_default();
-        ann.insert("io.containerd.image.name".into(), name.clone());
-        let refname = name
-            .rsplit_once('/')
-            .map_or(name.as_str(), |(_, t)| t)
-            .rsplit_once(':')
-            .map_or(name.as_str(), |(_, t)| t);
-        ann.insert(
-            "org.opencontainers.image.ref.name".into(),
-            refname.to_string(),
-        );
-        d.annotations = Some(ann);
-        index_manifests.push(d);
-
-        if !super::is_manifest(&target.media_type) && !super::is_index(&target.media_type) {
-            return Err(Error::NotManifest {
-                name: name.clone(),
-                media_type: target.media_type.clone(),
-            });
-        }
-        // Walk, keeping only children for the wanted platforms.
-        let mut stack = vec![target.clone()];
-        while let Some(desc) = stack.pop() {
-            let mut children = super::children(client, &desc).await?;
-            children.retain(|c| platform.matches(c.platform.as_ref()));
-            records.insert(blob_path(&desc.digest)?, Record::Blob(desc.digest.clone()));
-            stack.extend(children);
-        }
-        if let Ok((m, _)) = super::resolve_manifest(client, target, platform).await {
-            match docker.iter_mut().find(|(d, _)| d.digest == m.digest) {
-                Some((_, names)) => names.push(name.clone()),
-                None => docker.push((m, vec![name.clone()])),
-            }
-        }
-    }
-    let index = Index {
-        schema_version: 2,
-        media_type: None,
-        manifests: index_manifests,
-        annotations: None,
+    let o = ArchiveOptions {
+        matcher: platform.matcher(),
+        manifest_json,
+        skip_non_distributable: false,
+        // As ctr 1.6 writes it.
+        index_media_type: false,
     };
-    records.insert(
-        "index.json".into(),
-        Record::Bytes(serde_json::to_vec(&index).map_err(std::io::Error::other)?),
-    );
-    if manifest_json && !docker.is_empty() {
-        let mut entries = Vec::new();
-        for (m, names) in &docker {
-            let data = store::read_blob(client, &m.digest, JSON_LIMIT).await?;
-            let manifest: super::Manifest =
-                serde_json::from_slice(&data).map_err(std::io::Error::other)?;
-            let layers: Result<Vec<String>, Error> = manifest
-                .layers
-                .iter()
-                .map(|l| blob_path(&l.digest))
-                .collect();
-            let mut entry = serde_json::Map::new();
-            entry.insert("Config".into(), blob_path(&manifest.config.digest)?.into());
-            entry.insert(
-                "RepoTags".into(),
-                names.iter().map(|n| familiar(n)).collect::<Vec<_>>().into(),
-            );
-            entry.insert("Layers".into(), layers?.into());
-            entries.push(serde_json::Value::Object(entry));
-        }
-        records.insert(
-            "manifest.json".into(),
-            Record::Bytes(serde_json::to_vec(&entries).map_err(std::io::Error::other)?),
-        );
-    }
-    let algorithms: Vec<String> = records
-        .keys()
-        .filter_map(|k| k.strip_prefix("blobs/"))
-        .filter_map(|k| k.split_once('/').map(|(a, _)| a.to_string()))
-        .collect();
-    if !algorithms.is_empty() {
-        records.insert("blobs/".into(), Record::Dir);
-        for a in algorithms {
-            records.insert(format!("blobs/{a}/"), Record::Dir);
-        }
-    }
-
-    let mut tar = tar::Builder::new(out);
-    let mut written: HashMap<String, ()> = HashMap::new();
-    for (name, record) in records {
-        if written.insert(name.clone(), ()).is_some() {
-            continue;
-        }
-        let mut header = tar::Header::new_ustar();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        match record {
-            Record::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                header.set_cksum();
-                tar.append_data(&mut header, &name, std::io::empty())?;
-            }
-            Record::Bytes(data) => {
-                header.set_entry_type(tar::EntryType::Regular);
-                // containerd writes the layout file read-only, like the blobs.
-                header.set_mode(if name == "oci-layout" { 0o444 } else { 0o644 });
-                header.set_size(data.len() as u64);
-                header.set_cksum();
-                tar.append_data(&mut header, &name, data.as_slice())?;
-            }
-            Record::Blob(digest) => {
-                // Spooled through a temporary file: layers can be far larger than memory.
-                let mut spool = tempfile::tempfile()?;
-                let n = store::copy_blob(client, &digest, &mut spool).await?;
-                spool.seek(SeekFrom::Start(0))?;
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(0o444);
-                header.set_size(n);
-                header.set_cksum();
-                tar.append_data(&mut header, &name, spool)?;
-            }
-        }
-    }
-    tar.into_inner()?.flush()?;
-    Ok(())
+    archive::write_archive(&Remote(client), images, &o, out).await
 }

@@ -1,26 +1,105 @@
-//! Export of images to a stream as an OCI image layout tar (containerd
-//! `core/transfer/local/export.go` over `core/images/archive/exporter.go`): `oci-layout`,
-//! `index.json` naming each image (containerd and OCI ref-name annotations), every blob
-//! reachable for the chosen platforms under `blobs/<alg>/<hex>`, and a Docker-compatible
-//! `manifest.json` unless skipped. Entries are sorted by name, as containerd writes them.
-//! The tar is written on a blocking thread straight from the content store into the
-//! stream, within the window the client grants; no blob is held in memory whole.
+//! Export of images as an OCI image layout tar (containerd `core/transfer/local/export.go`
+//! over `core/images/archive/exporter.go`): `oci-layout`, `index.json` naming each image
+//! (containerd and OCI ref-name annotations), every blob reachable for the chosen
+//! platforms under `blobs/<alg>/<hex>`, and a Docker-compatible `manifest.json` unless
+//! skipped. Entries are sorted by name, as containerd writes them, so the same content
+//! gives the same tar.
+//!
+//! The archive writer ([`write_archive`]) is written once, generic over a
+//! [`BlobReader`]: the Transfer service's [`export`] reads the namespace's content
+//! directly ([`DbBlobs`], on a blocking thread straight into the stream, within the window
+//! the client grants), the `berth` CLI reads it over the content gRPC service. No blob is
+//! held in memory whole.
 
-use super::oci::{self, Descriptor, Index, Manifest, Matcher, Platform};
+use super::oci::{self, BlobSource, DbBlobs, Descriptor, Index, Manifest, Matcher, Platform};
 use super::Transferrer;
 use super::{blocking, naming, Error, ExportStream, ImageStore, Progress, ProgressEvent};
-use crate::metadata::{Ctx, Db};
+use crate::metadata::Ctx;
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 
-fn blob_path(digest: &str) -> Result<String, Error> {
+/// What the archive writer itself finds wrong; the blob reader's error takes it in.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// A digest that cannot name a path under `blobs/`.
+    #[error("invalid digest {0:?}")]
+    Digest(String),
+    /// An image whose target is not a manifest or index.
+    #[error("only manifests may be exported: {name} has media type {media_type}")]
+    NotManifest {
+        /// The image.
+        name: String,
+        /// Its target's media type.
+        media_type: String,
+    },
+    /// Writing the tar failed.
+    #[error("write archive: {0}")]
+    Io(#[from] std::io::Error),
+    /// Encoding `index.json` or `manifest.json` failed.
+    #[error("export index: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            e @ (ArchiveError::Digest(_) | ArchiveError::NotManifest { .. }) => {
+                Error::Invalid(e.to_string())
+            }
+            ArchiveError::Io(e) => Error::Export(e),
+            ArchiveError::Json(source) => Error::Json {
+                what: "export index".into(),
+                source,
+            },
+        }
+    }
+}
+
+/// Where [`write_archive`] reads: the walks' JSON documents ([`BlobSource`]) and whole
+/// blobs as a stream of known size.
+pub trait BlobReader: BlobSource<Error: From<ArchiveError>> {
+    /// A blob's bytes.
+    type Blob: Read;
+    /// Opens the blob `digest`; returns it with its size.
+    fn open_blob(
+        &self,
+        digest: &str,
+    ) -> impl std::future::Future<Output = Result<(Self::Blob, u64), Self::Error>>;
+}
+
+impl BlobReader for DbBlobs<'_> {
+    type Blob = std::io::BufReader<crate::content::BlobReader>;
+    async fn open_blob(&self, digest: &str) -> Result<(Self::Blob, u64), Error> {
+        let d = crate::content::Digest::parse(digest)?;
+        let (blob, size) = self.db.content_open(self.ctx, &d)?;
+        Ok((
+            std::io::BufReader::with_capacity(1 << 20, blob),
+            u64::try_from(size).unwrap_or(0),
+        ))
+    }
+}
+
+/// Options of one export.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    /// The platforms whose manifests (and their blobs) go in.
+    pub matcher: Matcher,
+    /// Write Docker's `manifest.json` too.
+    pub manifest_json: bool,
+    /// Leave out non-distributable (foreign) layers.
+    pub skip_non_distributable: bool,
+    /// Give `index.json` its `mediaType`, as containerd 2 does (1.6's `ctr` leaves it out).
+    pub index_media_type: bool,
+}
+
+fn blob_path(digest: &str) -> Result<String, ArchiveError> {
     match digest.split_once(':') {
         Some((alg, hex))
             if !alg.is_empty() && !hex.is_empty() && hex.bytes().all(|c| c.is_ascii_hexdigit()) =>
         {
             Ok(format!("blobs/{alg}/{hex}"))
         }
-        _ => Err(Error::Invalid(format!("invalid digest {digest:?}"))),
+        _ => Err(ArchiveError::Digest(digest.to_string())),
     }
 }
 
@@ -44,36 +123,31 @@ fn ref_name(name: &str) -> String {
 enum Record {
     Dir,
     Bytes(Vec<u8>),
+    /// A blob of the content store, by digest.
     Blob(String),
 }
 
-/// Options of one export.
-struct Opts {
-    matcher: Matcher,
-    manifest_json: bool,
-    skip_non_distributable: bool,
-}
-
 /// Builds the archive's records for `images` (name, target).
-fn records(
-    db: &Db,
-    ctx: &Ctx,
+async fn records<S: BlobReader>(
+    src: &S,
     images: &[(String, Descriptor)],
-    o: &Opts,
-) -> Result<BTreeMap<String, Record>, Error> {
+    o: &ArchiveOptions,
+) -> Result<BTreeMap<String, Record>, S::Error> {
     let mut records: BTreeMap<String, Record> = BTreeMap::new();
     records.insert(
         "oci-layout".into(),
         Record::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
     );
     let mut index_manifests = Vec::new();
+    // The Docker manifest of each image, with every name that chose it.
     let mut docker: Vec<(Descriptor, Manifest, Vec<String>)> = Vec::new();
     for (name, target) in images {
         if !oci::is_manifest(&target.media_type) && !oci::is_index(&target.media_type) {
-            return Err(Error::Invalid(format!(
-                "only manifests may be exported: {name} has media type {}",
-                target.media_type
-            )));
+            return Err(ArchiveError::NotManifest {
+                name: name.clone(),
+                media_type: target.media_type.clone(),
+            }
+            .into());
         }
         let mut d = target.clone();
         let ann = d.annotations.get_or_insert_with(BTreeMap::new);
@@ -81,17 +155,18 @@ fn records(
         ann.insert(oci::ANNOTATION_REF_NAME.into(), ref_name(name));
         index_manifests.push(d);
 
+        // Walk, keeping only children for the wanted platforms.
         let mut stack = vec![target.clone()];
         while let Some(desc) = stack.pop() {
             if o.skip_non_distributable && oci::is_non_distributable(&desc.media_type) {
                 continue;
             }
-            let mut children = oci::children(db, ctx, &desc)?;
+            let mut children = oci::children_in(src, &desc).await?;
             children.retain(|c| o.matcher.matches(c.platform.as_ref()));
             records.insert(blob_path(&desc.digest)?, Record::Blob(desc.digest.clone()));
             stack.extend(children);
         }
-        if let Ok((m, manifest)) = oci::resolve_manifest(db, ctx, target, &o.matcher) {
+        if let Ok((m, manifest)) = oci::resolve_manifest_in(src, target, &o.matcher).await {
             match docker.iter_mut().find(|(d, _, _)| d.digest == m.digest) {
                 Some((_, _, names)) => names.push(name.clone()),
                 None => docker.push((m, manifest, vec![name.clone()])),
@@ -100,11 +175,12 @@ fn records(
     }
     let index = Index {
         schema_version: 2,
-        media_type: Some(oci::MT_OCI_INDEX.to_string()),
+        media_type: o.index_media_type.then(|| oci::MT_OCI_INDEX.to_string()),
         manifests: index_manifests,
         annotations: None,
     };
-    records.insert("index.json".into(), Record::Bytes(to_json(&index)?));
+    let json = serde_json::to_vec(&index).map_err(ArchiveError::from)?;
+    records.insert("index.json".into(), Record::Bytes(json));
     if o.manifest_json && !docker.is_empty() {
         let mut entries = Vec::new();
         for (_, manifest, names) in &docker {
@@ -119,7 +195,8 @@ fn records(
                 "Layers": layers,
             }));
         }
-        records.insert("manifest.json".into(), Record::Bytes(to_json(&entries)?));
+        let json = serde_json::to_vec(&entries).map_err(ArchiveError::from)?;
+        records.insert("manifest.json".into(), Record::Bytes(json));
     }
     let algorithms: Vec<String> = records
         .keys()
@@ -135,19 +212,15 @@ fn records(
     Ok(records)
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(v).map_err(|source| Error::Json {
-        what: "export index".into(),
-        source,
-    })
-}
-
-fn write_tar(
-    db: &Db,
-    ctx: &Ctx,
-    records: BTreeMap<String, Record>,
+/// Writes `images` (name, target) to `out` as an OCI image layout tar, reading from `src`.
+pub async fn write_archive<S: BlobReader>(
+    src: &S,
+    images: &[(String, Descriptor)],
+    o: &ArchiveOptions,
     out: impl Write,
-) -> Result<(), Error> {
+) -> Result<(), S::Error> {
+    let records = records(src, images, o).await?;
+    let io = |e: std::io::Error| S::Error::from(ArchiveError::Io(e));
     let mut tar = tar::Builder::new(out);
     for (name, record) in records {
         let mut header = tar::Header::new_ustar();
@@ -161,33 +234,28 @@ fn write_tar(
                 header.set_size(0);
                 header.set_cksum();
                 tar.append_data(&mut header, &name, std::io::empty())
-                    .map_err(Error::Export)?;
+                    .map_err(io)?;
             }
             Record::Bytes(data) => {
                 header.set_entry_type(tar::EntryType::Regular);
+                // containerd writes the layout file read-only, like the blobs.
                 header.set_mode(if name == "oci-layout" { 0o444 } else { 0o644 });
                 header.set_size(data.len() as u64);
                 header.set_cksum();
                 tar.append_data(&mut header, &name, data.as_slice())
-                    .map_err(Error::Export)?;
+                    .map_err(io)?;
             }
             Record::Blob(digest) => {
-                let d = crate::content::Digest::parse(&digest)?;
-                let (blob, size) = db.content_open(ctx, &d)?;
+                let (blob, size) = src.open_blob(&digest).await?;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(0o444);
-                header.set_size(u64::try_from(size).unwrap_or(0));
+                header.set_size(size);
                 header.set_cksum();
-                let blob = std::io::BufReader::with_capacity(1 << 20, blob);
-                tar.append_data(&mut header, &name, blob)
-                    .map_err(Error::Export)?;
+                tar.append_data(&mut header, &name, blob).map_err(io)?;
             }
         }
     }
-    tar.into_inner()
-        .map_err(Error::Export)?
-        .flush()
-        .map_err(Error::Export)
+    tar.into_inner().map_err(io)?.flush().map_err(io)
 }
 
 /// The whole export.
@@ -205,7 +273,7 @@ pub async fn export(
         let img = t.images.get(ctx.clone(), n.clone()).await?;
         images.push((n, Descriptor::from_meta(&img.target)));
     }
-    let o = Opts {
+    let o = ArchiveOptions {
         matcher: if dst.all_platforms {
             Matcher::All
         } else if dst.platforms.is_empty() {
@@ -215,12 +283,18 @@ pub async fn export(
         },
         manifest_json: !dst.skip_compatibility_manifest,
         skip_non_distributable: dst.skip_non_distributable,
+        index_media_type: true,
     };
     let writer = super::stream::send_bytes(dst.stream);
     let db = t.db.clone();
     blocking(move || {
-        let recs = records(&db, &ctx, &images, &o)?;
-        write_tar(&db, &ctx, recs, writer)
+        // The store's reads never wait: the walk's futures are ready at once.
+        futures::executor::block_on(write_archive(
+            &DbBlobs { db: &db, ctx: &ctx },
+            &images,
+            &o,
+            writer,
+        ))
     })
     .await?;
     progress.send(ProgressEvent::status("Completed export"));
