@@ -4,6 +4,12 @@
 //! store, which this layer wraps exactly as containerd's metadata wraps its proxy — records,
 //! labels, leases and GC stay here; the backend only holds bytes and ingests (keyed by
 //! `<ns>/<ref>`), and is called with the request's namespace.
+//!
+//! Ingest expiry (containerd's `expireat` in the ingest bucket): an ingest opened without a
+//! lease records an expiry [`INGEST_EXPIRY`] after the writer was (re)opened — containerd
+//! hard-codes 24 h and has no label or option for it. Until then the ingest is a GC root;
+//! after it, the collector removes the record and aborts the backend ingest. An ingest opened
+//! under a lease has no expiry and lives as long as a lease holds it.
 
 use super::{
     apply_label_path, db_err, encode, get, key, scan, validate_labels, Ctx, Db, Error, Labels,
@@ -37,6 +43,30 @@ pub struct IngestRecord {
     /// Expected digest, if announced.
     #[serde(default)]
     pub expected: Option<String>,
+    /// containerd's `expireat`: when an ingest opened without a lease becomes collectable.
+    #[serde(default)]
+    pub expire_at: Option<Ts>,
+    /// Opened under a lease (so without an expiry: the lease decides). False on records
+    /// written before berthd recorded expiries, which, like before, stay until aborted.
+    #[serde(default)]
+    pub leased: bool,
+}
+
+/// How long an ingest opened without a lease stays before GC may abort it (containerd
+/// `metadata/content.go`: `time.Now().UTC().Add(24 * time.Hour)`).
+pub const INGEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+impl IngestRecord {
+    /// Whether the collector must keep this ingest without a lease holding it (containerd
+    /// `scanRoots`: an ingest whose `expireat` has not passed). `in_lease` says a lease record
+    /// (live or expired) lists it; a record from before expiries were recorded is then left to
+    /// that lease, and otherwise kept, as before.
+    pub fn gc_root(&self, now: Ts, in_lease: bool) -> bool {
+        match self.expire_at {
+            Some(t) => t >= now,
+            None => !self.leased && !in_lease,
+        }
+    }
 }
 
 /// Content info as the API returns it.
@@ -251,6 +281,35 @@ impl Db {
         }
     }
 
+    /// The stored record of the namespace's ingest `ref`.
+    pub fn ingest_record(&self, ctx: &Ctx, r#ref: &str) -> Result<IngestRecord> {
+        let r = self.read()?;
+        let t = r.open_table(INGESTS).map_err(db_err(&self.path))?;
+        get(&t, &key(&[ctx.ns.as_str(), r#ref])?, &self.path)?.ok_or_else(|| Error::NotFound {
+            what: "ingest ref",
+            id: r#ref.to_string(),
+        })
+    }
+
+    /// Test hook: moves an ingest's expiry (containerd's is a fixed 24 h).
+    #[cfg(test)]
+    pub(crate) fn set_ingest_expiry(&self, ctx: &Ctx, r#ref: &str, at: Option<Ts>) -> Result<()> {
+        let txn = self.write()?;
+        {
+            let mut t = txn.open_table(INGESTS).map_err(db_err(&self.path))?;
+            let k = key(&[ctx.ns.as_str(), r#ref])?;
+            let mut rec: IngestRecord =
+                get(&t, &k, &self.path)?.ok_or_else(|| Error::NotFound {
+                    what: "ingest ref",
+                    id: r#ref.to_string(),
+                })?;
+            rec.expire_at = at;
+            t.insert(k.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
+        }
+        self.commit(txn)
+    }
+
     /// Opens a namespaced writer. If the namespace already has `expected`, or (shared policy)
     /// the store has it from another namespace — which is then adopted into this namespace and
     /// the context's lease — the result is AlreadyExists, as containerd's.
@@ -313,15 +372,24 @@ impl Db {
         self.ensure_namespace(&txn, &ctx.ns)?;
         {
             let mut t = txn.open_table(INGESTS).map_err(db_err(&self.path))?;
+            let k = key(&[ctx.ns.as_str(), r#ref])?;
+            let prior: Option<IngestRecord> = get(&t, &k, &self.path)?;
+            let leased = ctx.lease.is_some();
+            // containerd: a reopened ingest keeps its record; without a lease the expiry is
+            // pushed out again, with one the old expiry (if any) stays and the lease holds it.
+            let expire_at = if leased {
+                prior.as_ref().and_then(|p| p.expire_at)
+            } else {
+                Some(Ts::from(std::time::SystemTime::now() + INGEST_EXPIRY))
+            };
             let rec = IngestRecord {
                 backend_ref: bref,
                 expected: expected.as_ref().map(ToString::to_string),
+                expire_at,
+                leased: leased || prior.is_some_and(|p| p.leased),
             };
-            t.insert(
-                key(&[ctx.ns.as_str(), r#ref])?.as_str(),
-                encode(&rec).as_slice(),
-            )
-            .map_err(db_err(&self.path))?;
+            t.insert(k.as_str(), encode(&rec).as_slice())
+                .map_err(db_err(&self.path))?;
         }
         self.add_to_ctx_lease(&txn, ctx, "ingests", r#ref)?;
         self.commit(txn)?;

@@ -3,8 +3,10 @@
 //!
 //! Roots: unexpired leases (and everything they hold; a `containerd.io/gc.flat` lease only its
 //! own resources and snapshot parents), images (their target), containers
-//! (their snapshot), content and snapshots labelled `containerd.io/gc.root`, and ingests not
-//! held by a lease. References: `containerd.io/gc.ref.content*` labels (value = digest) and
+//! (their snapshot), content and snapshots labelled `containerd.io/gc.root`, and ingests whose
+//! expiry (containerd `expireat`, set on ingests opened without a lease) has not passed;
+//! records from before expiries were recorded stay unless an expired lease held them. An
+//! ingest references its expected digest. References: `containerd.io/gc.ref.content*` labels (value = digest) and
 //! `containerd.io/gc.ref.snapshot.<snapshotter>*` labels (value = key) on images, containers,
 //! content and snapshots, plus a snapshot's parent. Everything unmarked in the namespace
 //! tables is deleted, expired leases with it; after the commit, blobs that no namespace
@@ -160,9 +162,11 @@ impl Db {
                 }
             }
         }
-        for (k, _) in &ingests {
+        let now_ts = super::Ts::from(std::time::SystemTime::from(now));
+        for (k, rec) in &ingests {
             let (ns, r) = split2(k);
-            if !leased_ingests.contains(&(ns.clone(), r.clone())) {
+            let in_lease = leased_ingests.contains(&(ns.clone(), r.clone()));
+            if rec.gc_root(now_ts, in_lease) {
                 queue.push_back(Node::Ingest(ns, r));
             }
         }
@@ -204,6 +208,8 @@ impl Db {
             contents.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let snap_by_key: std::collections::HashMap<&str, &SnapshotRecord> =
             snaps.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ingest_by_key: std::collections::HashMap<&str, &IngestRecord> =
+            ingests.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut marked: HashSet<Node> = HashSet::new();
         while let Some(n) = queue.pop_front() {
             if !marked.insert(n.clone()) {
@@ -224,7 +230,15 @@ impl Db {
                         label_refs(ns, &s.labels, &mut refs);
                     }
                 }
-                Node::Ingest(..) => {}
+                Node::Ingest(ns, r) => {
+                    // containerd: an ingest references the content it expects.
+                    if let Some(d) = ingest_by_key
+                        .get(format!("{ns}\0{r}").as_str())
+                        .and_then(|i| i.expected.as_ref())
+                    {
+                        refs.push(Node::Content(ns.clone(), d.clone()));
+                    }
+                }
             }
             queue.extend(refs.into_iter().filter(|r| !marked.contains(r)));
         }
@@ -496,5 +510,111 @@ mod tests {
             .unwrap();
         let s = db.garbage_collect().unwrap();
         assert_eq!((s.leases, s.content_records), (1, 1));
+    }
+
+    fn partial_ingest(db: &Arc<Db>, ctx: &super::super::Ctx, r: &str) -> String {
+        let mut w = db.content_writer(ctx, r, 10, None).unwrap();
+        w.write(b"part").unwrap();
+        drop(w);
+        db.ingest_record(ctx, r).unwrap().backend_ref
+    }
+
+    #[test]
+    fn expired_ingest_is_collected_and_aborted() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        let bref = partial_ingest(&db, &c, "old");
+        db.set_ingest_expiry(&c, "old", Some(super::super::Ts(1)))
+            .unwrap();
+        let s = db.garbage_collect().unwrap();
+        assert_eq!(s.ingests, 1, "{s:?}");
+        assert!(db.content_status(&c, "old").is_err(), "record removed");
+        assert!(
+            db.content_list_statuses(&c, &Default::default())
+                .unwrap()
+                .is_empty(),
+            "not listed as active"
+        );
+        assert!(
+            db.content_store().status("default", &bref).is_err(),
+            "backend ingest aborted"
+        );
+    }
+
+    #[test]
+    fn unexpired_ingest_is_kept_with_a_24h_expiry() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        let before = super::super::Ts::now();
+        partial_ingest(&db, &c, "fresh");
+        let rec = db.ingest_record(&c, "fresh").unwrap();
+        let at = rec.expire_at.expect("an unleased ingest records an expiry");
+        let day = i64::try_from(super::super::content::INGEST_EXPIRY.as_nanos()).unwrap();
+        assert!(at.0 >= before.0 + day && at.0 <= super::super::Ts::now().0 + day);
+        assert!(!rec.leased);
+        let s = db.garbage_collect().unwrap();
+        assert_eq!(s.ingests, 0);
+        let st = db.content_status(&c, "fresh").unwrap();
+        assert_eq!(st.offset, 4);
+        assert_eq!(
+            db.content_list_statuses(&c, &Default::default())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn leased_ingest_has_no_expiry_and_goes_with_its_lease() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let plain = testutil::ctx("default");
+        db.lease_create(&plain, "l", Labels::new()).unwrap();
+        let c = super::super::Ctx {
+            lease: Some("l".into()),
+            ..plain.clone()
+        };
+        let bref = partial_ingest(&db, &c, "held");
+        let rec = db.ingest_record(&c, "held").unwrap();
+        assert_eq!((rec.expire_at, rec.leased), (None, true));
+        assert_eq!(db.garbage_collect().unwrap().ingests, 0, "lease holds it");
+        db.lease_delete(&plain, "l").unwrap();
+        assert_eq!(db.garbage_collect().unwrap().ingests, 1);
+        assert!(db.content_status(&plain, "held").is_err());
+        assert!(db.content_store().status("default", &bref).is_err());
+    }
+
+    #[test]
+    fn record_without_expiry_from_older_berthd_is_kept() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        partial_ingest(&db, &c, "legacy");
+        db.set_ingest_expiry(&c, "legacy", None).unwrap();
+        assert_eq!(db.garbage_collect().unwrap().ingests, 0);
+        assert!(db.content_status(&c, "legacy").is_ok());
+    }
+
+    #[test]
+    fn ingest_keeps_its_expected_content() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        let d = Digest::from_bytes(b"blob");
+        let w = db
+            .content_writer(&c, "pending", 4, Some(d.clone()))
+            .unwrap();
+        drop(w);
+        assert_eq!(put(&db, &c, b"blob", Labels::new()), d);
+        db.garbage_collect().unwrap();
+        assert!(
+            db.content_info(&c, &d).is_ok(),
+            "an ingest references the digest it expects"
+        );
+        db.content_abort(&c, "pending").unwrap();
+        db.garbage_collect().unwrap();
+        assert!(db.content_info(&c, &d).is_err());
     }
 }
