@@ -18,12 +18,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::store::{self, Commit, Piece};
-use super::{Descriptor, Index, Manifest, Platform, PlatformMatcher, JSON_LIMIT};
+use super::{Descriptor, Platform, PlatformMatcher, JSON_LIMIT};
 use crate::client::Client;
-use berthd::remotes::reference::ReferenceError;
 use berthd::transfer::import::{
-    clean, layer_media_type, resolve_symlinks, tagged_entries, tar_error_text, ArchiveEntry,
-    DockerManifest, OciLayout,
+    docker_index, tar_error_text, ArchiveEntry, CompressedLayer, DockerArchiveError,
+    DockerManifest, DockerStore, OciLayout,
 };
 use berthd::transfer::naming::translate;
 use berthd::transfer::oci::{gc_labels, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
@@ -53,14 +52,8 @@ pub enum Error {
     NoIndex,
     #[error("unrecognized image format: neither an OCI layout (oci-layout) nor a docker archive (manifest.json)")]
     Unrecognized,
-    #[error("no target for symlink layer from {name:?} to {target:?}")]
-    Symlink { name: String, target: String },
-    #[error("image config {0:?} not found")]
-    NoConfig(String),
-    #[error("failed to resolve layers: layer {0:?} not found")]
-    NoLayer(String),
-    #[error("normalize image ref {0:?}: invalid reference format")]
-    BadRef(String),
+    #[error(transparent)]
+    Docker(#[from] DockerArchiveError),
     #[error("archive reader stopped unexpectedly")]
     ReaderGone,
 }
@@ -229,7 +222,7 @@ pub async fn import(
         idx.media_type = super::MT_OCI_INDEX.to_string();
         idx
     } else if let Some(manifests) = docker {
-        docker_index(client, manifests, &blobs, &heads, &symlinks).await?
+        docker_index(&Remote(client), manifests, blobs.clone(), heads, &symlinks).await?
     } else {
         return Err(Error::Unrecognized);
     };
@@ -260,113 +253,51 @@ async fn collect_json(name: &str, data: mpsc::Receiver<Piece>) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// Docker archives: one synthesised Docker schema 2 manifest per `manifest.json` entry,
-/// under an OCI index annotated with the repo tags.
-async fn docker_index(
-    client: &Client,
-    manifests: Vec<DockerManifest>,
-    blobs: &HashMap<String, Descriptor>,
-    heads: &HashMap<String, Vec<u8>>,
-    symlinks: &HashMap<String, String>,
-) -> Result<Descriptor, Error> {
-    let mut blobs = blobs.clone();
-    let mut heads = heads.clone();
-    resolve_symlinks(&mut blobs, &mut heads, symlinks)
-        .map_err(|(name, target)| Error::Symlink { name, target })?;
-    let mut index = Index {
-        schema_version: 2,
-        media_type: None,
-        manifests: Vec::new(),
-        annotations: None,
-    };
-    for m in manifests {
-        let mut config = blobs
-            .get(&clean(&m.config))
-            .cloned()
-            .ok_or_else(|| Error::NoConfig(m.config.clone()))?;
-        config.media_type = super::MT_DOCKER_CONFIG.to_string();
-        let mut layers = Vec::new();
-        for l in &m.layers {
-            let key = clean(l);
-            let mut d = blobs
-                .get(&key)
-                .cloned()
-                .ok_or_else(|| Error::NoLayer(l.clone()))?;
-            let mut head = heads.get(&key).cloned().unwrap_or_default();
-            // containerd's resolveLayers: an uncompressed layer whose compressed form is
-            // already stored (labelled `containerd.io/uncompressed`) is referenced compressed.
-            if let Some(compressed) = compressed_form(client, &d.digest).await? {
-                head = store::read_head(client, &compressed.digest, 16).await?;
-                d.digest = compressed.digest;
-                d.size = compressed.size;
+/// berthd's content service over gRPC, as the Docker-archive index builder's store.
+struct Remote<'a>(&'a Client);
+
+impl DockerStore for Remote<'_> {
+    type Error = Error;
+
+    async fn compressed_form(&self, diff_id: &str) -> Result<Option<CompressedLayer>, Error> {
+        let filter = format!("labels.\"containerd.io/uncompressed\"=={diff_id}");
+        let mut stream = self
+            .0
+            .content()
+            .list(protos::services::content::v1::ListContentRequest {
+                filters: vec![filter],
+            })
+            .await?
+            .into_inner();
+        while let Some(resp) = stream.message().await? {
+            if let Some(info) = resp.info.into_iter().next() {
+                let head = store::read_head(self.0, &info.digest, 16).await?;
+                return Ok(Some(CompressedLayer {
+                    digest: info.digest,
+                    size: info.size,
+                    head,
+                }));
             }
-            d.media_type = layer_media_type(&head).to_string();
-            layers.push(d);
         }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(super::MT_DOCKER_MANIFEST.to_string()),
-            config: config.clone(),
-            layers,
-        };
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::Json {
-            name: "manifest".into(),
-            source,
-        })?;
+        Ok(None)
+    }
+
+    async fn write_json(&self, bytes: Vec<u8>) -> Result<(String, i64), Error> {
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         let digest = store::digest_of(&bytes);
-        store::write_bytes(client, &format!("manifest-{digest}"), bytes, HashMap::new()).await?;
-        let cfg = super::read_config(client, &config).await?;
-        let desc = Descriptor {
-            media_type: super::MT_DOCKER_MANIFEST.to_string(),
-            digest,
-            size,
-            platform: Some(Platform {
-                architecture: cfg.architecture,
-                os: cfg.os,
-                ..Platform::default()
-            }),
-            ..Descriptor::default()
-        };
-        let entries = tagged_entries(&desc, m.repo_tags).map_err(|e| match e {
-            ReferenceError::Invalid(t) => Error::BadRef(t),
-        })?;
-        index.manifests.extend(entries);
+        store::write_bytes(self.0, &format!("manifest-{digest}"), bytes, HashMap::new()).await?;
+        Ok((digest, size))
     }
-    let bytes = serde_json::to_vec(&index).map_err(|source| Error::Json {
-        name: "index".into(),
-        source,
-    })?;
-    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-    let digest = store::digest_of(&bytes);
-    store::write_bytes(client, &format!("manifest-{digest}"), bytes, HashMap::new()).await?;
-    Ok(Descriptor {
-        media_type: super::MT_OCI_INDEX.to_string(),
-        digest,
-        size,
-        ..Descriptor::default()
-    })
-}
 
-/// A stored blob labelled as the compressed form of uncompressed digest `diff_id`.
-async fn compressed_form(
-    client: &Client,
-    diff_id: &str,
-) -> Result<Option<protos::services::content::v1::Info>, Error> {
-    let filter = format!("labels.\"containerd.io/uncompressed\"=={diff_id}");
-    let mut stream = client
-        .content()
-        .list(protos::services::content::v1::ListContentRequest {
-            filters: vec![filter],
-        })
-        .await?
-        .into_inner();
-    while let Some(resp) = stream.message().await? {
-        if let Some(info) = resp.info.into_iter().next() {
-            return Ok(Some(info));
-        }
+    async fn manifest_platform(&self, config: &Descriptor) -> Result<Option<Platform>, Error> {
+        let cfg = super::read_config(self.0, config).await?;
+        // As ctr 1.6 writes it: os and architecture only, as the config has them.
+        Ok(Some(Platform {
+            architecture: cfg.architecture,
+            os: cfg.os,
+            ..Platform::default()
+        }))
     }
-    Ok(None)
 }
 
 /// Walks from the index like containerd's import handler chain (`FilterPlatforms` →

@@ -17,8 +17,8 @@ use berthd::transfer::oci::{self, BlobSource};
 /// The OCI/Docker JSON types, media types and walks are the daemon's (one implementation,
 /// shared with berthd's Transfer service); the CLI reads blobs over gRPC.
 pub use berthd::transfer::oci::{
-    is_config, is_index, is_manifest, Descriptor, Index, Manifest, Matcher, Platform, RootFs,
-    WalkError, JSON_LIMIT, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_INDEX,
+    is_config, is_index, is_manifest, Descriptor, Manifest, Matcher, Platform, RootFs, WalkError,
+    JSON_LIMIT, MT_OCI_INDEX,
 };
 
 /// What went wrong resolving an image.

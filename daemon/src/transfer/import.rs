@@ -310,14 +310,94 @@ pub fn layer_media_type(head: &[u8]) -> &'static str {
     }
 }
 
-/// The OCI index of a `docker save` archive (containerd `ImportIndex`, Docker branch).
-fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor, Error> {
-    let manifests = ing.docker.take().unwrap_or_default();
-    resolve_symlinks(&mut ing.blobs, &mut ing.heads, &ing.symlinks).map_err(|(name, target)| {
-        Error::Format(format!(
-            "no target for symlink layer from {name:?} to {target:?}"
-        ))
-    })?;
+/// What [`docker_index`] finds wrong in a `docker save` archive.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerArchiveError {
+    /// A symlinked file whose target is not in the archive.
+    #[error("no target for symlink layer from {name:?} to {target:?}")]
+    Symlink {
+        /// The link.
+        name: String,
+        /// Where it points.
+        target: String,
+    },
+    /// `manifest.json` names a config the archive lacks.
+    #[error("image config {0:?} not found")]
+    NoConfig(String),
+    /// `manifest.json` names a layer the archive lacks.
+    #[error("failed to resolve layers: layer {0:?} not found")]
+    NoLayer(String),
+    /// A repo tag that is no image reference.
+    #[error("normalize image ref {0:?}: invalid reference format")]
+    BadRef(String),
+    /// Encoding a generated manifest or index failed.
+    #[error("generated manifest: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<DockerArchiveError> for Error {
+    fn from(e: DockerArchiveError) -> Self {
+        match e {
+            DockerArchiveError::BadRef(t) => Error::Invalid(format!(
+                "normalize image ref {t:?}: {}",
+                ReferenceError::Invalid(t.clone())
+            )),
+            DockerArchiveError::Json(source) => Error::Json {
+                what: "generated manifest".into(),
+                source,
+            },
+            e => Error::Format(e.to_string()),
+        }
+    }
+}
+
+/// A stored compressed form of an uncompressed layer.
+pub struct CompressedLayer {
+    /// Its digest.
+    pub digest: String,
+    /// Its size.
+    pub size: i64,
+    /// Its first bytes (enough to detect the compression).
+    pub head: Vec<u8>,
+}
+
+/// Where [`docker_index`] looks up and stores: the namespace's content here
+/// ([`DbArchive`]), the content service over gRPC in the `berth` CLI.
+pub trait DockerStore {
+    /// The caller's error; [`DockerArchiveError`] converts into it.
+    type Error: From<DockerArchiveError>;
+    /// containerd's `resolveLayers`: a stored blob labelled as the compressed form of
+    /// uncompressed layer `diff_id`.
+    fn compressed_form(
+        &self,
+        diff_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<CompressedLayer>, Self::Error>>;
+    /// Stores a generated manifest or index; returns its digest and size.
+    fn write_json(
+        &self,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(String, i64), Self::Error>>;
+    /// The platform of the index entry for a manifest with image config `config`.
+    fn manifest_platform(
+        &self,
+        config: &Descriptor,
+    ) -> impl std::future::Future<Output = Result<Option<Platform>, Self::Error>>;
+}
+
+/// The OCI index of a `docker save` archive (containerd `ImportIndex`, Docker branch):
+/// per `manifest.json` entry, its config and layers looked up among the archive's files
+/// (`blobs`, `heads`: name → descriptor, first bytes; `symlinks` resolved first), a
+/// Docker schema 2 manifest stored for them, and an index over those, annotated with the
+/// normalised repo tags.
+pub async fn docker_index<S: DockerStore>(
+    store: &S,
+    manifests: Vec<DockerManifest>,
+    mut blobs: HashMap<String, Descriptor>,
+    mut heads: HashMap<String, Vec<u8>>,
+    symlinks: &HashMap<String, String>,
+) -> Result<Descriptor, S::Error> {
+    resolve_symlinks(&mut blobs, &mut heads, symlinks)
+        .map_err(|(name, target)| DockerArchiveError::Symlink { name, target })?;
     let mut index = Index {
         schema_version: 2,
         media_type: None,
@@ -325,25 +405,25 @@ fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor
         annotations: None,
     };
     for m in manifests {
-        let mut config = ing
-            .blobs
+        let mut config = blobs
             .get(&clean(&m.config))
             .cloned()
-            .ok_or_else(|| Error::Format(format!("image config {:?} not found", m.config)))?;
+            .ok_or_else(|| DockerArchiveError::NoConfig(m.config.clone()))?;
         config.media_type = oci::MT_DOCKER_CONFIG.to_string();
         let mut layers = Vec::new();
         for l in &m.layers {
             let key = clean(l);
-            let mut d = ing.blobs.get(&key).cloned().ok_or_else(|| {
-                Error::Format(format!("failed to resolve layers: layer {l:?} not found"))
-            })?;
-            let mut head = ing.heads.get(&key).cloned().unwrap_or_default();
+            let mut d = blobs
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| DockerArchiveError::NoLayer(l.clone()))?;
+            let mut head = heads.get(&key).cloned().unwrap_or_default();
             // containerd's resolveLayers: an uncompressed layer whose compressed form is
             // already stored (labelled `containerd.io/uncompressed`) is referenced compressed.
-            if let Some((digest, size)) = compressed_form(db, ctx, &d.digest)? {
-                head = db.content_read(ctx, &crate::content::Digest::parse(&digest)?, 0, 10)?;
-                d.digest = digest;
-                d.size = size;
+            if let Some(c) = store.compressed_form(&d.digest).await? {
+                head = c.head;
+                d.digest = c.digest;
+                d.size = c.size;
             }
             d.media_type = layer_media_type(&head).to_string();
             layers.push(d);
@@ -354,38 +434,75 @@ fn docker_index(db: &Arc<Db>, ctx: &Ctx, mut ing: Ingested) -> Result<Descriptor
             config: config.clone(),
             layers,
         };
-        let (digest, size) = oci::write_json(db, ctx, &manifest)?;
-        let cfg: oci::Config = oci::read_json(db, ctx, "image config", &config.digest)?;
-        let platform = (!cfg.os.is_empty() || !cfg.architecture.is_empty()).then(|| {
-            Platform::normalize(Platform {
-                architecture: cfg.architecture,
-                os: cfg.os,
-                variant: cfg.variant,
-                ..Platform::default()
-            })
-        });
+        let bytes = serde_json::to_vec(&manifest).map_err(DockerArchiveError::from)?;
+        let (digest, size) = store.write_json(bytes).await?;
         let desc = Descriptor {
             media_type: oci::MT_DOCKER_MANIFEST.to_string(),
             digest,
             size,
-            platform,
+            platform: store.manifest_platform(&config).await?,
             ..Descriptor::default()
         };
         let entries = tagged_entries(&desc, m.repo_tags).map_err(|e| match e {
-            ReferenceError::Invalid(t) => Error::Invalid(format!(
-                "normalize image ref {t:?}: {}",
-                ReferenceError::Invalid(t.clone())
-            )),
+            ReferenceError::Invalid(t) => DockerArchiveError::BadRef(t),
         })?;
         index.manifests.extend(entries);
     }
-    let (digest, size) = oci::write_json(db, ctx, &index)?;
+    let bytes = serde_json::to_vec(&index).map_err(DockerArchiveError::from)?;
+    let (digest, size) = store.write_json(bytes).await?;
     Ok(Descriptor {
         media_type: oci::MT_OCI_INDEX.to_string(),
         digest,
         size,
         ..Descriptor::default()
     })
+}
+
+/// The namespace's content in berthd's metadata store, as a [`DockerStore`].
+struct DbArchive<'a> {
+    db: &'a Arc<Db>,
+    ctx: &'a Ctx,
+}
+
+impl DockerStore for DbArchive<'_> {
+    type Error = Error;
+    async fn compressed_form(&self, diff_id: &str) -> Result<Option<CompressedLayer>, Error> {
+        let Some((digest, size)) = compressed_form(self.db, self.ctx, diff_id)? else {
+            return Ok(None);
+        };
+        let head =
+            self.db
+                .content_read(self.ctx, &crate::content::Digest::parse(&digest)?, 0, 10)?;
+        Ok(Some(CompressedLayer { digest, size, head }))
+    }
+
+    async fn write_json(&self, bytes: Vec<u8>) -> Result<(String, i64), Error> {
+        let digest = oci::digest_of(&bytes);
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        oci::write_blob(
+            self.db,
+            self.ctx,
+            &format!("manifest-{digest}"),
+            &bytes,
+            &digest,
+        )?;
+        Ok((digest, size))
+    }
+
+    async fn manifest_platform(&self, config: &Descriptor) -> Result<Option<Platform>, Error> {
+        let cfg: oci::Config = oci::read_json(self.db, self.ctx, "image config", &config.digest)?;
+        // containerd 2 leaves an empty platform out and normalises the rest.
+        Ok(
+            (!cfg.os.is_empty() || !cfg.architecture.is_empty()).then(|| {
+                Platform::normalize(Platform {
+                    architecture: cfg.architecture,
+                    os: cfg.os,
+                    variant: cfg.variant,
+                    ..Platform::default()
+                })
+            }),
+        )
+    }
 }
 
 /// `ImportIndex`: the archive into content; returns the index descriptor.
@@ -411,7 +528,15 @@ fn import_index(db: &Arc<Db>, ctx: &Ctx, reader: impl Read) -> Result<Descriptor
             "unrecognized image format: neither an OCI layout (oci-layout) nor a docker archive (manifest.json)".into(),
         ));
     }
-    docker_index(db, ctx, ing)
+    let manifests = ing.docker.unwrap_or_default();
+    // The store's reads never wait: the future is ready at once.
+    futures::executor::block_on(docker_index(
+        &DbArchive { db, ctx },
+        manifests,
+        ing.blobs,
+        ing.heads,
+        &ing.symlinks,
+    ))
 }
 
 /// What the walk found: descriptors to name, manifests reached.
