@@ -463,3 +463,103 @@ fn interrupted_ingest_resumes_after_kill_9_of_berthd() {
     );
     assert_eq!(d.ctr(&["content", "get", &dgst]).stdout, data);
 }
+
+/// `Content.Write` of a partial ingest straight over gRPC (ctr 1.6 has no way to open an
+/// ingest under a lease), leaving the ingest open.
+async fn write_partial_ingest(d: &TestDaemon, r#ref: &str, lease: Option<&str>, data: &[u8]) {
+    use protos::containerd::services::content::v1::{
+        content_client::ContentClient, WriteAction, WriteContentRequest,
+    };
+    let path = d.address();
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to berthd");
+    let msg = WriteContentRequest {
+        action: WriteAction::Write as i32,
+        r#ref: r#ref.into(),
+        total: 1_000,
+        data: data.to_vec(),
+        ..Default::default()
+    };
+    let mut req = tonic::Request::new(tonic::codegen::tokio_stream::iter(vec![msg]));
+    req.metadata_mut().insert(
+        "containerd-namespace",
+        d.namespace().parse().expect("ascii"),
+    );
+    if let Some(l) = lease {
+        req.metadata_mut()
+            .insert("containerd-lease", l.parse().expect("ascii"));
+    }
+    let mut resp = ContentClient::new(channel)
+        .write(req)
+        .await
+        .expect("Content.Write")
+        .into_inner();
+    let first = resp.message().await.expect("write response");
+    assert_eq!(first.map(|m| m.offset), Some(data.len() as i64));
+    while resp.message().await.expect("write stream").is_some() {}
+}
+
+fn ingest_dirs(d: &TestDaemon) -> usize {
+    let dir = d.root().join("io.containerd.content.v1.content/ingest");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .count()
+}
+
+/// containerd's ingest expiry (`expireat`): an ingest opened without a lease expires 24 h
+/// after it was opened and survives collections until then; one opened under a lease has no
+/// expiry and is collected — record and bytes on disk — once the lease is gone.
+#[test]
+fn leased_ingest_goes_with_its_lease_unleased_one_waits_for_its_expiry() {
+    let d = TestDaemon::start().expect("start berthd");
+    d.ctr_ok(&["leases", "create", "--id", "hold"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(write_partial_ingest(
+        &d,
+        "leased-part",
+        Some("hold"),
+        b"leased",
+    ));
+    rt.block_on(write_partial_ingest(&d, "free-part", None, b"free"));
+    let active = d.ctr_ok(&["content", "active"]);
+    assert!(
+        active.contains("leased-part") && active.contains("free-part"),
+        "{active}"
+    );
+    assert_eq!(ingest_dirs(&d), 2);
+
+    // A collection while the lease lives keeps both.
+    d.ctr_ok(&["leases", "create", "--id", "trigger"]);
+    d.ctr_ok(&["leases", "rm", "--sync", "trigger"]);
+    let active = d.ctr_ok(&["content", "active"]);
+    assert!(
+        active.contains("leased-part") && active.contains("free-part"),
+        "{active}"
+    );
+
+    d.ctr_ok(&["leases", "rm", "--sync", "hold"]);
+    let active = d.ctr_ok(&["content", "active"]);
+    assert!(
+        !active.contains("leased-part"),
+        "leased ingest collected with its lease:\n{active}\n{}",
+        d.log_tail(20)
+    );
+    assert!(
+        active.contains("free-part"),
+        "unleased ingest kept until its expiry:\n{active}"
+    );
+    assert_eq!(ingest_dirs(&d), 1, "the collected ingest's bytes are gone");
+}
