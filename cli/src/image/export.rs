@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use berthd::transfer::export::{self as archive, ArchiveError, ArchiveOptions, BlobReader};
 use berthd::transfer::oci::BlobSource;
 
-use super::{store, Descriptor, PlatformMatcher, WalkError, JSON_LIMIT};
+use super::{store, Descriptor, PlatformMatcher, WalkError};
 use crate::client::Client;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +28,18 @@ impl From<WalkError> for Error {
     }
 }
 
-/// berthd's content service over gRPC, as the archive writer's blob reader.
+/// berthd's content service over gRPC, as the archive writer's blob reader: the walks'
+/// reads as [`super::Remote`] does them, blobs spooled.
 struct Remote<'a>(&'a Client);
 
 impl BlobSource for Remote<'_> {
     type Error = Error;
     async fn read_json_blob(
         &self,
-        _what: &'static str,
+        what: &'static str,
         desc: &Descriptor,
     ) -> Result<Vec<u8>, Error> {
-        Ok(store::read_blob(self.0, &desc.digest, JSON_LIMIT).await?)
+        Ok(super::Remote(self.0).read_json_blob(what, desc).await?)
     }
 }
 
