@@ -92,8 +92,19 @@ fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_duration(Duration::from_secs(30))
 }
 
+/// The tests of this binary run one at a time: the first runs the shim's reaper
+/// (`waitpid(-1)`), which would reap the other's `shim start` child before its own `wait`.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn task_api_v2_and_v3_on_one_socket_with_containerds_error_codes() {
+    let _serial = serial();
     set_subreaper().expect("subreaper");
     let dir = tempfile::tempdir().expect("tmp");
     let id = "api1";
@@ -269,6 +280,7 @@ fn task_api_v2_and_v3_on_one_socket_with_containerds_error_codes() {
 fn start_honours_shim_cgroup_and_adjusts_oom_score() {
     use containerd_shim_protos::shim::oci::Options;
     use std::io::Write;
+    let _serial = serial();
     set_subreaper().expect("subreaper");
     let dir = tempfile::tempdir().expect("tmp");
     let id = "cgshim1";
