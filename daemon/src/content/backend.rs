@@ -182,6 +182,16 @@ impl Backend {
         }
     }
 
+    /// Refs of the local store's ingests, for the collector's orphan sweep (containerd's
+    /// content GC aborts backend ingests no namespace's ingest record names). A proxy lists
+    /// none: its ingests are aborted one by one as their records go.
+    pub fn local_ingest_refs(&self) -> Result<Vec<String>, Error> {
+        match self {
+            Backend::Local(s) => Ok(s.list_statuses()?.into_iter().map(|st| st.r#ref).collect()),
+            Backend::Proxy(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Drops ingest `ref`.
     pub fn abort(&self, ns: &str, r#ref: &str) -> Result<(), Error> {
         match self {

@@ -363,6 +363,9 @@ impl Db {
             }
         }
         let bref = backend_ref(ctx, r#ref);
+        // Backend ingest and record appear together for the collector, which aborts local
+        // ingests without a record.
+        let _gc = self.gc_guard();
         let inner = match self.content.writer(ctx.ns.as_str(), &bref, total, None) {
             Ok(w) => w,
             Err(cs::Error::Locked(_)) => return Err(cs::Error::Locked(r#ref.to_string()).into()),

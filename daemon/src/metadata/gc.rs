@@ -320,9 +320,27 @@ impl Db {
             txn.abort().map_err(db_err(p))?;
         }
 
-        // Sweep the backends (data after metadata: a crash here leaves only orphans).
+        // Sweep the backends (data after metadata: a crash here leaves only orphans, which
+        // the next collection finds below).
+        let gone: HashSet<String> = aborted.iter().map(|(_, r)| r.clone()).collect();
         for (ns, r) in aborted {
-            if self.content.abort(&ns, &r).is_ok() {
+            match self.content.abort(&ns, &r) {
+                Ok(()) => stats.ingests += 1,
+                Err(crate::content::Error::IngestNotFound(_)) => {}
+                Err(e) => log::warn!("gc: aborting ingest {r:?} (namespace {ns:?}): {e}"),
+            }
+        }
+        // Local ingests no record names (containerd: abort backend ingests not seen in any
+        // namespace). Writers open the backend ingest and commit its record under the GC
+        // lock, so a fresh ingest is never taken for an orphan.
+        let live: HashSet<&str> = ingests
+            .iter()
+            .map(|(_, rec)| rec.backend_ref.as_str())
+            .filter(|r| !gone.contains(*r))
+            .collect();
+        for r in self.content.local_ingest_refs()? {
+            if !live.contains(r.as_str()) && self.content.abort("", &r).is_ok() {
+                log::debug!("gc: aborted orphaned ingest {r:?}");
                 stats.ingests += 1;
             }
         }
@@ -616,5 +634,24 @@ mod tests {
         db.content_abort(&c, "pending").unwrap();
         db.garbage_collect().unwrap();
         assert!(db.content_info(&c, &d).is_err());
+    }
+
+    #[test]
+    fn local_ingest_without_a_record_is_aborted() {
+        let (_t, db) = testutil::db(Default::default());
+        let db = Arc::new(db);
+        let c = testutil::ctx("default");
+        let kept = partial_ingest(&db, &c, "recorded");
+        let mut w = db
+            .content_store()
+            .writer("default", "default/orphan", 0, None)
+            .unwrap();
+        w.write(b"left behind").unwrap();
+        drop(w);
+        let s = db.garbage_collect().unwrap();
+        assert_eq!(s.ingests, 1, "{s:?}");
+        assert!(db.content_store().status("", "default/orphan").is_err());
+        assert!(db.content_store().status("", &kept).is_ok());
+        assert!(db.content_status(&c, "recorded").is_ok());
     }
 }
