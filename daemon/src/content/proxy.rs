@@ -1029,4 +1029,46 @@ mod tests {
         .await
         .unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gc_aborts_an_expired_ingest_on_the_proxy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = remote_db(&tmp.path().join("remote"));
+        let core = crate::api::Core {
+            db: Arc::clone(&remote),
+            events: crate::events::Exchange::new(),
+            gc: crate::metadata::gc::Scheduler::new(&remote),
+        };
+        let sock = tmp.path().join("cs.sock");
+        serve!(
+            ContentServer::new(crate::api::content::Service(core)),
+            &sock
+        );
+        let ps = ProxyStore::new("remote", sock.to_str().unwrap()).unwrap();
+        let db = Arc::new(
+            metadata::Db::open(&tmp.path().join("meta"), ps, vec![], SharingPolicy::Shared)
+                .unwrap(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let c = ctx("x");
+            for r in ["old", "fresh"] {
+                let mut w = db.content_writer(&c, r, 0, None).unwrap();
+                w.write(b"partial").unwrap();
+            }
+            db.set_ingest_expiry(&c, "old", Some(metadata::Ts(1)))
+                .unwrap();
+            assert_eq!(remote.content_status(&c, "x/old").unwrap().offset, 7);
+            let s = db.garbage_collect().unwrap();
+            assert_eq!(s.ingests, 1, "{s:?}");
+            assert!(db.content_status(&c, "old").is_err());
+            assert!(
+                remote.content_status(&c, "x/old").is_err(),
+                "aborted in the proxy's store"
+            );
+            assert_eq!(db.content_status(&c, "fresh").unwrap().offset, 7);
+            assert!(remote.content_status(&c, "x/fresh").is_ok());
+        })
+        .await
+        .unwrap();
+    }
 }
