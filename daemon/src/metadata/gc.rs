@@ -11,6 +11,8 @@
 //! content and snapshots, plus a snapshot's parent. Everything unmarked in the namespace
 //! tables is deleted, expired leases with it; after the commit, blobs that no namespace
 //! references and backend snapshots no record points at are removed from disk.
+//! Ingests: removed records are aborted in the backend (local store or proxy), and local
+//! ingests no record names (a crash between the two) are aborted too.
 
 use super::containers::Container;
 use super::content::{ContentRecord, IngestRecord};
