@@ -5,9 +5,9 @@
 //! own resources and snapshot parents), images (their target), containers
 //! (their snapshot), content and snapshots labelled `containerd.io/gc.root`, and ingests whose
 //! expiry (containerd `expireat`, set on ingests opened without a lease) has not passed;
-//! records from before expiries were recorded stay unless an expired lease held them. An
-//! ingest references its expected digest. References: `containerd.io/gc.ref.content*` labels (value = digest) and
-//! `containerd.io/gc.ref.snapshot.<snapshotter>*` labels (value = key) on images, containers,
+//! records from before expiries were recorded stay unless an expired lease held them.
+//! References: an ingest's expected digest, `containerd.io/gc.ref.content*` labels (value =
+//! digest) and `containerd.io/gc.ref.snapshot.<snapshotter>*` labels (value = key) on images, containers,
 //! content and snapshots, plus a snapshot's parent. Everything unmarked in the namespace
 //! tables is deleted, expired leases with it; after the commit, blobs that no namespace
 //! references and backend snapshots no record points at are removed from disk.
