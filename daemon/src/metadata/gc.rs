@@ -8,11 +8,11 @@
 //! records from before expiries were recorded stay unless an expired lease held them.
 //! References: an ingest's expected digest, `containerd.io/gc.ref.content*` labels (value =
 //! digest) and `containerd.io/gc.ref.snapshot.<snapshotter>*` labels (value = key) on
-//! images, containers, content and snapshots, plus a snapshot's parent. Everything unmarked in the namespace
-//! tables is deleted, expired leases with it; after the commit, blobs that no namespace
-//! references and backend snapshots no record points at are removed from disk.
-//! Ingests: removed records are aborted in the backend (local store or proxy), and local
-//! ingests no record names (a crash between the two) are aborted too.
+//! images, containers, content and snapshots, plus a snapshot's parent. Everything unmarked
+//! in the namespace tables is deleted, expired leases with it; after the commit, blobs that
+//! no namespace references and backend snapshots no record points at are removed from disk,
+//! removed ingests are aborted in the backend (local store or proxy), and so are local
+//! ingests no record names (a crash between the two).
 
 use super::containers::Container;
 use super::content::{ContentRecord, IngestRecord};
