@@ -217,10 +217,29 @@ fn snapshot_cycle(d: &TestDaemon, snapshotter: &str) {
             .collect();
     names.sort();
     assert_eq!(names, [".wh.hello", "added"], "diff entries");
-    // `snapshots diff` removes its temporary view, which schedules a GC; let it run before
-    // creating a view without a gc.root label (containerd would collect it just the same).
-    std::thread::sleep(Duration::from_millis(500));
-    s(&["view", "look", "base"]);
+    // `snapshots diff` removes its temporary view, which schedules a GC; a view without a
+    // gc.root label (ctr labels only prepare and commit) is collectable, in containerd too.
+    // So label it as a root right away; if a pending collection took it in between (the
+    // label then fails with not found), make it again.
+    let mut made = false;
+    for _ in 0..5 {
+        s(&["view", "look", "base"]);
+        let labelled = d.ctr(&[
+            "snapshots",
+            "--snapshotter",
+            snapshotter,
+            "label",
+            "look",
+            "containerd.io/gc.root=test",
+        ]);
+        if labelled.status.success() {
+            made = true;
+            break;
+        }
+        let err = String::from_utf8_lossy(&labelled.stderr);
+        assert!(err.contains("not found"), "label look: {err}");
+    }
+    assert!(made, "view 'look' collected five times before it could be labelled");
     let tree = s(&["tree"]);
     assert!(
         tree.contains("base") && tree.contains("\\_ child") && tree.contains("\\_ look"),
