@@ -239,7 +239,10 @@ fn snapshot_cycle(d: &TestDaemon, snapshotter: &str) {
         let err = String::from_utf8_lossy(&labelled.stderr);
         assert!(err.contains("not found"), "label look: {err}");
     }
-    assert!(made, "view 'look' collected five times before it could be labelled");
+    assert!(
+        made,
+        "view 'look' collected five times before it could be labelled"
+    );
     let tree = s(&["tree"]);
     assert!(
         tree.contains("base") && tree.contains("\\_ child") && tree.contains("\\_ look"),
