@@ -725,13 +725,26 @@ impl ProxyReader {
     }
 }
 
+/// Empty `Read` replies tolerated in a row before a read fails (see `ProxyReader::read`).
+const MAX_EMPTY_READS: usize = 64;
+
 impl Read for ProxyReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.pos >= self.size || out.is_empty() {
             return Ok(0);
         }
+        // A proxy that keeps replying with no bytes before the blob's end must not make this
+        // loop forever: a few empty messages are tolerated, then the read fails.
+        let mut empty = 0;
         while self.buf_pos >= self.buf.len() {
+            if empty == MAX_EMPTY_READS {
+                return Err(self.io_err(&format!(
+                    "read of {}: {MAX_EMPTY_READS} empty messages in a row at offset {}",
+                    self.digest, self.pos
+                )));
+            }
             self.fill()?;
+            empty += 1;
         }
         let avail = &self.buf[self.buf_pos..];
         let left = usize::try_from(self.size - self.pos).unwrap_or(usize::MAX);

@@ -248,6 +248,20 @@ pub fn receive_bytes(stream: Stream) -> ByteReader {
                         }
                     };
                     window -= i64::try_from(data.len()).unwrap_or(i64::MAX);
+                    if window < 0 {
+                        // containerd's senders stay within the credit granted; a client that
+                        // does not would make berthd buffer without bound.
+                        let _ = dtx
+                            .send(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "stream client sent {} bytes past the window it was granted",
+                                    -window
+                                ),
+                            )))
+                            .await;
+                        return;
+                    }
                     if dtx.send(Ok(data)).await.is_err() {
                         return; // reader dropped
                     }
@@ -499,6 +513,25 @@ mod tests {
         drop(reg);
         drop(reg3);
         assert_eq!(m.pending(), 0, "an unclaimed stream goes with its RPC");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_sending_past_its_window_fails_the_stream() {
+        let (s, client_tx, _client_rx) = pair();
+        let reader = receive_bytes(s);
+        // One message twice the size of the whole initial grant.
+        let big = vec![0u8; 2 * usize::try_from(WINDOW).unwrap()];
+        client_tx
+            .send(pack(urls::DATA, &tt::Data { data: big }))
+            .await
+            .unwrap();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut r = reader;
+            let mut got = Vec::new();
+            r.read_to_end(&mut got)
+        });
+        let err = read.await.unwrap().expect_err("overrun must fail");
+        assert!(err.to_string().contains("past the window"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
