@@ -134,11 +134,23 @@ fn scratch_dir(env: &Env) -> PathBuf {
     env.d.state().join("checkpoints")
 }
 
+/// No scratch directory is left. berthd removes a restored task's unpacked checkpoint on a
+/// blocking thread after Start/Delete answered, so this waits (bounded) for it to go.
 fn assert_no_scratch_left(env: &Env) {
-    let left: Vec<PathBuf> = std::fs::read_dir(scratch_dir(env))
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "checkpoint scratch dirs left: {left:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: Vec<PathBuf> = std::fs::read_dir(scratch_dir(env))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint scratch dirs left: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn stdout(o: &Output) -> String {

@@ -124,14 +124,17 @@ impl Service {
         }
     }
 
-    /// Forgets (and removes) the unpacked checkpoint of a task, if any.
+    /// Forgets (and removes) the unpacked checkpoint of a task, if any. The removal of a
+    /// possibly large CRIU image runs on a blocking thread, not on the async workers.
     fn drop_restore_dir(&self, ns: &str, id: &str) {
         let dir = self
             .restores
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&(ns.to_string(), id.to_string()));
-        drop(dir);
+        if let Some(dir) = dir {
+            tokio::task::spawn_blocking(move || drop(dir));
+        }
     }
 
     /// containerd `Create` with `r.Checkpoint`: check the descriptor, unpack its blob into a
