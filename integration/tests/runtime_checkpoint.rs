@@ -1158,7 +1158,15 @@ fn restore_started_after_a_berthd_restart_still_finds_its_checkpoint() {
     assert!(pid > 0);
     let log = std::fs::read_to_string(&calls).expect("calls");
     assert!(log.contains("restore s1 from s0 ok"), "restored: {log}");
-    assert_eq!(count(&env), 0, "removed after the Start");
+    // Removed after the Start (on a blocking thread: wait, bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&env) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint not removed after the Start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     env.wait_status("s1", "RUNNING", Duration::from_secs(5));
     assert_eq!(
         env.ctr_ok(&["t", "exec", "--exec-id", "e", "s1", "echo", "ok"]),
