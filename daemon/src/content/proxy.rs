@@ -833,32 +833,35 @@ mod tests {
         }
     }
 
-    fn remote_db(dir: &Path) -> Arc<metadata::Db> {
+    /// A second berthd's metadata + content store served over gRPC in `tmp`, and a metadata
+    /// store whose blobs live there through a [`ProxyStore`]: `(remote, proxied)`.
+    fn proxied_db(tmp: &Path) -> (Arc<metadata::Db>, Arc<metadata::Db>) {
+        let dir = tmp.join("remote");
         let store = super::super::Store::open(dir.join("content")).unwrap();
-        Arc::new(
+        let remote = Arc::new(
             metadata::Db::open(&dir.join("meta"), store, vec![], SharingPolicy::Shared).unwrap(),
-        )
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn metadata_over_a_second_berthd_content_service() {
-        let tmp = tempfile::tempdir().unwrap();
-        let remote = remote_db(&tmp.path().join("remote"));
+        );
         let core = crate::api::Core {
             db: Arc::clone(&remote),
             events: crate::events::Exchange::new(),
             gc: crate::metadata::gc::Scheduler::new(&remote),
         };
-        let sock = tmp.path().join("cs.sock");
+        let sock = tmp.join("cs.sock");
         serve!(
             ContentServer::new(crate::api::content::Service(core)),
             &sock
         );
         let ps = ProxyStore::new("remote", sock.to_str().unwrap()).unwrap();
         let db = Arc::new(
-            metadata::Db::open(&tmp.path().join("meta"), ps, vec![], SharingPolicy::Shared)
-                .unwrap(),
+            metadata::Db::open(&tmp.join("meta"), ps, vec![], SharingPolicy::Shared).unwrap(),
         );
+        (remote, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metadata_over_a_second_berthd_content_service() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (remote, db) = proxied_db(tmp.path());
         let remote2 = Arc::clone(&remote);
         tokio::task::spawn_blocking(move || {
             let c = ctx("x");
@@ -1046,22 +1049,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gc_aborts_an_expired_ingest_on_the_proxy() {
         let tmp = tempfile::tempdir().unwrap();
-        let remote = remote_db(&tmp.path().join("remote"));
-        let core = crate::api::Core {
-            db: Arc::clone(&remote),
-            events: crate::events::Exchange::new(),
-            gc: crate::metadata::gc::Scheduler::new(&remote),
-        };
-        let sock = tmp.path().join("cs.sock");
-        serve!(
-            ContentServer::new(crate::api::content::Service(core)),
-            &sock
-        );
-        let ps = ProxyStore::new("remote", sock.to_str().unwrap()).unwrap();
-        let db = Arc::new(
-            metadata::Db::open(&tmp.path().join("meta"), ps, vec![], SharingPolicy::Shared)
-                .unwrap(),
-        );
+        let (remote, db) = proxied_db(tmp.path());
         tokio::task::spawn_blocking(move || {
             let c = ctx("x");
             for r in ["old", "fresh"] {
