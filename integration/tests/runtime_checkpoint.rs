@@ -205,6 +205,32 @@ fn stop_and_remove(env: &Env, id: &str) {
     env.assert_task_gone(id);
 }
 
+/// Runs `id` through the criu stand-in `runc`, checkpoints it as image `image`, removes the
+/// container, and returns the digest and size of the criu tar in the checkpoint's index.
+fn checkpoint_and_remove(env: &Env, runc: &str, id: &str, image: &str) -> (String, i64) {
+    let img = env.image.clone();
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        runc,
+        &img,
+        id,
+        "sleep",
+        "1000",
+    ]);
+    env.wait_status(id, "RUNNING", Duration::from_secs(10));
+    env.ctr_ok(&["c", "checkpoint", "--task", id, image]);
+    stop_and_remove(env, id);
+    let (_, index) = image_row(env, image).unwrap_or_else(|| panic!("{image} listed"));
+    let (_, criu_tar) = index_manifests(env, &index)
+        .into_iter()
+        .find(|(m, _)| m == CRIU_TAR)
+        .expect("criu tar in the index");
+    let size = i64::try_from(blob(env, &criu_tar).len()).expect("size");
+    (criu_tar, size)
+}
+
 fn round_trip(shim: Shim, test: &str) {
     let Some(env) = Env::start(shim, test, "") else {
         return;
@@ -890,25 +916,7 @@ fn terminal_restore(shim: Shim, test: &str) {
     let runc_s = runc.to_string_lossy().into_owned();
     let img = env.image.clone();
     // The checkpoint: any task checkpointed through the stand-in.
-    env.ctr_ok(&[
-        "run",
-        "-d",
-        "--runc-binary",
-        &runc_s,
-        &img,
-        "t0",
-        "sleep",
-        "1000",
-    ]);
-    env.wait_status("t0", "RUNNING", Duration::from_secs(10));
-    env.ctr_ok(&["c", "checkpoint", "--task", "t0", "tck"]);
-    stop_and_remove(&env, "t0");
-    let (_, index) = image_row(&env, "tck").expect("tck listed");
-    let (_, criu_tar) = index_manifests(&env, &index)
-        .into_iter()
-        .find(|(m, _)| m == CRIU_TAR)
-        .expect("criu tar in the index");
-    let size = i64::try_from(blob(&env, &criu_tar).len()).expect("size");
+    let (criu_tar, size) = checkpoint_and_remove(&env, &runc_s, "t0", "tck");
 
     // The container to restore into: a shell with a terminal.
     env.ctr_ok(&["c", "create", "-t", &img, "t1", "sh"]);
@@ -1058,25 +1066,7 @@ fn restore_started_after_a_berthd_restart_still_finds_its_checkpoint() {
     let (runc, calls) = fake_criu_runc(env.work.path());
     let runc_s = runc.to_string_lossy().into_owned();
     let img = env.image.clone();
-    env.ctr_ok(&[
-        "run",
-        "-d",
-        "--runc-binary",
-        &runc_s,
-        &img,
-        "s0",
-        "sleep",
-        "1000",
-    ]);
-    env.wait_status("s0", "RUNNING", Duration::from_secs(10));
-    env.ctr_ok(&["c", "checkpoint", "--task", "s0", "sck"]);
-    stop_and_remove(&env, "s0");
-    let (_, index) = image_row(&env, "sck").expect("sck listed");
-    let (_, criu_tar) = index_manifests(&env, &index)
-        .into_iter()
-        .find(|(m, _)| m == CRIU_TAR)
-        .expect("criu tar in the index");
-    let size = i64::try_from(blob(&env, &criu_tar).len()).expect("size");
+    let (criu_tar, size) = checkpoint_and_remove(&env, &runc_s, "s0", "sck");
     env.ctr_ok(&["c", "create", &img, "s1", "sleep", "1000"]);
 
     let rt = tokio::runtime::Builder::new_current_thread()
