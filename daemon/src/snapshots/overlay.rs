@@ -210,6 +210,17 @@ impl OverlaySnapshotter {
                     .map_err(|e| Error::io("chown", &fsd, e.into()))?;
                 }
                 let dst = snaps.join(&s.id);
+                // The id is new in this transaction, so a directory already there is an
+                // orphan: a daemon killed after its rename but before the metadata commit
+                // (which also rolled the id sequence back) left it. Nothing refers to it.
+                if dst.exists() {
+                    log::warn!(
+                        "overlayfs: removing orphaned snapshot dir {}",
+                        dst.display()
+                    );
+                    fs::remove_dir_all(&dst)
+                        .map_err(|e| Error::io("remove orphaned snapshot dir", &dst, e))?;
+                }
                 fs::rename(&td, &dst).map_err(|e| Error::io("rename snapshot dir to", &dst, e))?;
                 fsutil::sync_dir(&snaps).map_err(|e| Error::io("sync", &snaps, e))
             })
@@ -310,6 +321,24 @@ mod tests {
             .cloned()
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// A snapshot dir left by a daemon killed between its rename and the metadata commit
+    /// (the id sequence rolled back with it) does not block the next snapshot with that id.
+    #[test]
+    fn orphaned_dir_with_the_next_id_is_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("ovl");
+        let sn = OverlaySnapshotter::open(&root, OverlayConfig::default()).expect("open");
+        let orphan = root.join("snapshots").join("1");
+        fs::create_dir_all(orphan.join("fs")).expect("orphan");
+        fs::write(orphan.join("fs").join("stale"), b"x").expect("stale file");
+        sn.prepare("a", "", Default::default())
+            .expect("prepare over an orphan");
+        assert!(
+            !orphan.join("fs").join("stale").exists(),
+            "orphan content replaced"
+        );
     }
 
     /// `mount_options` go first on overlay mounts only, replace the automatic `index`, and
